@@ -1,0 +1,1 @@
+"""engage's services: intake, survey, analytics, and the `engage` command."""

@@ -1,0 +1,1 @@
+"""engage's shared contract: event schemas, settings, logging, the bus, auth."""

@@ -1,0 +1,21 @@
+"""The project's own errors, few and named once; each edge maps them (HTTP, CLI, bus)."""
+
+
+class EngageError(Exception):
+    """Base of every error engage raises on purpose."""
+
+
+class ConfigError(EngageError):
+    """A setting or plan file is wrong; the message names the key, the value and the reason."""
+
+
+class ConflictError(EngageError):
+    """The request is valid but contradicts the aggregate's current state (HTTP 409)."""
+
+
+class NotFoundError(EngageError):
+    """The aggregate does not exist (HTTP 404)."""
+
+
+class PublishError(EngageError):
+    """The event log did not confirm a write; nothing was stored (HTTP 503)."""

@@ -1,0 +1,290 @@
+"""The event contract: one envelope, a discriminated union of past-tense payloads.
+
+Events are dumb, frozen data. They name what happened, never a person: participants are
+known by an opaque reference issued by intake, and an anonymous survey response is its
+own participant. ``SCHEMA_VERSION`` is the version written today; older versions are
+brought forward by the upcasters in :mod:`shared.upcasting` before validation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal, Union
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from shared.profile import Profile
+
+SCHEMA_VERSION = 1
+
+# Opaque references only: a lower-case prefix and random characters. The pattern keeps
+# names, phone numbers and e-mail addresses out of identifiers by construction.
+ParticipantRef = Annotated[
+    str,
+    Field(
+        pattern=r"^p-[0-9a-z]{10,32}$",
+        description="Opaque participant reference issued by intake (e.g. `p-7k2m9q4x1b`); never a name.",
+    ),
+]
+AggregateId = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-z][0-9a-z-]{5,63}$",
+        description="Identifier of the interview, gathering, response or feedback this event is about.",
+    ),
+]
+ProcessId = Annotated[
+    str,
+    Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="The engagement process, e.g. `shfa-2018`."),
+]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InterviewFormat(StrEnum):
+    in_person = "in_person"
+    phone = "phone"
+    small_group = "small_group"
+
+
+class GatheringKind(StrEnum):
+    art_of_hosting = "art_of_hosting"
+    small_group_meeting = "small_group_meeting"
+
+
+class Channel(StrEnum):
+    """How a participant took part; engagements are counted per channel."""
+
+    interview_in_person = "interview_in_person"
+    interview_phone = "interview_phone"
+    small_group_interview = "small_group_interview"
+    art_of_hosting = "art_of_hosting"
+    small_group_meeting = "small_group_meeting"
+    survey = "survey"
+    advisory = "advisory"
+
+
+INTERVIEW_CHANNEL = {
+    InterviewFormat.in_person: Channel.interview_in_person,
+    InterviewFormat.phone: Channel.interview_phone,
+    InterviewFormat.small_group: Channel.small_group_interview,
+}
+
+
+class CancelReason(StrEnum):
+    participant_request = "participant_request"
+    safety = "safety"
+    scheduling = "scheduling"
+    staff_unavailable = "staff_unavailable"
+    other = "other"
+
+
+class FeedbackTopic(StrEnum):
+    engagement_plan = "engagement_plan"
+    protocols = "protocols"
+    safety_and_confidentiality = "safety_and_confidentiality"
+    language = "language"
+    outreach_gaps = "outreach_gaps"
+    recommendations = "recommendations"
+    other = "other"
+
+
+class Attendee(BaseModel):
+    """One person who took part in an interview, by reference, with their own profile."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    participant_ref: ParticipantRef
+    profile: Profile = Field(default_factory=Profile, description="What this participant chose to say.")
+
+
+class InterviewScheduled(_Payload):
+    type: Literal["InterviewScheduled"] = "InterviewScheduled"
+    interview_id: AggregateId
+    format: InterviewFormat = Field(description="One-on-one in person, by phone, or a small group.")
+    scheduled_for: AwareDatetime = Field(description="When the interview is to take place.")
+    region: Profile.model_fields["region"].annotation = Field(  # type: ignore[valid-type]
+        None, description="Region where the interview takes place, if known."
+    )
+    expected_participants: int = Field(1, ge=1, le=50, description="How many people are expected.")
+
+
+class InterviewRescheduled(_Payload):
+    type: Literal["InterviewRescheduled"] = "InterviewRescheduled"
+    interview_id: AggregateId
+    scheduled_for: AwareDatetime = Field(description="The new time.")
+
+
+class InterviewCancelled(_Payload):
+    type: Literal["InterviewCancelled"] = "InterviewCancelled"
+    interview_id: AggregateId
+    reason: CancelReason = Field(description="Why it was cancelled (a category, never free text).")
+
+
+class InterviewNoShow(_Payload):
+    type: Literal["InterviewNoShow"] = "InterviewNoShow"
+    interview_id: AggregateId
+
+
+class InterviewCompleted(_Payload):
+    type: Literal["InterviewCompleted"] = "InterviewCompleted"
+    interview_id: AggregateId
+    format: InterviewFormat = Field(description="One-on-one in person, by phone, or a small group.")
+    participants: list[Attendee] = Field(
+        min_length=1, max_length=50, description="Everyone who took part, each with their own profile."
+    )
+
+    @model_validator(mode="after")
+    def _one_on_one_has_one(self) -> InterviewCompleted:
+        if self.format is not InterviewFormat.small_group and len(self.participants) != 1:
+            raise ValueError("a one-on-one interview has exactly one participant")
+        if len({a.participant_ref for a in self.participants}) != len(self.participants):
+            raise ValueError("a participant is listed twice")
+        return self
+
+
+class GatheringHeld(_Payload):
+    type: Literal["GatheringHeld"] = "GatheringHeld"
+    gathering_id: AggregateId
+    kind: GatheringKind = Field(description="Art-of-Hosting event or small-group meeting.")
+    region: Profile.model_fields["region"].annotation = Field(  # type: ignore[valid-type]
+        None, description="Region where the gathering was held."
+    )
+    attendee_count: int = Field(ge=1, le=5000, description="Everyone who attended, profiled or not.")
+    profiles: list[Profile] = Field(
+        default_factory=list, description="Self-identified profiles of the attendees who chose to give one."
+    )
+
+    @model_validator(mode="after")
+    def _no_more_profiles_than_people(self) -> GatheringHeld:
+        if len(self.profiles) > self.attendee_count:
+            raise ValueError("more profiles than attendees")
+        return self
+
+
+class SurveyCompleted(_Payload):
+    type: Literal["SurveyCompleted"] = "SurveyCompleted"
+    response_id: AggregateId
+    profile: Profile = Field(default_factory=Profile, description="What the respondent chose to say.")
+
+
+class AdvisoryMemberJoined(_Payload):
+    type: Literal["AdvisoryMemberJoined"] = "AdvisoryMemberJoined"
+    participant_ref: ParticipantRef
+    profile: Profile = Field(default_factory=Profile, description="What the member chose to say.")
+
+
+class AdvisoryFeedbackLogged(_Payload):
+    type: Literal["AdvisoryFeedbackLogged"] = "AdvisoryFeedbackLogged"
+    feedback_id: AggregateId
+    topic: FeedbackTopic = Field(description="What the feedback was about (a category, never free text).")
+    member_refs: list[ParticipantRef] = Field(
+        default_factory=list, max_length=100, description="Members who gave the feedback, if recorded."
+    )
+
+
+class ParticipantWithdrawn(_Payload):
+    type: Literal["ParticipantWithdrawn"] = "ParticipantWithdrawn"
+    participant_ref: ParticipantRef
+
+
+Payload = Annotated[
+    Union[
+        InterviewScheduled,
+        InterviewRescheduled,
+        InterviewCancelled,
+        InterviewNoShow,
+        InterviewCompleted,
+        GatheringHeld,
+        SurveyCompleted,
+        AdvisoryMemberJoined,
+        AdvisoryFeedbackLogged,
+        ParticipantWithdrawn,
+    ],
+    Field(discriminator="type"),
+]
+
+# The aggregate each event belongs to, and the payload field that names its id:
+# one subject per aggregate, so JetStream can check concurrency per aggregate.
+AGGREGATE_OF: dict[str, tuple[str, str]] = {
+    "InterviewScheduled": ("interview", "interview_id"),
+    "InterviewRescheduled": ("interview", "interview_id"),
+    "InterviewCancelled": ("interview", "interview_id"),
+    "InterviewNoShow": ("interview", "interview_id"),
+    "InterviewCompleted": ("interview", "interview_id"),
+    "GatheringHeld": ("gathering", "gathering_id"),
+    "SurveyCompleted": ("survey-response", "response_id"),
+    "AdvisoryMemberJoined": ("advisory-member", "participant_ref"),
+    "AdvisoryFeedbackLogged": ("advisory-feedback", "feedback_id"),
+    "ParticipantWithdrawn": ("participant", "participant_ref"),
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """One event on the log: metadata around exactly one payload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: uuid.UUID = Field(description="Unique id; also the `Nats-Msg-Id`, so a retried publish dedupes.")
+    type: str = Field(description="The payload's type, repeated for routing and filtering.")
+    schema_version: int = Field(SCHEMA_VERSION, ge=1, description="Version of this event type's schema.")
+    process_id: ProcessId
+    occurred_at: AwareDatetime = Field(description="When it happened in the world.")
+    recorded_at: AwareDatetime = Field(description="When a service recorded it.")
+    source: Literal["intake", "survey", "advisory", "demo"] = Field(description="The service that recorded it.")
+    correlation_id: str = Field(max_length=64, pattern=r"^[0-9A-Za-z._-]+$", description="Ties related events.")
+    payload: Payload
+
+    @model_validator(mode="after")
+    def _type_matches_payload(self) -> Envelope:
+        if self.type != self.payload.type:
+            raise ValueError(f"type {self.type!r} does not match payload type {self.payload.type!r}")
+        return self
+
+    @classmethod
+    def wrap(
+        cls,
+        payload: _Payload,
+        *,
+        process_id: str,
+        source: str,
+        event_id: uuid.UUID | None = None,
+        occurred_at: datetime | None = None,
+        correlation_id: str | None = None,
+    ) -> Envelope:
+        """Put ``payload`` in a new envelope stamped now."""
+        now = _now()
+        event_id = event_id or uuid.uuid4()
+        return cls(
+            event_id=event_id,
+            type=payload.type,  # type: ignore[attr-defined]
+            process_id=process_id,
+            occurred_at=occurred_at or now,
+            recorded_at=now,
+            source=source,  # type: ignore[arg-type]
+            correlation_id=correlation_id or event_id.hex,
+            payload=payload,  # type: ignore[arg-type]
+        )
+
+    @property
+    def aggregate(self) -> str:
+        return AGGREGATE_OF[self.type][0]
+
+    @property
+    def aggregate_id(self) -> str:
+        return getattr(self.payload, AGGREGATE_OF[self.type][1])
+
+    @property
+    def subject(self) -> str:
+        return f"engagement.{self.process_id}.{self.aggregate}.{self.aggregate_id}"
+
+
+ENVELOPE = TypeAdapter(Envelope)

@@ -1,0 +1,107 @@
+"""What every HTTP surface shares: bearer-token scopes, error mapping, health.
+
+Errors are mapped here once: bad input is 422 naming each field and the reason (the
+rejected value is never echoed back: it could be someone's phone number), a state
+conflict is 409, an event log that did not confirm is 503, and anything unexpected is a
+plain 500 with a request id, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+
+from shared.errors import ConflictError, NotFoundError, PublishError
+from shared.logging import get_logger
+from shared.settings import Settings, TokenSpec
+
+log = get_logger("engage.http")
+_bearer = HTTPBearer(auto_error=False)
+
+
+class Unauthorized(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def problems_of(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"field": field_path(tuple(e["loc"])), "reason": e["msg"]} for e in errors]
+
+
+def require_scope(scope: str) -> Callable[..., Any]:
+    """A dependency admitting requests whose bearer token carries ``scope`` (or ``admin``)."""
+
+    async def check(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+        tokens: dict[str, TokenSpec] = request.app.state.tokens
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise Unauthorized(401, "a bearer token is required")
+        for name, spec in tokens.items():
+            if hmac.compare_digest(spec.token.encode(), creds.credentials.encode()):
+                if scope in spec.scopes or "admin" in spec.scopes:
+                    return name
+                raise Unauthorized(403, f"this token lacks the scope {scope!r}")
+        raise Unauthorized(401, "unknown token")
+
+    return check
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Attach tokens, error handlers and ``GET /health`` to a service's app."""
+    app.state.tokens = settings.all_tokens()
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_r: Request, exc: Unauthorized) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": "unauthorized" if exc.status == 401 else "forbidden", "reason": exc.reason},
+                            status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "invalid", "problems": problems_of(list(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_model(_r: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse({"error": "invalid", "problems": problems_of(exc.errors())}, status_code=422)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse({"error": "conflict", "reason": str(exc)}, status_code=409)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_r: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"error": "not_found", "reason": str(exc)}, status_code=404)
+
+    @app.exception_handler(PublishError)
+    async def _unavailable(_r: Request, exc: PublishError) -> JSONResponse:
+        log.warning("publish_failed", reason=str(exc))
+        return JSONResponse({"error": "unavailable", "reason": str(exc)}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex[:12]
+        log.error("unexpected_error", request_id=request_id, error_type=type(exc).__name__)
+        return JSONResponse({"error": "internal", "reason": "something went wrong; nothing was recorded",
+                             "request_id": request_id}, status_code=500)
+
+    @app.get("/health", tags=["health"])
+    async def health(request: Request) -> dict[str, Any]:
+        """Liveness and readiness: 200 once the service is connected to what it needs."""
+        checks = getattr(request.app.state, "health_checks", {})
+        results = {name: await fn() for name, fn in checks.items()}
+        ok = all(results.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", "checks": results},
+                            status_code=200 if ok else 503)  # type: ignore[return-value]

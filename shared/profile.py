@@ -1,0 +1,169 @@
+"""The participant profile: what a person chose to say about themselves.
+
+Every field is optional. ``None`` means the question was not asked or not answered;
+``"declined"`` is an answer in its own right ("I'd rather not say") and is counted as one.
+Multi-select questions (race/ethnicity, gender, the terms people use for their
+experience, professional roles) take a list of categories, or ``"declined"``.
+
+The categories follow the Safe Harbor for All 2018 report. There is deliberately no
+free-text field: nothing here can carry a name, a phone number or an address.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DECLINED = "declined"
+Declined = Literal["declined"]
+
+
+class Region(StrEnum):
+    """The report's eight regions of Minnesota."""
+
+    twin_cities_west_metro = "twin_cities_west_metro"
+    twin_cities_east_metro = "twin_cities_east_metro"
+    northeast = "northeast"
+    southwest = "southwest"
+    northwest = "northwest"
+    central = "central"
+    southeast = "southeast"
+    west_central = "west_central"
+
+
+class YesNo(StrEnum):
+    yes = "yes"
+    no = "no"
+
+
+class RaceEthnicity(StrEnum):
+    white = "white"
+    black = "black"
+    indigenous = "indigenous"
+    multiracial = "multiracial"
+    asian = "asian"
+    latinx = "latinx"
+    immigrant = "immigrant"
+    other = "other"
+
+
+class Gender(StrEnum):
+    female = "female"
+    male = "male"
+    transgender = "transgender"
+    non_binary = "non_binary"
+    two_spirit = "two_spirit"
+    another = "another"
+
+
+class AgeBand(StrEnum):
+    age_18_24 = "18-24"
+    age_25_34 = "25-34"
+    age_35_44 = "35-44"
+    age_45_54 = "45-54"
+    age_55_64 = "55-64"
+    age_65_plus = "65+"
+
+
+class ExperienceTerm(StrEnum):
+    """Terms participants chose for their own experience (several may be chosen).
+
+    ``own_term_prostitute`` records that a participant chose the word "prostitute" for
+    themselves. It is their term, always shown in quotes as theirs, never a label of ours.
+    """
+
+    survivor_of_trafficking = "survivor_of_trafficking"
+    survivor_of_sexual_exploitation = "survivor_of_sexual_exploitation"
+    sex_worker = "sex_worker"
+    independent_provider = "independent_provider"
+    survival_sex = "survival_sex"
+    own_term_prostitute = "own_term_prostitute"
+    another_term = "another_term"
+
+
+class ProfessionalRole(StrEnum):
+    outreach_worker = "outreach_worker"
+    social_worker = "social_worker"
+    social_service_provider = "social_service_provider"
+    advocate = "advocate"
+    police = "police"
+    prosecutor = "prosecutor"
+    public_defender = "public_defender"
+    attorney = "attorney"
+    probation_officer = "probation_officer"
+    judge = "judge"
+    public_health = "public_health"
+    nurse = "nurse"
+    therapist = "therapist"
+    researcher = "researcher"
+    hospitality_worker = "hospitality_worker"
+    faith_community = "faith_community"
+    philanthropy = "philanthropy"
+    crime_victim_coalition = "crime_victim_coalition"
+    intersecting_issues = "intersecting_issues"
+    tribal_agency = "tribal_agency"
+
+
+class Profile(BaseModel):
+    """What a participant chose to say about themselves. Every field is optional."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    region: Region | Declined | None = Field(None, description="Where in Minnesota the participant lives or works.")
+    lived_experience: YesNo | Declined | None = Field(
+        None, description="Whether the participant has lived experience in transactional sex."
+    )
+    race_ethnicity: list[RaceEthnicity] | Declined | None = Field(
+        None, description="Race/ethnicity; several may be chosen."
+    )
+    gender: list[Gender] | Declined | None = Field(None, description="Gender; several may be chosen.")
+    lgbq: YesNo | Declined | None = Field(
+        None, description="Whether the participant identifies as lesbian, gay, bisexual, queer or pansexual."
+    )
+    age_band: AgeBand | Declined | None = Field(None, description="Age band (participants are 18 or older).")
+    experience_terms: list[ExperienceTerm] | Declined | None = Field(
+        None, description="The terms the participant uses for their own experience; several may be chosen."
+    )
+    professional_roles: list[ProfessionalRole] | Declined | None = Field(
+        None, description="Professional roles related to the participant's knowledge of the issues; several."
+    )
+    task_force_connection: YesNo | Declined | None = Field(
+        None, description="Whether the participant has a connection to a human-trafficking task force."
+    )
+    tribal_affiliation: YesNo | Declined | None = Field(
+        None, description="Whether the participant is formally affiliated with a tribal agency or entity."
+    )
+
+    @field_validator("race_ethnicity", "gender", "experience_terms", "professional_roles")
+    @classmethod
+    def _unique_non_empty(cls, value: list | str | None) -> list | str | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError('choose at least one category, "declined", or leave the question out')
+            # Keep the participant's order but drop repeats, so a double tick counts once.
+            value = list(dict.fromkeys(value))
+        return value
+
+    def merged_with(self, newer: Profile) -> Profile:
+        """The profile after ``newer`` answers: fields it answers replace ours, others stay."""
+        given = newer.model_dump(exclude_none=True)
+        return self.model_copy(update=given) if given else self
+
+    def categories(self) -> dict[str, tuple[str, ...]]:
+        """Each answered dimension and its chosen categories (``("declined",)`` when declined)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                out[name] = tuple(str(v) for v in value)
+            else:
+                out[name] = (str(value),)
+        return out
+
+
+DIMENSIONS: tuple[str, ...] = tuple(Profile.model_fields)
+MULTI_SELECT: frozenset[str] = frozenset({"race_ethnicity", "gender", "experience_terms", "professional_roles"})

@@ -1,0 +1,74 @@
+"""One settings tree for every service, read from ``ENGAGE_*`` environment variables.
+
+Built once in an app factory or the CLI and passed down; nothing connects at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+Scope = Literal["intake:write", "survey:write", "coverage:read", "analyst:read", "admin"]
+
+
+class TokenSpec(BaseModel):
+    """A bearer token and what it may do."""
+
+    token: str = Field(min_length=16, description="The secret a client sends as `Authorization: Bearer ...`.")
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENGAGE_", extra="ignore")
+
+    process_id: str = Field("shfa-2018", pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="Default process.")
+    nats_url: str | None = Field(None, description="NATS server(s); unset means the embedded nats-server.")
+    database_url: str | None = Field(None, description="PostgreSQL DSN; unset means the embedded PostgreSQL.")
+    data_dir: Path = Field(Path(".engage"), description="Where the embedded servers keep their data.")
+    host: str = Field("127.0.0.1", description="Interface the HTTP services listen on.")
+    intake_port: int = Field(8701, ge=0, le=65535)
+    survey_port: int = Field(8702, ge=0, le=65535)
+    analytics_port: int = Field(8703, ge=0, le=65535)
+    embedded_nats_port: int = Field(4233, ge=0, le=65535, description="Port of the embedded nats-server.")
+    stream_name: str = Field("ENGAGEMENT", pattern=r"^[A-Z][A-Z0-9_]*$")
+    dedupe_window_seconds: int = Field(
+        86_400, ge=1, description="How long a repeated event id (an idempotency key) is recognised."
+    )
+    publish_timeout_seconds: float = Field(5.0, gt=0)
+    consumer_name: str = Field("analytics", pattern=r"^[A-Za-z0-9_-]+$")
+    batch_size: int = Field(1000, ge=1, le=10_000, description="Events per projection transaction, at most.")
+    tokens: dict[str, TokenSpec] = Field(default_factory=dict, description="Inline tokens, JSON.")
+    tokens_file: Path | None = Field(None, description="JSON file of tokens, as written by `engage up`.")
+    small_cell_k: int = Field(5, ge=2, le=50, description="Counts from 1 to k-1 are suppressed for coordinators.")
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def all_tokens(self) -> dict[str, TokenSpec]:
+        """Inline tokens plus those in ``tokens_file``."""
+        found = dict(self.tokens)
+        if self.tokens_file is not None:
+            try:
+                raw = orjson.loads(self.tokens_file.read_bytes())
+                for name, spec in raw.items():
+                    found[name] = TokenSpec.model_validate(spec)
+            except (OSError, orjson.JSONDecodeError, AttributeError, ValidationError) as exc:
+                raise ConfigError(f"ENGAGE_TOKENS_FILE={str(self.tokens_file)!r}: cannot be read: {exc}") from exc
+        return found
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; a bad value raises ConfigError naming the variable, value and reason."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = "ENGAGE_" + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{key}={err.get('input')!r}: {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
