@@ -1,0 +1,1 @@
+"""analytics: projects the event log into participation and representation counts."""

@@ -1,0 +1,85 @@
+"""The analytics service: projector (bus -> Postgres) plus the coverage API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from services.analytics import store
+from services.analytics.api import router
+from services.analytics.projector import Projector
+from shared import http
+from shared.bus import ensure_streams, make_broker
+from shared.errors import ConfigError
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger("engage.analytics")
+
+
+async def _supervise(projector: Projector) -> None:
+    """Run the projector; after an unexpected failure, start it again from the checkpoint."""
+    delay = 0.5
+    while True:
+        try:
+            await projector.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the projector must outlive any one failure
+            log.error("projector_failed", error_type=type(exc).__name__, error=str(exc)[:300], retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def build_app(settings: Settings) -> FastAPI:
+    if not settings.nats_url:
+        raise ConfigError("ENGAGE_NATS_URL is not set: run `engage up`, or point it at a NATS server")
+    if not settings.database_url:
+        raise ConfigError("ENGAGE_DATABASE_URL is not set: run `engage up`, or point it at PostgreSQL")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+        await broker.connect()
+        js = broker.connection.jetstream()
+        await ensure_streams(js, settings)
+        pool = await store.open_pool(settings.database_url)  # type: ignore[arg-type]
+        applied = await store.migrate(pool)
+        if applied:
+            log.info("migrations_applied", migrations=applied)
+        projector = Projector(settings, broker.connection, pool)
+        app.state.pool, app.state.js, app.state.projector = pool, js, projector
+        app.state.health_checks = {
+            "nats": lambda: _true(broker.connection.is_connected),
+            "database": lambda: _db_ok(pool),
+        }
+        task = asyncio.create_task(_supervise(projector), name="projector")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await broker.stop()
+            await pool.close()
+
+    app = FastAPI(title="engage analytics", version="0.1.0", lifespan=lifespan,
+                  description="Participation and representation counts projected from the event log.")
+    app.state.settings = settings
+    http.install(app, settings)
+    app.include_router(router)
+    return app
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _db_ok(pool: object) -> bool:
+    try:
+        return await pool.fetchval("SELECT 1") == 1  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - health reports, it does not raise
+        return False

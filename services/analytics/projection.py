@@ -1,0 +1,171 @@
+"""The projection: plain functions from events to count changes. No I/O, no awaits.
+
+A participant's contribution to the counts is a function of their state alone (profile,
+engagements per channel, withdrawn or not). Projecting a batch touches some
+participants; the count changes are "contribution after" minus "contribution before"
+for each of them. That one rule covers new people, a second engagement that adds to a
+profile, and a withdrawal (whose contribution after is nothing).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from shared.events import (
+    INTERVIEW_CHANNEL,
+    AdvisoryFeedbackLogged,
+    AdvisoryMemberJoined,
+    Channel,
+    Envelope,
+    GatheringHeld,
+    InterviewCompleted,
+    ParticipantWithdrawn,
+    SurveyCompleted,
+)
+from shared.profile import DECLINED, Profile
+
+ANSWERED = "__answered__"
+PARTICIPANTS = "participants"
+ENGAGEMENTS = "engagements"
+
+Key = tuple[str, str]  # (process id, participant key)
+
+
+@dataclass(frozen=True)
+class ParticipantState:
+    """What the read model knows of one participant."""
+
+    profile: Profile = field(default_factory=Profile)
+    channels: Mapping[str, int] = field(default_factory=dict)
+    withdrawn: bool = False
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+@dataclass
+class Changes:
+    """The effect of a batch: new participant states and count deltas (zeros dropped)."""
+
+    participants: dict[Key, ParticipantState] = field(default_factory=dict)
+    categories: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    engagements: Counter[tuple[str, str]] = field(default_factory=Counter)
+    totals: Counter[tuple[str, str]] = field(default_factory=Counter)
+    event_times: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+
+
+def person_key(ref: str) -> str:
+    return f"ref:{ref}"
+
+
+def survey_key(response_id: str) -> str:
+    return f"survey:{response_id}"
+
+
+def attendee_key(gathering_id: str, index: int) -> str:
+    return f"gathering:{gathering_id}:{index}"
+
+
+def keys_of(events: Iterable[Envelope]) -> set[Key]:
+    """Participants already known to the read model that a batch may touch."""
+    keys: set[Key] = set()
+    for ev in events:
+        p = ev.payload
+        if isinstance(p, InterviewCompleted):
+            keys.update((ev.process_id, person_key(a.participant_ref)) for a in p.participants)
+        elif isinstance(p, (AdvisoryMemberJoined, ParticipantWithdrawn)):
+            keys.add((ev.process_id, person_key(p.participant_ref)))
+        elif isinstance(p, AdvisoryFeedbackLogged):
+            keys.update((ev.process_id, person_key(r)) for r in p.member_refs)
+        elif isinstance(p, SurveyCompleted):
+            keys.add((ev.process_id, survey_key(p.response_id)))
+        elif isinstance(p, GatheringHeld):
+            keys.update((ev.process_id, attendee_key(p.gathering_id, i)) for i in range(p.attendee_count))
+    return keys
+
+
+def contribution(process_id: str, state: ParticipantState | None) -> Changes:
+    """The counts one participant adds: nothing if unknown or withdrawn."""
+    out = Changes()
+    if state is None or state.withdrawn:
+        return out
+    out.totals[(process_id, PARTICIPANTS)] += 1
+    for channel, n in state.channels.items():
+        out.engagements[(process_id, channel)] += n
+        out.totals[(process_id, ENGAGEMENTS)] += n
+    for dimension, categories in state.profile.categories().items():
+        for category in categories:
+            out.categories[(process_id, dimension, category)] += 1
+        if categories != (DECLINED,):
+            out.categories[(process_id, dimension, ANSWERED)] += 1
+    return out
+
+
+def _engaged(state: ParticipantState, channel: Channel, profile: Profile | None, at: datetime) -> ParticipantState:
+    if state.withdrawn:
+        return state  # a withdrawn person stays out of every count
+    channels = dict(state.channels)
+    channels[channel.value] = channels.get(channel.value, 0) + 1
+    return replace(
+        state,
+        profile=state.profile.merged_with(profile) if profile is not None else state.profile,
+        channels=channels,
+        first_seen=min(state.first_seen, at) if state.first_seen else at,
+        last_seen=max(state.last_seen, at) if state.last_seen else at,
+    )
+
+
+def project(events: Iterable[Envelope], known: Mapping[Key, ParticipantState]) -> Changes:
+    """Apply ``events`` (in log order) to the ``known`` participants they touch."""
+    before: dict[Key, ParticipantState | None] = {}
+    now: dict[Key, ParticipantState] = {}
+    times: dict[str, tuple[datetime, datetime]] = {}
+
+    def current(key: Key) -> ParticipantState:
+        if key not in before:
+            before[key] = known.get(key)
+        return now.get(key) or before[key] or ParticipantState()
+
+    def engage(key: Key, channel: Channel, profile: Profile | None, at: datetime) -> None:
+        now[key] = _engaged(current(key), channel, profile, at)
+
+    for ev in events:
+        p, proc, at = ev.payload, ev.process_id, ev.occurred_at
+        first, last = times.get(proc, (at, at))
+        times[proc] = (min(first, at), max(last, at))
+        if isinstance(p, InterviewCompleted):
+            for a in p.participants:
+                engage((proc, person_key(a.participant_ref)), INTERVIEW_CHANNEL[p.format], a.profile, at)
+        elif isinstance(p, GatheringHeld):
+            channel = Channel(p.kind.value)
+            for i in range(p.attendee_count):
+                profile = p.profiles[i] if i < len(p.profiles) else None
+                engage((proc, attendee_key(p.gathering_id, i)), channel, profile, at)
+        elif isinstance(p, SurveyCompleted):
+            engage((proc, survey_key(p.response_id)), Channel.survey, p.profile, at)
+        elif isinstance(p, AdvisoryMemberJoined):
+            engage((proc, person_key(p.participant_ref)), Channel.advisory, p.profile, at)
+        elif isinstance(p, AdvisoryFeedbackLogged):
+            for ref in p.member_refs:
+                engage((proc, person_key(ref)), Channel.advisory, None, at)
+        elif isinstance(p, ParticipantWithdrawn):
+            key = (proc, person_key(p.participant_ref))
+            state = current(key)
+            now[key] = replace(state, withdrawn=True, first_seen=state.first_seen or at, last_seen=at)
+        # Interview scheduling events change no participation count.
+
+    changes = Changes(participants=now, event_times=times)
+    for key, state in now.items():
+        added, removed = contribution(key[0], state), contribution(key[0], before[key])
+        changes.categories.update(added.categories)
+        changes.categories.subtract(removed.categories)
+        changes.engagements.update(added.engagements)
+        changes.engagements.subtract(removed.engagements)
+        changes.totals.update(added.totals)
+        changes.totals.subtract(removed.totals)
+    for counter in (changes.categories, changes.engagements, changes.totals):
+        for k in [k for k, v in counter.items() if v == 0]:
+            del counter[k]
+    return changes

@@ -1,0 +1,121 @@
+"""The projector: log -> validated events -> one Postgres transaction per batch -> ack.
+
+Each message is validated on its own. One that cannot be read is parked on
+``deadletter.<its subject>`` with the reason and the batch goes on without it. The
+batch commits its count changes and the stream sequence it reached together, and only
+then is it acknowledged: a crash anywhere loses nothing and counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from services.analytics import store
+from services.analytics.reader import PullReader, attach_consumer, stream_sequence
+from shared.events import Envelope
+from shared.logging import get_logger
+from shared.settings import Settings
+from shared.upcasting import decode_event
+
+log = get_logger("engage.analytics.projector")
+
+
+def reason_of(exc: Exception) -> str:
+    """Why a message could not be read: field paths and reasons, never the input values."""
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()[:10]]
+        return "invalid event: " + "; ".join(parts)
+    return str(exc)[:500]
+
+
+@dataclass
+class Progress:
+    checkpoint: int = 0
+    projected: int = 0
+    parked: int = 0
+
+
+class Projector:
+    def __init__(self, settings: Settings, nc: Client, pool: asyncpg.Pool) -> None:
+        self.settings, self.nc, self.pool = settings, nc, pool
+        self.js = nc.jetstream()
+        self.progress = Progress()
+        self.committed = asyncio.Condition()
+        self._reader: PullReader | None = None
+
+    async def run(self) -> None:
+        s = self.settings
+        self.progress.checkpoint = await store.checkpoint(self.pool, s.consumer_name)
+        await attach_consumer(self.js, s.stream_name, s.consumer_name, self.progress.checkpoint, s.batch_size)
+        self._reader = PullReader(self.nc, s.stream_name, s.consumer_name, s.batch_size)
+        await self._reader.start()
+        log.info("projector_started", checkpoint=self.progress.checkpoint)
+        try:
+            while True:
+                msgs = await self._reader.next_batch()
+                if msgs:
+                    await self.handle(msgs)
+        finally:
+            await self._reader.stop()
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        events: list[tuple[int, Envelope]] = []
+        reached = 0
+        for msg in msgs:
+            seq = stream_sequence(msg)
+            reached = max(reached, seq)
+            if seq <= self.progress.checkpoint:
+                continue  # redelivered after a commit whose ack was lost
+            try:
+                events.append((seq, decode_event(msg.data)))
+            except ValueError as exc:
+                await self.park(msg, seq, reason_of(exc))
+        if reached <= self.progress.checkpoint:
+            await msgs[-1].ack()
+            return
+        delay = 0.2
+        while True:
+            try:
+                fresh = await store.apply_batch(self.pool, self.settings.consumer_name, events, reached)
+                break
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("batch_retry", error_type=type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
+        self.progress.checkpoint = reached
+        self.progress.projected += fresh
+        log.debug("batch_committed", events=fresh, checkpoint=reached)
+        async with self.committed:
+            self.committed.notify_all()
+
+    async def park(self, msg: Msg, seq: int, reason: str) -> None:
+        """Put an unreadable message on the dead-letter stream, with its reason."""
+        stream = self.settings.stream_name
+        headers = {
+            "Nats-Msg-Id": f"dlq-{stream}-{seq}",  # a redelivery parks it once
+            "Engage-Reason": reason.replace("\n", " ")[:1000],
+            "Engage-Original-Subject": msg.subject,
+            "Engage-Original-Sequence": str(seq),
+        }
+        await self.js.publish(f"deadletter.{msg.subject}", msg.data or b"", headers=headers,
+                              timeout=self.settings.publish_timeout_seconds)
+        self.progress.parked += 1
+        log.warning("event_parked", sequence=seq, reason=reason)
+
+    async def wait_for(self, sequence: int, timeout: float) -> bool:
+        """Wait until the projection has committed ``sequence`` (for tests and read-your-writes)."""
+        async def reached() -> None:
+            async with self.committed:
+                await self.committed.wait_for(lambda: self.progress.checkpoint >= sequence)
+        try:
+            await asyncio.wait_for(reached(), timeout)
+        except TimeoutError:
+            return False
+        return True
