@@ -7,9 +7,7 @@ what it writes: dead letters on ``deadletter.>``, status changes on ``status.>``
 
 from __future__ import annotations
 
-import nats
 from faststream.nats import NatsBroker
-from nats.aio.client import Client
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -26,7 +24,8 @@ WRONG_LAST_SEQUENCE = 10071
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
-    keep_forever = dict(retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD, storage=StorageType.FILE)
+    keep_forever = dict(retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD, storage=StorageType.FILE,
+                        num_replicas=settings.stream_replicas)
     return [
         StreamConfig(
             name=settings.stream_name,
@@ -65,11 +64,8 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
 
 def make_broker(settings: Settings, nats_url: str) -> NatsBroker:
     """A FastStream broker for one service; the streams are declared by ``ensure_streams``."""
-    return NatsBroker(nats_url, connect_timeout=5, max_reconnect_attempts=-1, logger=None)
-
-
-async def connect(nats_url: str, name: str) -> Client:
-    return await nats.connect(nats_url, name=name, connect_timeout=5, max_reconnect_attempts=-1)
+    servers = [u.strip() for u in nats_url.split(",") if u.strip()]  # a cluster: several seed URLs
+    return NatsBroker(servers, connect_timeout=5, max_reconnect_attempts=-1, logger=None)
 
 
 async def publish_event(

@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from shared.errors import ConflictError, NotFoundError, PublishError
+from shared.idempotency import BadIdempotencyKey
 from shared.logging import get_logger
 from shared.settings import Settings, TokenSpec
 
@@ -76,6 +77,11 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def _invalid_model(_r: Request, exc: ValidationError) -> JSONResponse:
         return JSONResponse({"error": "invalid", "problems": problems_of(exc.errors())}, status_code=422)
 
+    @app.exception_handler(BadIdempotencyKey)
+    async def _bad_key(_r: Request, exc: BadIdempotencyKey) -> JSONResponse:
+        field, _, reason = str(exc).partition(": ")
+        return JSONResponse({"error": "invalid", "problems": [{"field": field, "reason": reason}]}, status_code=422)
+
     @app.exception_handler(ConflictError)
     async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:
         return JSONResponse({"error": "conflict", "reason": str(exc)}, status_code=409)
@@ -94,7 +100,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:
         request_id = uuid.uuid4().hex[:12]
         log.error("unexpected_error", request_id=request_id, error_type=type(exc).__name__)
-        return JSONResponse({"error": "internal", "reason": "something went wrong; nothing was recorded",
+        return JSONResponse({"error": "internal", "reason": "something went wrong on our side",
                              "request_id": request_id}, status_code=500)
 
     @app.get("/health", tags=["health"])

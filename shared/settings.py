@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     dedupe_window_seconds: int = Field(
         86_400, ge=1, description="How long a repeated event id (an idempotency key) is recognised."
     )
+    stream_replicas: int = Field(1, ge=1, le=5, description="JetStream replicas of each stream (3 in a cluster).")
     publish_timeout_seconds: float = Field(5.0, gt=0)
     consumer_name: str = Field("analytics", pattern=r"^[A-Za-z0-9_-]+$")
     batch_size: int = Field(1000, ge=1, le=10_000, description="Events per projection transaction, at most.")

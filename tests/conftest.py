@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,6 +58,26 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
     await admin.execute(f'CREATE DATABASE "{name}"')
     yield _with_database(postgres_url, name)
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture
+async def another_database(postgres_url: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Make more fresh databases for one test: ``dsn = await another_database()``."""
+    made: list[str] = []
+
+    async def make() -> str:
+        name = "t_" + uuid.uuid4().hex[:12]
+        admin = await asyncpg.connect(postgres_url)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        made.append(name)
+        return _with_database(postgres_url, name)
+
+    yield make
+    admin = await asyncpg.connect(postgres_url)
+    for name in made:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
 
 

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from services.analytics import store
-from services.analytics.reader import PullReader, attach_consumer, stream_sequence
+from services.analytics.reader import GapError, PullReader, attach_consumer, stream_sequence
 from shared.events import Envelope
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -66,12 +66,15 @@ class Projector:
 
     async def handle(self, msgs: list[Msg]) -> None:
         events: list[tuple[int, Envelope]] = []
-        reached = 0
+        reached = self.progress.checkpoint
         for msg in msgs:
             seq = stream_sequence(msg)
-            reached = max(reached, seq)
-            if seq <= self.progress.checkpoint:
-                continue  # redelivered after a commit whose ack was lost
+            if seq <= reached:
+                continue  # a redelivery of something already handled
+            if seq != reached + 1:
+                # Never skip ahead: the checkpoint would pass events not yet projected.
+                raise GapError(f"expected sequence {reached + 1}, got {seq}")
+            reached = seq
             try:
                 events.append((seq, decode_event(msg.data)))
             except ValueError as exc:

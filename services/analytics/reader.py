@@ -34,21 +34,17 @@ def stream_sequence(msg: Msg) -> int:
 
 
 async def attach_consumer(js: JetStreamContext, stream: str, durable: str, after: int, batch: int) -> None:
-    """Make sure the durable consumer exists and will deliver everything after ``after``.
+    """(Re)create the durable consumer so that it delivers everything after ``after``.
 
-    The checkpoint in Postgres is the truth about what has been projected. If the
-    consumer is missing, or has moved past the checkpoint (the read models were reset),
-    it is recreated to start right after the checkpoint.
+    The checkpoint in Postgres is the truth about what has been projected. A consumer
+    left by a process that died may have delivered messages that were never committed
+    (they would come back only after the ack wait, behind newer ones, and the checkpoint
+    would already be past them), so every start begins again right after the checkpoint.
     """
     try:
-        info = await js.consumer_info(stream, durable)
-    except NotFoundError:
-        info = None
-    if info is not None and info.ack_floor is not None and (info.ack_floor.stream_seq or 0) <= after:
-        return
-    if info is not None:
-        log.info("consumer_reset", consumer=durable, ack_floor=info.ack_floor.stream_seq, checkpoint=after)
         await js.delete_consumer(stream, durable)
+    except NotFoundError:
+        pass
     start = dict(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1) if after else dict(
         deliver_policy=DeliverPolicy.ALL)
     await js.add_consumer(
@@ -62,6 +58,10 @@ async def attach_consumer(js: JetStreamContext, stream: str, durable: str, after
             **start,
         ),
     )
+
+
+class GapError(RuntimeError):
+    """A message arrived past the next expected sequence: restart from the checkpoint."""
 
 
 class PullReader:

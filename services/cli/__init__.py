@@ -1,0 +1,1 @@
+"""The `engage` command: run everything, run one service, feed a demo."""

@@ -1,0 +1,125 @@
+"""`engage`: the command line.
+
+    engage up [--demo]          everything on this machine (embedded servers + services)
+    engage serve SERVICE        one service (intake, survey, analytics), as deployed
+    engage demo                 feed a synthetic outreach into running services
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.errors import EngageError
+from shared.logging import configure_logging
+from shared.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="engage: who has the process heard from?")
+console = Console(stderr=True)
+SERVICE_NAMES = ("intake", "survey", "analytics")
+
+
+def _settings(**overrides: object) -> Settings:
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="Folder for all local data (default .engage/).")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Feed a synthetic outreach once the services are up.")] = False,
+) -> None:
+    """Start nats-server, PostgreSQL and the three services; Ctrl-C stops them all."""
+    from services.cli.stack import Stack
+
+    settings = _settings(data_dir=data_dir)
+    configure_logging(settings.log_format, "warning")
+    stack = Stack(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with console.status("starting nats-server and PostgreSQL…"):
+            stack.start_servers()
+        with console.status("starting intake, survey and analytics…"):
+            stack.start_services()
+        _print_urls(stack)
+        if demo:
+            from services.cli.demo import feed
+
+            token_file = stack.env.get("ENGAGE_TOKENS_FILE")
+            asyncio.run(feed(stack.urls, Path(token_file) if token_file else None, settings, stop=stop))
+        while not stop.wait(0.5):
+            if (gone := stack.exited()) is not None:
+                console.print(f"[red]{gone} stopped unexpectedly; see {settings.data_dir / 'logs' / gone}.log[/]")
+                break
+    finally:
+        console.print("stopping…")
+        stack.stop()
+        console.print("stopped; data kept in " + str(settings.data_dir))
+
+
+def _print_urls(stack: object) -> None:
+    table = Table(title="engage is up", show_header=True)
+    table.add_column("service")
+    table.add_column("url")
+    for name, url in stack.urls.items():  # type: ignore[attr-defined]
+        table.add_row(name, url)
+    Console().print(table)
+    tokens = stack.env.get("ENGAGE_TOKENS_FILE")  # type: ignore[attr-defined]
+    if tokens:
+        Console().print(f"local tokens: {tokens}")
+    Console().print(f"NATS: {stack.env['ENGAGE_NATS_URL']}   Ctrl-C stops everything")  # type: ignore[attr-defined]
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="intake, survey or analytics")],
+    port: Annotated[int | None, typer.Option(help="Port (default ENGAGE_<SERVICE>_PORT).")] = None,
+) -> None:
+    """Run one service under uvicorn, reading ENGAGE_* settings."""
+    import uvicorn
+
+    if service not in SERVICE_NAMES:
+        raise EngageError(f"service: {service!r} is not one of {', '.join(SERVICE_NAMES)}")
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    build_app = importlib.import_module(f"services.{service}.app").build_app
+    uvicorn.run(build_app(settings), host=settings.host, port=port or getattr(settings, f"{service}_port"),
+                log_config=None, access_log=False)
+
+
+@app.command()
+def demo(
+    intake_url: Annotated[str, typer.Option(help="Intake's URL.")] = "http://127.0.0.1:8701",
+    survey_url: Annotated[str, typer.Option(help="Survey's URL.")] = "http://127.0.0.1:8702",
+    tokens_file: Annotated[Path, typer.Option(help="Tokens file written by `engage up`.")] = Path(".engage/tokens.json"),
+    pace: Annotated[float, typer.Option(help="Seconds between requests.")] = 0.05,
+    seed: Annotated[int, typer.Option(help="Random seed, for a repeatable outreach.")] = 2018,
+) -> None:
+    """Feed a realistic synthetic outreach (interviews, gatherings, surveys, advisory group)."""
+    from services.cli.demo import feed
+
+    settings = _settings()
+    configure_logging(settings.log_format, "warning")
+    asyncio.run(feed({"intake": intake_url, "survey": survey_url}, tokens_file, settings, pace=pace, seed=seed))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except EngageError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

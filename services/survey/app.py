@@ -1,0 +1,67 @@
+"""The survey service's app: FastAPI for HTTP, a FastStream NATS broker for the event log.
+
+No database: the event log is the only place a response is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.survey.api import router
+from services.survey.streams import attach_streams
+from shared.bus import make_broker
+from shared.errors import ConfigError
+from shared.http import install
+from shared.idempotency import BadIdempotencyKey
+from shared.logging import configure_logging, get_logger
+from shared.settings import Settings
+
+log = get_logger("engage.survey")
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The survey service, ready for uvicorn; it connects to NATS when it starts."""
+    if not settings.nats_url:
+        raise ConfigError("ENGAGE_NATS_URL is not set: the survey service needs the NATS server(s) of the event log")
+    nats_url = settings.nats_url
+    configure_logging(settings.log_format, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        broker = make_broker(settings, nats_url)
+        await broker.connect()
+        try:
+            js = broker.connection.jetstream()
+            await attach_streams(broker.connection, js, settings)
+            app.state.broker, app.state.js = broker, js
+
+            async def nats_ok() -> bool:
+                return await broker.ping(timeout=1.0)
+
+            app.state.health_checks = {"nats": nats_ok}
+            log.info("survey_started", stream=settings.stream_name)
+            yield
+        finally:
+            await broker.stop()
+
+    app = FastAPI(
+        title="engage survey",
+        summary="Records completed anonymous survey responses on the engagement event log.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install(app, settings)
+
+    # shared.http maps pydantic errors; a malformed Idempotency-Key header is bad input too.
+    @app.exception_handler(BadIdempotencyKey)
+    async def _bad_key(_r: Request, exc: BadIdempotencyKey) -> JSONResponse:
+        field, _, reason = str(exc).partition(": ")
+        return JSONResponse({"error": "invalid", "problems": [{"field": field, "reason": reason}]}, status_code=422)
+
+    app.include_router(router)
+    return app
