@@ -34,12 +34,24 @@ class Unauthorized(Exception):
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    """``("body", "profile", "region", "str-enum[Region]")`` -> ``profile.region``.
+
+    Drops where the value came from and pydantic's union-member tags (they carry brackets;
+    field names never do), so the path is the one the client sent.
+    """
+    parts = [str(p) for p in loc
+             if p not in ("body", "query", "path", "header") and not (isinstance(p, str) and "[" in p)]
     return ".".join(parts) or "body"
 
 
 def problems_of(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [{"field": field_path(tuple(e["loc"])), "reason": e["msg"]} for e in errors]
+    """One problem per field, in order; a union's reasons are joined with "or"."""
+    merged: dict[str, list[str]] = {}
+    for err in errors:
+        reasons = merged.setdefault(field_path(tuple(err["loc"])), [])
+        if err["msg"] not in reasons:
+            reasons.append(err["msg"])
+    return [{"field": field, "reason": " or ".join(reasons)} for field, reasons in merged.items()]
 
 
 def require_scope(scope: str) -> Callable[..., Any]:

@@ -12,9 +12,10 @@ free-text field: nothing here can carry a name, a phone number or an address.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from functools import cached_property
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 DECLINED = "declined"
 Declined = Literal["declined"]
@@ -115,18 +116,18 @@ class Profile(BaseModel):
     lived_experience: YesNo | Declined | None = Field(
         None, description="Whether the participant has lived experience in transactional sex."
     )
-    race_ethnicity: list[RaceEthnicity] | Declined | None = Field(
+    race_ethnicity: Annotated[list[RaceEthnicity], Field(min_length=1)] | Declined | None = Field(
         None, description="Race/ethnicity; several may be chosen."
     )
-    gender: list[Gender] | Declined | None = Field(None, description="Gender; several may be chosen.")
+    gender: Annotated[list[Gender], Field(min_length=1)] | Declined | None = Field(None, description="Gender; several may be chosen.")
     lgbq: YesNo | Declined | None = Field(
         None, description="Whether the participant identifies as lesbian, gay, bisexual, queer or pansexual."
     )
     age_band: AgeBand | Declined | None = Field(None, description="Age band (participants are 18 or older).")
-    experience_terms: list[ExperienceTerm] | Declined | None = Field(
+    experience_terms: Annotated[list[ExperienceTerm], Field(min_length=1)] | Declined | None = Field(
         None, description="The terms the participant uses for their own experience; several may be chosen."
     )
-    professional_roles: list[ProfessionalRole] | Declined | None = Field(
+    professional_roles: Annotated[list[ProfessionalRole], Field(min_length=1)] | Declined | None = Field(
         None, description="Professional roles related to the participant's knowledge of the issues; several."
     )
     task_force_connection: YesNo | Declined | None = Field(
@@ -136,21 +137,14 @@ class Profile(BaseModel):
         None, description="Whether the participant is formally affiliated with a tribal agency or entity."
     )
 
-    @field_validator("race_ethnicity", "gender", "experience_terms", "professional_roles")
-    @classmethod
-    def _unique_non_empty(cls, value: list | str | None) -> list | str | None:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError('choose at least one category, "declined", or leave the question out')
-            # Keep the participant's order but drop repeats, so a double tick counts once.
-            value = list(dict.fromkeys(value))
-        return value
-
     def merged_with(self, newer: Profile) -> Profile:
         """The profile after ``newer`` answers: fields it answers replace ours, others stay."""
+        if not self.model_fields_set:
+            return newer
         given = newer.model_dump(exclude_none=True)
         return self.model_copy(update=given) if given else self
 
+    @cached_property
     def categories(self) -> dict[str, tuple[str, ...]]:
         """Each answered dimension and its chosen categories (``("declined",)`` when declined)."""
         out: dict[str, tuple[str, ...]] = {}
@@ -159,7 +153,8 @@ class Profile(BaseModel):
             if value is None:
                 continue
             if isinstance(value, list):
-                out[name] = tuple(str(v) for v in value)
+                # dict.fromkeys drops a repeated tick, keeping the participant's order
+                out[name] = tuple(dict.fromkeys(str(v) for v in value))
             else:
                 out[name] = (str(value),)
         return out

@@ -86,21 +86,23 @@ def keys_of(events: Iterable[Envelope]) -> set[Key]:
     return keys
 
 
-def contribution(process_id: str, state: ParticipantState | None) -> Changes:
-    """The counts one participant adds: nothing if unknown or withdrawn."""
-    out = Changes()
+def add_contribution(changes: Changes, process_id: str, state: ParticipantState | None, sign: int = 1) -> None:
+    """Add (sign 1) or take away (sign -1) the counts one participant makes.
+
+    An unknown or withdrawn participant makes none.
+    """
     if state is None or state.withdrawn:
-        return out
-    out.totals[(process_id, PARTICIPANTS)] += 1
+        return
+    totals, categories = changes.totals, changes.categories
+    totals[(process_id, PARTICIPANTS)] += sign
     for channel, n in state.channels.items():
-        out.engagements[(process_id, channel)] += n
-        out.totals[(process_id, ENGAGEMENTS)] += n
-    for dimension, categories in state.profile.categories().items():
-        for category in categories:
-            out.categories[(process_id, dimension, category)] += 1
-        if categories != (DECLINED,):
-            out.categories[(process_id, dimension, ANSWERED)] += 1
-    return out
+        changes.engagements[(process_id, channel)] += sign * n
+        totals[(process_id, ENGAGEMENTS)] += sign * n
+    for dimension, chosen in state.profile.categories.items():
+        for category in chosen:
+            categories[(process_id, dimension, category)] += sign
+        if chosen != (DECLINED,):
+            categories[(process_id, dimension, ANSWERED)] += sign
 
 
 def _engaged(state: ParticipantState, channel: Channel, profile: Profile | None, at: datetime) -> ParticipantState:
@@ -158,13 +160,8 @@ def project(events: Iterable[Envelope], known: Mapping[Key, ParticipantState]) -
 
     changes = Changes(participants=now, event_times=times)
     for key, state in now.items():
-        added, removed = contribution(key[0], state), contribution(key[0], before[key])
-        changes.categories.update(added.categories)
-        changes.categories.subtract(removed.categories)
-        changes.engagements.update(added.engagements)
-        changes.engagements.subtract(removed.engagements)
-        changes.totals.update(added.totals)
-        changes.totals.subtract(removed.totals)
+        add_contribution(changes, key[0], state)
+        add_contribution(changes, key[0], before[key], -1)
     for counter in (changes.categories, changes.engagements, changes.totals):
         for k in [k for k, v in counter.items() if v == 0]:
             del counter[k]

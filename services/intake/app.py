@@ -1,0 +1,98 @@
+"""The intake service: a FastAPI app that writes to the event log through FastStream.
+
+``build_app(settings)`` connects nothing until the app starts: its lifespan connects the
+NATS broker, makes sure the streams exist, opens the database pool and migrates intake's
+tables, then serves. Run it with ``uvicorn --factory services.intake.app:main``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI
+from faststream.nats import NatsBroker
+
+from services.intake import contacts
+from services.intake.api import router
+from services.intake.context import Intake
+from services.intake.publishing import Log
+from shared.bus import ensure_streams, make_broker
+from shared.errors import ConfigError
+from shared.http import install
+from shared.logging import configure_logging, get_logger
+from shared.settings import Settings, load_settings
+
+log = get_logger("engage.intake")
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The intake app for ``settings``; raises ConfigError if a server URL is missing."""
+    if settings.nats_url is None:
+        raise ConfigError("ENGAGE_NATS_URL is not set: intake needs the NATS server holding the event log")
+    if settings.database_url is None:
+        raise ConfigError("ENGAGE_DATABASE_URL is not set: intake needs PostgreSQL for its contacts table")
+    nats_url, database_url = settings.nats_url, settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        broker = make_broker(settings, nats_url)
+        await broker.connect()
+        pool: asyncpg.Pool | None = None
+        try:
+            js = broker.connection.jetstream()
+            await ensure_streams(js, settings)
+            pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+            await contacts.migrate(pool)
+            app.state.intake = Intake(settings=settings, log=Log(broker, js, settings), pool=pool)
+            app.state.health_checks = {"nats": _nats_ok(broker), "database": _database_ok(pool)}
+            log.info("intake_started", process_id=settings.process_id)
+            yield
+        finally:
+            if pool is not None:
+                await pool.close()
+            await broker.stop()
+
+    app = FastAPI(
+        title="engage intake",
+        version="1",
+        summary="Schedule and record interviews, gatherings and the advisory group's work.",
+        description="Writes engagement events to the log. Participants are known by opaque "
+        "references; contact details for scheduling stay in intake's own deletable table.",
+        lifespan=lifespan,
+    )
+    install(app, settings)
+    app.include_router(router)
+    return app
+
+
+HealthCheck = Callable[[], Awaitable[bool]]
+
+
+def _nats_ok(broker: NatsBroker) -> HealthCheck:
+    async def check() -> bool:
+        try:
+            return bool(broker.connection.is_connected)
+        except Exception:  # not connected (yet, or any more): not healthy, never a 500
+            return False
+
+    return check
+
+
+def _database_ok(pool: asyncpg.Pool) -> HealthCheck:
+    async def check() -> bool:
+        try:
+            return await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=2) == 1
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            return False
+
+    return check
+
+
+def main() -> FastAPI:
+    """Factory for uvicorn: settings from ``ENGAGE_*`` variables, logging configured once."""
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return build_app(settings)
