@@ -7,13 +7,17 @@ what it writes: dead letters on ``deadletter.>``, status changes on ``status.>``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from faststream.nats import NatsBroker
+from nats.aio.client import Client
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError as JsNotFound, ServiceUnavailableError
 
-from shared.errors import ConflictError, PublishError
+from shared.errors import ConfigError, ConflictError, PublishError
 from shared.events import Envelope
 from shared.settings import Settings
 from shared.upcasting import decode_event, encode_event
@@ -60,6 +64,42 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
+
+
+def _denied_stream_api(nc: Client) -> bool:
+    # nats-py reports a permissions violation only through the error callback and
+    # ``last_error``; the request itself would wait out its whole timeout.
+    text = str(nc.last_error or "").lower()
+    return "permissions violation" in text and "$js.api.stream." in text
+
+
+async def attach_streams(nc: Client, settings: Settings) -> JetStreamContext:
+    """Declare the streams if this NATS user may; otherwise require that the event log exists.
+
+    Locally (``engage up``, tests) every service may manage streams. In a real deployment
+    (deploy/nats) services may publish only their own subjects: the admin user creates
+    the streams at deploy time, and a service only checks that the event log is there.
+    """
+    js = nc.jetstream()
+    declaring = asyncio.create_task(ensure_streams(js, settings))
+    while not declaring.done():
+        await asyncio.wait({declaring}, timeout=0.05)
+        if not declaring.done() and _denied_stream_api(nc):
+            declaring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await declaring
+            break
+    else:
+        declaring.result()  # declared, or a real failure to report
+        return js
+    try:
+        await js.stream_info(settings.stream_name)
+    except JsNotFound as exc:
+        raise ConfigError(
+            f"the stream {settings.stream_name} does not exist and this NATS user may not create it: "
+            "create the streams at deploy time with the admin user (see deploy/README.md)"
+        ) from exc
+    return js
 
 
 def make_broker(settings: Settings, nats_url: str) -> NatsBroker:

@@ -22,7 +22,12 @@ FORBIDDEN_KEYS = frozenset(
      "profile", "profiles", "notes", "body", "payload", *DIMENSIONS}
 )
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
-_PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{7,}\d(?!\w)")
+# North American numbers in their usual spellings, and international ones written with "+".
+# Deliberately not "any run of digits": dates, times, ports and addresses must survive.
+_PHONE = re.compile(
+    r"(?<![\w.:/-])(?:\+?1[\s.-]?)?\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4}(?![\w.:/-])"
+    r"|\+\d{1,3}[\s.-]?\d[\d\s.-]{6,14}\d"
+)
 
 
 def scrub(text: str) -> str:

@@ -142,7 +142,10 @@ class Profile(BaseModel):
         if not self.model_fields_set:
             return newer
         given = newer.model_dump(exclude_none=True)
-        return self.model_copy(update=given) if given else self
+        if not given:
+            return self
+        # Build a new model (not model_copy, which would carry over the cached categories).
+        return type(self).model_construct(**{**self.model_dump(exclude_none=True), **given})
 
     @cached_property
     def categories(self) -> dict[str, tuple[str, ...]]:

@@ -12,7 +12,7 @@ from services.analytics import store
 from services.analytics.api import router
 from services.analytics.projector import Projector
 from shared import http
-from shared.bus import ensure_streams, make_broker
+from shared.bus import attach_streams, make_broker
 from shared.errors import ConfigError
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -44,8 +44,7 @@ def build_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
         await broker.connect()
-        js = broker.connection.jetstream()
-        await ensure_streams(js, settings)
+        js = await attach_streams(broker.connection, settings)
         pool = await store.open_pool(settings.database_url)  # type: ignore[arg-type]
         applied = await store.migrate(pool)
         if applied:

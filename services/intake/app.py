@@ -19,7 +19,7 @@ from services.intake import contacts
 from services.intake.api import router
 from services.intake.context import Intake
 from services.intake.publishing import Log
-from shared.bus import ensure_streams, make_broker
+from shared.bus import attach_streams, make_broker
 from shared.errors import ConfigError
 from shared.http import install
 from shared.logging import configure_logging, get_logger
@@ -42,8 +42,7 @@ def build_app(settings: Settings) -> FastAPI:
         await broker.connect()
         pool: asyncpg.Pool | None = None
         try:
-            js = broker.connection.jetstream()
-            await ensure_streams(js, settings)
+            js = await attach_streams(broker.connection, settings)
             pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
             await contacts.migrate(pool)
             app.state.intake = Intake(settings=settings, log=Log(broker, js, settings), pool=pool)

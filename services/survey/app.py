@@ -8,15 +8,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from services.survey.api import router
-from services.survey.streams import attach_streams
-from shared.bus import make_broker
+from shared.bus import attach_streams, make_broker
 from shared.errors import ConfigError
 from shared.http import install
-from shared.idempotency import BadIdempotencyKey
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings
 
@@ -35,8 +32,7 @@ def build_app(settings: Settings) -> FastAPI:
         broker = make_broker(settings, nats_url)
         await broker.connect()
         try:
-            js = broker.connection.jetstream()
-            await attach_streams(broker.connection, js, settings)
+            js = await attach_streams(broker.connection, settings)
             app.state.broker, app.state.js = broker, js
 
             async def nats_ok() -> bool:
@@ -56,12 +52,6 @@ def build_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install(app, settings)
-
-    # shared.http maps pydantic errors; a malformed Idempotency-Key header is bad input too.
-    @app.exception_handler(BadIdempotencyKey)
-    async def _bad_key(_r: Request, exc: BadIdempotencyKey) -> JSONResponse:
-        field, _, reason = str(exc).partition(": ")
-        return JSONResponse({"error": "invalid", "problems": [{"field": field, "reason": reason}]}, status_code=422)
 
     app.include_router(router)
     return app
