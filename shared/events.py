@@ -9,7 +9,7 @@ brought forward by the upcasters in :mod:`shared.upcasting` before validation.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal, Union
 
@@ -29,6 +29,19 @@ def _aware(value: datetime) -> datetime:
 # A timestamp with a time zone. (pydantic's Timestamp does the same check about ten
 # times slower, and every event carries two: this is on the replay's hot path.)
 Timestamp = Annotated[datetime, AfterValidator(_aware)]
+# Coordinators record after the fact, but nothing can have happened in the future;
+# a minute of slack absorbs clock skew between their device and ours.
+CLOCK_SLACK = timedelta(minutes=1)
+
+
+def _not_in_future(value: datetime) -> datetime:
+    if value > datetime.now(UTC) + CLOCK_SLACK:
+        raise ValueError("must not be in the future")
+    return value
+
+
+# When something happened, as a request states it: with a time zone, not in the future.
+PastTimestamp = Annotated[datetime, AfterValidator(_aware), AfterValidator(_not_in_future)]
 EventId = Annotated[
     str,
     Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",

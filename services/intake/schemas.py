@@ -8,10 +8,9 @@ intake accepts are contact details for scheduling, and they stay in intake's tab
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.events import (
     AggregateId,
@@ -20,19 +19,16 @@ from shared.events import (
     GatheringKind,
     InterviewFormat,
     ParticipantRef,
+    PastTimestamp,
     ProcessId,
 )
 from shared.profile import Profile, Region
-
-# Coordinators record after the fact, but nothing can have happened in the future;
-# a minute of slack absorbs clock skew between their device and ours.
-CLOCK_SLACK = timedelta(minutes=1)
 
 
 class _Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: PastTimestamp | None = Field(
         None,
         description="When this happened, with a time zone, if it is being recorded after the fact. "
         "Defaults to now; may not be in the future.",
@@ -40,13 +36,6 @@ class _Command(BaseModel):
     process_id: ProcessId | None = Field(
         None, description="The engagement process this belongs to; defaults to the service's process."
     )
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _not_in_future(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value > datetime.now(UTC) + CLOCK_SLACK:
-            raise ValueError("must not be in the future")
-        return value
 
 
 class ContactDetails(BaseModel):

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-
-from shared.events import ProcessId
+from shared.events import PastTimestamp, ProcessId
 from shared.profile import Profile
-
-# Clocks on phones and survey tools drift; a minute of slack keeps honest submissions in
-# while still refusing a timestamp that is plainly wrong.
-CLOCK_SKEW = timedelta(minutes=1)
-
 
 class RecordSurveyResponse(BaseModel):
     """Record one completed anonymous survey response.
@@ -43,7 +36,7 @@ class RecordSurveyResponse(BaseModel):
         description='What the respondent chose to say about themselves; every question is optional and '
         '"declined" is an answer.'
     )
-    submitted_at: AwareDatetime | None = Field(
+    submitted_at: PastTimestamp | None = Field(
         None,
         description="When the respondent submitted the survey, with a time zone; defaults to now. "
         "May not be more than a minute in the future.",
@@ -51,13 +44,6 @@ class RecordSurveyResponse(BaseModel):
     process_id: ProcessId | None = Field(
         None, description="The engagement process the survey belongs to; defaults to the configured process."
     )
-
-    @field_validator("submitted_at")
-    @classmethod
-    def _not_in_the_future(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value > datetime.now(UTC) + CLOCK_SKEW:
-            raise ValueError("is in the future; give the time the survey was submitted")
-        return value
 
 
 class SurveyResponseRecorded(BaseModel):
