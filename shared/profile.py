@@ -165,3 +165,11 @@ class Profile(BaseModel):
 
 DIMENSIONS: tuple[str, ...] = tuple(Profile.model_fields)
 MULTI_SELECT: frozenset[str] = frozenset({"race_ethnicity", "gender", "experience_terms", "professional_roles"})
+
+_ENUM_OF: dict[str, type[StrEnum]] = {
+    "region": Region, "lived_experience": YesNo, "race_ethnicity": RaceEthnicity, "gender": Gender,
+    "lgbq": YesNo, "age_band": AgeBand, "experience_terms": ExperienceTerm,
+    "professional_roles": ProfessionalRole, "task_force_connection": YesNo, "tribal_affiliation": YesNo,
+}
+# Every dimension's category codes (besides "declined"), in the order the enums list them.
+CATEGORIES: dict[str, tuple[str, ...]] = {dim: tuple(c.value for c in _ENUM_OF[dim]) for dim in DIMENSIONS}
