@@ -54,6 +54,11 @@ def problems_of(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"field": field, "reason": " or ".join(reasons)} for field, reasons in merged.items()]
 
 
+def invalid(field: str, reason: str, where: str = "query") -> RequestValidationError:
+    """A 422 naming one field, for rules that need more than the request's schema to check."""
+    return RequestValidationError([{"loc": (where, *field.split(".")), "msg": reason, "type": "value_error"}])
+
+
 def require_scope(scope: str) -> Callable[..., Any]:
     """A dependency admitting requests whose bearer token carries ``scope`` (or ``admin``)."""
 
@@ -111,7 +116,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:
         request_id = uuid.uuid4().hex[:12]
-        log.error("unexpected_error", request_id=request_id, error_type=type(exc).__name__)
+        log.error("unexpected_error", request_id=request_id, error_type=type(exc).__name__, error=str(exc)[:300])
         return JSONResponse({"error": "internal", "reason": "something went wrong on our side",
                              "request_id": request_id}, status_code=500)
 

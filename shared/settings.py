@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -46,9 +47,32 @@ class Settings(BaseSettings):
     batch_size: int = Field(1000, ge=1, le=10_000, description="Events per projection transaction, at most.")
     tokens: dict[str, TokenSpec] = Field(default_factory=dict, description="Inline tokens, JSON.")
     tokens_file: Path | None = Field(None, description="JSON file of tokens, as written by `engage up`.")
+    timezone: str = Field("America/Chicago", description="Local time zone: days and weeks are counted in it.")
+    plans: list[Path] = Field(
+        default_factory=list, description="Plan files (TOML), comma-separated; none means the shipped plans.")
     small_cell_k: int = Field(5, ge=2, le=50, description="Counts from 1 to k-1 are suppressed for coordinators.")
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("plans", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown time zone (use an IANA name such as America/Chicago)") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     def all_tokens(self) -> dict[str, TokenSpec]:
         """Inline tokens plus those in ``tokens_file``."""

@@ -1,49 +1,108 @@
-"""Analytics' HTTP surface: ``GET /coverage``."""
+"""Analytics' HTTP surface: coverage against the plan, by segment, and over time.
+
+Every answer says which stream sequence it reflects and how far behind the stream it is.
+Tokens with the `analyst:read` scope see every number; coordinators (`coverage:read`)
+see small counts suppressed.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from services.analytics import store
-from services.analytics.coverage import coverage
-from shared.http import require_scope
+from services.analytics.coverage import View, coverage
+from services.analytics.segments import segment_counts
+from services.analytics.status import derived_rules
+from services.analytics.timeline import timeline
+from shared.http import invalid, require_scope
+from shared.plan import Plan
+from shared.profile import CATEGORIES
 
-router = APIRouter()
+router = APIRouter(tags=["coverage"])
+PROCESS = Query(None, pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="The process; default ENGAGE_PROCESS_ID.")
 
 
-@router.get("/coverage", tags=["coverage"])
+def _view(request: Request, token: str) -> View:
+    scopes = request.app.state.tokens[token].scopes
+    analyst = "analyst:read" in scopes or "admin" in scopes
+    return View(request.app.state.settings.small_cell_k, suppressed=not analyst)
+
+
+async def _as_of(request: Request, sequence: int, projected_at: datetime | None = None) -> dict[str, Any]:
+    info = await request.app.state.js.stream_info(request.app.state.settings.stream_name)
+    last = info.state.last_seq or 0
+    return {"sequence": sequence, "stream_sequence": last, "behind": max(last - sequence, 0),
+            "projected_at": projected_at, "answered_at": datetime.now(UTC)}
+
+
+def _segment(plan: Plan | None, segment: str | None) -> tuple[str, str] | None:
+    if segment is None:
+        return None
+    dimension, _, category = segment.partition(":")
+    if plan is not None and dimension in plan.dimensions and plan.dimensions[dimension].derived:
+        raise invalid("segment", f"{dimension!r} is derived; segment by one of the answered questions")
+    if dimension not in CATEGORIES:
+        raise invalid("segment", f"{dimension!r} is not a dimension (one of: {', '.join(CATEGORIES)})")
+    if category not in CATEGORIES[dimension]:
+        raise invalid("segment", f"{category!r} is not a {dimension} category "
+                                 f"(one of: {', '.join(CATEGORIES[dimension])})")
+    return dimension, category
+
+
+@router.get("/coverage")
 async def get_coverage(
     request: Request,
-    process_id: str | None = Query(None, pattern=r"^[a-z0-9][a-z0-9-]{1,39}$",
-                                   description="The process; defaults to ENGAGE_PROCESS_ID."),
+    process_id: str | None = PROCESS,
+    segment: str | None = Query(None, description="Only participants in one category of another dimension, "
+                                "as `dimension:category`, e.g. `lived_experience:yes`."),
     token: str = Depends(require_scope("coverage:read")),
 ) -> dict[str, Any]:
-    """Participation so far: totals, engagements by channel, and per dimension the count and
-    share of each category (shares of those who answered).
-
-    Tokens with the `analyst:read` scope see every count; others (coordinators) see
-    counts from 1 to k-1 as "<k".
-    """
+    """Who has been heard from: totals, engagements by channel, and per dimension each category's
+    count, share (of those who answered), Wilson 95% interval, target, representation ratio,
+    status and, for under-reached communities, how many more people it takes. Under-reached
+    communities are listed first, in `under_reached`."""
     state = request.app.state
     settings = state.settings
     process = process_id or settings.process_id
-    analyst = "analyst:read" in state.tokens[token].scopes or "admin" in state.tokens[token].scopes
-    raw = await store.coverage_rows(state.pool, process, settings.consumer_name)
-    body = coverage(raw, settings.small_cell_k, suppressed=not analyst)
-    checkpoint = raw["sequence"]
-    info = await state.js.stream_info(settings.stream_name)
-    last = info.state.last_seq or 0
+    plan: Plan | None = state.plans.get(process)
+    seg = _segment(plan, segment)
+    if seg is None:
+        counts = await store.counts(state.pool, process, settings.consumer_name, derived_rules(plan))
+    else:
+        counts = await segment_counts(state.pool, process, settings.consumer_name, *seg, plan)
+    view = _view(request, token)
     return {
         "process_id": process,
-        "as_of": {
-            "sequence": checkpoint,
-            "stream_sequence": last,
-            "behind": max(last - checkpoint, 0),
-            "at": datetime.now(UTC),
-        },
-        "suppression": {"k": settings.small_cell_k, "applied": not analyst},
-        **body,
+        "plan": {"name": plan.name, "threshold": plan.threshold} if plan else None,
+        "segment": {"dimension": seg[0], "category": seg[1],
+                    "label": plan.label_of(*seg) if plan else seg[1]} if seg else None,
+        "as_of": await _as_of(request, counts.sequence, counts.projected_at),
+        "suppression": {"k": view.k, "applied": view.suppressed},
+        **coverage(counts, plan, view),
+    }
+
+
+@router.get("/coverage/over-time")
+async def get_over_time(
+    request: Request,
+    process_id: str | None = PROCESS,
+    by: Literal["day", "week"] = Query("week", description="Group by local day or by week (from Monday)."),
+    token: str = Depends(require_scope("coverage:read")),
+) -> dict[str, Any]:
+    """Participation over time: per period and channel, engagements and participants first reached."""
+    state = request.app.state
+    settings = state.settings
+    process = process_id or settings.process_id
+    sequence, rows = await store.daily(state.pool, process, settings.consumer_name)
+    view = _view(request, token)
+    return {
+        "process_id": process,
+        "by": by,
+        "timezone": settings.timezone,
+        "as_of": await _as_of(request, sequence),
+        "suppression": {"k": view.k, "applied": view.suppressed},
+        "periods": timeline(rows, by, view.k, view.suppressed),
     }

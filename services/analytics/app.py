@@ -15,6 +15,7 @@ from shared import http
 from shared.bus import attach_streams, make_broker
 from shared.errors import ConfigError
 from shared.logging import get_logger
+from shared.plan import load_plans
 from shared.settings import Settings
 
 log = get_logger("engage.analytics")
@@ -39,6 +40,7 @@ def build_app(settings: Settings) -> FastAPI:
         raise ConfigError("ENGAGE_NATS_URL is not set: run `engage up`, or point it at a NATS server")
     if not settings.database_url:
         raise ConfigError("ENGAGE_DATABASE_URL is not set: run `engage up`, or point it at PostgreSQL")
+    plans = load_plans(settings.plans or None)  # validated now: a bad plan stops the start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +51,7 @@ def build_app(settings: Settings) -> FastAPI:
         applied = await store.migrate(pool)
         if applied:
             log.info("migrations_applied", migrations=applied)
-        projector = Projector(settings, broker.connection, pool)
+        projector = Projector(settings, broker.connection, pool, plans)
         app.state.pool, app.state.js, app.state.projector = pool, js, projector
         app.state.health_checks = {
             "nats": lambda: _true(broker.connection.is_connected),
@@ -67,7 +69,7 @@ def build_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="engage analytics", version="0.1.0", lifespan=lifespan,
                   description="Participation and representation counts projected from the event log.")
-    app.state.settings = settings
+    app.state.settings, app.state.plans = settings, plans
     http.install(app, settings)
     app.include_router(router)
     return app

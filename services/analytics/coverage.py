@@ -1,62 +1,133 @@
-"""Coverage: who has been heard from, per dimension and category. Pure functions.
+"""Coverage: who has been heard from, per dimension and category, against the plan.
 
-Shares are of the participants who answered the question with a category ("declined"
-is reported as its own count and is not in the denominator), so a multi-select
-dimension's shares can add up past 100%. Percentages round the way a report does:
-one decimal, half up (90 of 288 is 31.3%). For coordinators, counts from 1 to k-1 are
-shown as "<k" and their shares withheld; analysts see every number.
+Pure: counts and the plan in, the answer out. Shares are of the participants who answered
+the question with a category ("declined" is its own count, outside the denominator), so
+a multi-select dimension's shares can add up past 100%. A derived dimension (the
+mandated stakeholder groups) takes all participants as its denominator.
+
+For coordinators every count from 1 to k-1 is shown as "<k", with complementary
+suppression so that no hidden count can be worked out from a total and the cells shown
+(see ``suppression``). A hidden cell's share, interval and ratio are withheld; its
+status and "needed" are judged as if it held k-1 participants, so they say nothing a
+coordinator could not work out from what is shown ("needed" is then a lower bound).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from decimal import ROUND_HALF_UP, Decimal
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from services.analytics.projection import ANSWERED
-from shared.profile import DECLINED, DIMENSIONS
+from services.analytics.projection import ALONE, ANSWERED
+from services.analytics.representation import UNDER_REACHED, judge, percent, round_half_up
+from services.analytics.store import Counts
+from services.analytics.suppression import TOTAL, show, suppress_row
+from shared.plan import Dimension, Plan
+from shared.profile import CATEGORIES, DECLINED, DIMENSIONS, MULTI_SELECT
 
 
-def percent(count: int, of: int) -> float | None:
-    """``count`` as a percentage of ``of``, one decimal, half up."""
-    if of <= 0:
-        return None
-    return float((Decimal(count) * 100 / Decimal(of)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+@dataclass(frozen=True)
+class View:
+    """How to present: suppressed for coordinators (k), or every number for analysts."""
+
+    k: int
+    suppressed: bool
+
+    def hide(self, cells: dict[str, int], total: int | None) -> set[str]:
+        return suppress_row(cells, total, self.k) if self.suppressed else set()
 
 
-def suppress(count: int, k: int) -> int | str:
-    return f"<{k}" if 0 < count < k else count
+def _dimensions(plan: Plan | None) -> Iterable[tuple[str, Dimension | None]]:
+    if plan is not None:
+        yield from plan.dimensions.items()
+    else:
+        yield from ((d, None) for d in DIMENSIONS)
 
 
-def coverage(raw: dict[str, Any], k: int, suppressed: bool) -> dict[str, Any]:
-    """Shape the raw counts of one process into the coverage answer."""
-    show = (lambda n: suppress(n, k)) if suppressed else (lambda n: n)
-    by_dim: dict[str, dict[str, int]] = defaultdict(dict)
-    for dimension, category, n in raw["categories"]:
-        by_dim[dimension][category] = n
-    participants = raw["participants"]
-    dimensions: dict[str, Any] = {}
-    for dimension in DIMENSIONS:
-        counts = by_dim.get(dimension, {})
-        answered = counts.get(ANSWERED, 0)
-        declined = counts.get(DECLINED, 0)
-        rows = []
-        for category, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-            if category in (ANSWERED, DECLINED):
-                continue
-            hidden = suppressed and 0 < n < k
-            rows.append({"category": category, "count": show(n), "share": None if hidden else percent(n, answered)})
-        dimensions[dimension] = {
-            "answered": show(answered),
-            "declined": show(declined),
-            "not_answered": show(max(participants - answered - declined, 0)),
-            "categories": rows,
-        }
+def _codes(key: str, spec: Dimension | None, counts: Counts) -> list[str]:
+    """The plan's categories in its order, then any other category with participants."""
+    listed = list(spec.categories) if spec else list(CATEGORIES.get(key, ()))
+    seen = {c for (d, c) in counts.categories if d == key and c not in (ANSWERED, DECLINED)
+            and not c.startswith(ALONE)}
+    return listed + sorted(seen - set(listed))
+
+
+def dimension_view(key: str, spec: Dimension | None, counts: Counts, plan: Plan | None, view: View) -> dict:
+    cats = counts.categories
+    derived = bool(spec and spec.derived)
+    multi = spec.multi_select if spec else key in MULTI_SELECT
+    answered = counts.participants if derived else cats.get((key, ANSWERED), 0)
+    declined = 0 if derived else cats.get((key, DECLINED), 0)
+    not_answered = 0 if derived else max(counts.participants - answered - declined, 0)
+    codes = _codes(key, spec, counts)
+    values = {c: cats.get((key, c), 0) for c in codes}
+
+    head = {"answered": answered, "declined": declined, "not_answered": not_answered}
+    head_hidden = view.hide(head, sum(head.values())) if not derived else set()
+    hidden = view.hide(values, None if multi else answered)
+    if TOTAL in hidden:
+        head_hidden.add("answered")
+    n_hidden = "answered" in head_hidden
+
+    rows = []
+    for code in codes:
+        count, is_hidden = values[code], code in hidden or n_hidden
+        target = spec.categories[code].target if spec and code in spec.categories else None
+        judged = judge(min(view.k - 1, answered) if is_hidden else count, answered,
+                       share=target.share if target else None, min_count=target.min_count if target else None,
+                       threshold=plan.threshold if plan else 0.8)
+        alone = cats.get((key, ALONE + code), 0) if multi and not derived else None
+        rows.append({
+            "category": code,
+            "label": plan.label_of(key, code) if plan else code,
+            "count": show(count, is_hidden, view.k),
+            "alone": None if alone is None else show(alone, view.suppressed and 0 < alone < view.k, view.k),
+            "share": None if is_hidden else percent(count, answered),
+            "interval": None if is_hidden or judged.interval is None else
+            [round_half_up(100 * judged.interval[0], 1), round_half_up(100 * judged.interval[1], 1)],
+            "target": _target(target),
+            "ratio": None if is_hidden or judged.ratio is None else round_half_up(judged.ratio, 2),
+            "status": judged.status,
+            "needed": judged.needed,
+            "needed_is_lower_bound": is_hidden and judged.needed is not None,
+        })
     return {
-        "participants": show(participants),
-        "engagements": show(raw["engagements"]),
-        "engagements_by_channel": {c: show(n) for c, n in raw["channels"].items()},
-        "first_event": raw["first_event"],
-        "last_event": raw["last_event"],
+        "dimension": key,
+        "label": spec.label if spec else key,
+        "multi_select": multi,
+        "derived": derived,
+        **{name: show(n, name in head_hidden, view.k) for name, n in head.items()},
+        "categories": rows,
+    }
+
+
+def _target(target: Any) -> dict | None:
+    if target is None:
+        return None
+    out = {"kind": target.kind, "source": target.source, "vintage": target.vintage}
+    if target.share is not None:
+        out["share"] = round_half_up(100 * target.share, 1)
+    else:
+        out["min_count"] = target.min_count
+    return out
+
+
+def coverage(counts: Counts, plan: Plan | None, view: View) -> dict[str, Any]:
+    """The coverage answer for one process or segment."""
+    dimensions = [dimension_view(key, spec, counts, plan, view) for key, spec in _dimensions(plan)]
+    under = sorted(
+        ({"dimension": d["dimension"], "dimension_label": d["label"], **c}
+         for d in dimensions for c in d["categories"] if c["status"] == UNDER_REACHED),
+        key=lambda c: (c["ratio"] if c["ratio"] is not None else -1, c["dimension"], c["category"]),
+    )
+    channel_hidden = view.hide(counts.channels, counts.engagements)
+    small_total = view.suppressed and 0 < counts.participants < view.k
+    return {
+        "participants": show(counts.participants, small_total, view.k),
+        "engagements": show(counts.engagements, view.suppressed and 0 < counts.engagements < view.k, view.k),
+        "engagements_by_channel": {c: show(n, c in channel_hidden, view.k) for c, n in sorted(counts.channels.items())},
+        "first_event": counts.first_event,
+        "last_event": counts.last_event,
+        "under_reached": under,
         "dimensions": dimensions,
     }

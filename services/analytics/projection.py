@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 from shared.events import (
     INTERVIEW_CHANNEL,
@@ -25,9 +26,11 @@ from shared.events import (
     ParticipantWithdrawn,
     SurveyCompleted,
 )
-from shared.profile import DECLINED, Profile
+from shared.profile import DECLINED, MULTI_SELECT, Profile
 
 ANSWERED = "__answered__"
+ALONE = "alone:"  # "alone:white": chose white and nothing else (beside "white" alone or in combination)
+DEFAULT_TZ = ZoneInfo("America/Chicago")
 PARTICIPANTS = "participants"
 ENGAGEMENTS = "engagements"
 
@@ -40,6 +43,8 @@ class ParticipantState:
 
     profile: Profile = field(default_factory=Profile)
     channels: Mapping[str, int] = field(default_factory=dict)
+    days: Mapping[str, int] = field(default_factory=dict)  # "2018-03-05/interview_phone" -> engagements
+    first_channel: str | None = None
     withdrawn: bool = False
     first_seen: datetime | None = None
     last_seen: datetime | None = None
@@ -53,6 +58,9 @@ class Changes:
     categories: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     engagements: Counter[tuple[str, str]] = field(default_factory=Counter)
     totals: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (process, day, channel) -> engagements that day, and participants first reached that day
+    daily: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    firsts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     event_times: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
 
 
@@ -86,7 +94,9 @@ def keys_of(events: Iterable[Envelope]) -> set[Key]:
     return keys
 
 
-def add_contribution(changes: Changes, process_id: str, state: ParticipantState | None, sign: int = 1) -> None:
+def add_contribution(
+    changes: Changes, process_id: str, state: ParticipantState | None, sign: int = 1, tz: tzinfo = DEFAULT_TZ
+) -> None:
     """Add (sign 1) or take away (sign -1) the counts one participant makes.
 
     An unknown or withdrawn participant makes none.
@@ -98,28 +108,50 @@ def add_contribution(changes: Changes, process_id: str, state: ParticipantState 
     for channel, n in state.channels.items():
         changes.engagements[(process_id, channel)] += sign * n
         totals[(process_id, ENGAGEMENTS)] += sign * n
+    for day_channel, n in state.days.items():
+        day, _, channel = day_channel.partition("/")
+        changes.daily[(process_id, day, channel)] += sign * n
+    if state.first_seen is not None and state.first_channel is not None:
+        changes.firsts[(process_id, day_of(state.first_seen, tz), state.first_channel)] += sign
     for dimension, chosen in state.profile.categories.items():
         for category in chosen:
             categories[(process_id, dimension, category)] += sign
         if chosen != (DECLINED,):
             categories[(process_id, dimension, ANSWERED)] += sign
+            if dimension in MULTI_SELECT and len(chosen) == 1:
+                categories[(process_id, dimension, ALONE + chosen[0])] += sign
 
 
-def _engaged(state: ParticipantState, channel: Channel, profile: Profile | None, at: datetime) -> ParticipantState:
+def day_of(at: datetime, tz: tzinfo) -> str:
+    """The local calendar day of ``at``: Minnesota's evening events belong to their own day."""
+    return at.astimezone(tz).date().isoformat()
+
+
+def _engaged(
+    state: ParticipantState, channel: Channel, profile: Profile | None, at: datetime, tz: tzinfo
+) -> ParticipantState:
     if state.withdrawn:
         return state  # a withdrawn person stays out of every count
     channels = dict(state.channels)
     channels[channel.value] = channels.get(channel.value, 0) + 1
+    days = dict(state.days)
+    day_channel = f"{day_of(at, tz)}/{channel.value}"
+    days[day_channel] = days.get(day_channel, 0) + 1
+    first = state.first_seen is None or at < state.first_seen
     return replace(
         state,
         profile=state.profile.merged_with(profile) if profile is not None else state.profile,
         channels=channels,
-        first_seen=min(state.first_seen, at) if state.first_seen else at,
+        days=days,
+        first_channel=channel.value if first else state.first_channel,
+        first_seen=at if first else state.first_seen,
         last_seen=max(state.last_seen, at) if state.last_seen else at,
     )
 
 
-def project(events: Iterable[Envelope], known: Mapping[Key, ParticipantState]) -> Changes:
+def project(
+    events: Iterable[Envelope], known: Mapping[Key, ParticipantState], tz: tzinfo = DEFAULT_TZ
+) -> Changes:
     """Apply ``events`` (in log order) to the ``known`` participants they touch."""
     before: dict[Key, ParticipantState | None] = {}
     now: dict[Key, ParticipantState] = {}
@@ -131,7 +163,7 @@ def project(events: Iterable[Envelope], known: Mapping[Key, ParticipantState]) -
         return now.get(key) or before[key] or ParticipantState()
 
     def engage(key: Key, channel: Channel, profile: Profile | None, at: datetime) -> None:
-        now[key] = _engaged(current(key), channel, profile, at)
+        now[key] = _engaged(current(key), channel, profile, at, tz)
 
     for ev in events:
         p, proc, at = ev.payload, ev.process_id, ev.occurred_at
@@ -160,9 +192,9 @@ def project(events: Iterable[Envelope], known: Mapping[Key, ParticipantState]) -
 
     changes = Changes(participants=now, event_times=times)
     for key, state in now.items():
-        add_contribution(changes, key[0], state)
-        add_contribution(changes, key[0], before[key], -1)
-    for counter in (changes.categories, changes.engagements, changes.totals):
+        add_contribution(changes, key[0], state, 1, tz)
+        add_contribution(changes, key[0], before[key], -1, tz)
+    for counter in (changes.categories, changes.engagements, changes.totals, changes.daily, changes.firsts):
         for k in [k for k, v in counter.items() if v == 0]:
             del counter[k]
     return changes

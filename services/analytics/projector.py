@@ -9,6 +9,8 @@ then is it acknowledged: a crash anywhere loses nothing and counts nothing twice
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -17,9 +19,11 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from services.analytics import store
+from services.analytics.status import judge_and_announce
 from services.analytics.reader import GapError, PullReader, attach_consumer, stream_sequence
 from shared.events import Envelope
 from shared.logging import get_logger
+from shared.plan import Plan
 from shared.settings import Settings
 from shared.upcasting import decode_event
 
@@ -42,8 +46,12 @@ class Progress:
 
 
 class Projector:
-    def __init__(self, settings: Settings, nc: Client, pool: asyncpg.Pool) -> None:
-        self.settings, self.nc, self.pool = settings, nc, pool
+    JUDGE_EVERY = 1.0  # seconds: while catching up, judge statuses at most this often
+
+    def __init__(self, settings: Settings, nc: Client, pool: asyncpg.Pool,
+                 plans: Mapping[str, Plan] | None = None) -> None:
+        self.settings, self.nc, self.pool, self.plans = settings, nc, pool, dict(plans or {})
+        self._judged_at = 0.0
         self.js = nc.jetstream()
         self.progress = Progress()
         self.committed = asyncio.Condition()
@@ -85,7 +93,8 @@ class Projector:
         delay = 0.2
         while True:
             try:
-                fresh = await store.apply_batch(self.pool, self.settings.consumer_name, events, reached)
+                fresh = await store.apply_batch(self.pool, self.settings.consumer_name, events, reached,
+                                                self.settings.tz)
                 break
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("batch_retry", error_type=type(exc).__name__, retry_in=delay)
@@ -97,6 +106,17 @@ class Projector:
         log.debug("batch_committed", events=fresh, checkpoint=reached)
         async with self.committed:
             self.committed.notify_all()
+        caught_up = msgs[-1].metadata.num_pending == 0
+        if self.plans and (caught_up or time.monotonic() - self._judged_at >= self.JUDGE_EVERY):
+            await self.judge()
+
+    async def judge(self) -> None:
+        """Judge every targeted category; announce status changes. Never stops the projection."""
+        self._judged_at = time.monotonic()
+        try:
+            await judge_and_announce(self.js, self.pool, self.plans, self.settings)
+        except Exception as exc:  # noqa: BLE001 - counting goes on; the next judgement retries
+            log.warning("judging_failed", error_type=type(exc).__name__, error=str(exc)[:300])
 
     async def park(self, msg: Msg, seq: int, reason: str) -> None:
         """Put an unreadable message on the dead-letter stream, with its reason."""

@@ -7,14 +7,16 @@ so a redelivered message, a retried batch or a second projector counts nothing t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, tzinfo
 from importlib import resources
 from typing import Any
 
 import asyncpg
 import orjson
 
-from services.analytics.projection import Changes, Key, ParticipantState, keys_of, project
+from services.analytics.projection import DEFAULT_TZ, Changes, Key, ParticipantState, keys_of, project
 from shared.events import Envelope
 from shared.profile import Profile
 
@@ -61,7 +63,7 @@ async def _load(conn: asyncpg.Connection, keys: set[Key]) -> dict[Key, Participa
     procs, parts = zip(*keys, strict=True)
     rows = await conn.fetch(
         "SELECT p.process_id, p.participant, p.profile::text AS profile, p.channels::text AS channels, "
-        "p.withdrawn, p.first_seen, p.last_seen FROM participants p "
+        "p.days::text AS days, p.first_channel, p.withdrawn, p.first_seen, p.last_seen FROM participants p "
         "JOIN unnest($1::text[], $2::text[]) AS k(process_id, participant) USING (process_id, participant)",
         list(procs), list(parts),
     )
@@ -69,6 +71,8 @@ async def _load(conn: asyncpg.Connection, keys: set[Key]) -> dict[Key, Participa
         (r["process_id"], r["participant"]): ParticipantState(
             profile=Profile.model_validate_json(r["profile"]),
             channels=orjson.loads(r["channels"]),
+            days=orjson.loads(r["days"]),
+            first_channel=r["first_channel"],
             withdrawn=r["withdrawn"],
             first_seen=r["first_seen"],
             last_seen=r["last_seen"],
@@ -78,7 +82,8 @@ async def _load(conn: asyncpg.Connection, keys: set[Key]) -> dict[Key, Participa
 
 
 async def apply_batch(
-    pool: asyncpg.Pool, consumer: str, events: Sequence[tuple[int, Envelope]], reached: int
+    pool: asyncpg.Pool, consumer: str, events: Sequence[tuple[int, Envelope]], reached: int,
+    tz: tzinfo = DEFAULT_TZ,
 ) -> int:
     """Project ``events`` (stream sequence, event) and move the checkpoint to ``reached``.
 
@@ -91,7 +96,7 @@ async def apply_batch(
             "SELECT stream_seq FROM checkpoint WHERE consumer = $1 FOR UPDATE", consumer)
         fresh = [ev for seq, ev in events if seq > done]
         if fresh:
-            changes = project(fresh, await _load(conn, keys_of(fresh)))
+            changes = project(fresh, await _load(conn, keys_of(fresh)), tz)
             await _write(conn, changes)
         if reached > done:
             await conn.execute(
@@ -104,17 +109,21 @@ async def _write(conn: asyncpg.Connection, changes: Changes) -> None:
         keys, states = zip(*changes.participants.items(), strict=True)
         await conn.execute(
             """
-            INSERT INTO participants (process_id, participant, profile, channels, withdrawn, first_seen, last_seen)
-            SELECT p, k, pr::jsonb, ch::jsonb, w, f, l
-              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[],
-                          $6::timestamptz[], $7::timestamptz[]) AS t(p, k, pr, ch, w, f, l)
+            INSERT INTO participants (process_id, participant, profile, channels, days, first_channel,
+                                      withdrawn, first_seen, last_seen)
+            SELECT p, k, pr::jsonb, ch::jsonb, d::jsonb, fc, w, f, l
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
+                          $8::timestamptz[], $9::timestamptz[]) AS t(p, k, pr, ch, d, fc, w, f, l)
             ON CONFLICT (process_id, participant) DO UPDATE
-               SET profile = EXCLUDED.profile, channels = EXCLUDED.channels, withdrawn = EXCLUDED.withdrawn,
+               SET profile = EXCLUDED.profile, channels = EXCLUDED.channels, days = EXCLUDED.days,
+                   first_channel = EXCLUDED.first_channel, withdrawn = EXCLUDED.withdrawn,
                    first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen
             """,
             [k[0] for k in keys], [k[1] for k in keys],
             [s.profile.model_dump_json(exclude_none=True) for s in states],
             [orjson.dumps(s.channels).decode() for s in states],
+            [orjson.dumps(s.days).decode() for s in states],
+            [s.first_channel for s in states],
             [s.withdrawn for s in states], [s.first_seen for s in states], [s.last_seen for s in states],
         )
     if changes.categories:
@@ -138,6 +147,19 @@ async def _write(conn: asyncpg.Connection, changes: Changes) -> None:
             """,
             procs, channels, deltas,
         )
+    if changes.daily or changes.firsts:
+        keys = sorted(set(changes.daily) | set(changes.firsts))
+        await conn.execute(
+            """
+            INSERT INTO daily_counts AS d (process_id, day, channel, engagements, participants)
+            SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[], $5::bigint[])
+            ON CONFLICT (process_id, day, channel) DO UPDATE
+               SET engagements = d.engagements + EXCLUDED.engagements,
+                   participants = d.participants + EXCLUDED.participants
+            """,
+            [k[0] for k in keys], [date.fromisoformat(k[1]) for k in keys], [k[2] for k in keys],
+            [changes.daily[k] for k in keys], [changes.firsts[k] for k in keys],
+        )
     for proc, (first, last) in changes.event_times.items():
         await conn.execute(
             """
@@ -158,29 +180,111 @@ def _columns(counter: Any, width: int) -> tuple[list[list[str]], list[int]]:
     return [[k[i] for k, _ in items] for i in range(width)], [v for _, v in items]
 
 
-async def coverage_rows(pool: asyncpg.Pool, process_id: str, consumer: str) -> dict[str, Any]:
-    """Raw, unsuppressed counts for one process, and the stream sequence they reflect.
+@dataclass
+class Counts:
+    """Participation counts of one process (or one segment of it), as the read models hold them."""
 
-    One snapshot, so the sequence and the counts always belong together.
+    sequence: int
+    participants: int
+    engagements: int
+    channels: dict[str, int]
+    categories: dict[tuple[str, str], int]  # (dimension, category) -> participants; see projection
+    first_event: datetime | None = None
+    last_event: datetime | None = None
+    projected_at: datetime | None = None
+
+
+async def counts(pool: asyncpg.Pool, process_id: str, consumer: str,
+                 derived: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]] | None = None) -> Counts:
+    """The whole process's counts from the counters, in one snapshot with the sequence they reflect.
+
+    ``derived``: dimension -> category -> {profile dimension: categories}; a participant is in
+    a derived category if any listed answer is theirs (e.g. the mandated stakeholder groups).
     """
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        sequence = await checkpoint(conn, consumer)
+        mark = await conn.fetchrow("SELECT stream_seq, updated_at FROM checkpoint WHERE consumer = $1", consumer)
         total = await conn.fetchrow("SELECT * FROM totals WHERE process_id = $1", process_id)
         cats = await conn.fetch(
             "SELECT dimension, category, participants FROM category_counts "
-            "WHERE process_id = $1 AND participants <> 0 ORDER BY dimension, category", process_id)
+            "WHERE process_id = $1 AND participants <> 0", process_id)
         chans = await conn.fetch(
-            "SELECT channel, engagements FROM engagement_counts WHERE process_id = $1 AND engagements <> 0 "
-            "ORDER BY channel", process_id)
-    return {
-        "sequence": sequence,
-        "participants": total["participants"] if total else 0,
-        "engagements": total["engagements"] if total else 0,
-        "first_event": total["first_event"] if total else None,
-        "last_event": total["last_event"] if total else None,
-        "categories": [(r["dimension"], r["category"], r["participants"]) for r in cats],
-        "channels": {r["channel"]: r["engagements"] for r in chans},
-    }
+            "SELECT channel, engagements FROM engagement_counts WHERE process_id = $1 AND engagements <> 0",
+            process_id)
+        categories = {(r["dimension"], r["category"]): r["participants"] for r in cats}
+        if derived:
+            categories.update(await _derived_counts(conn, process_id, derived))
+    return Counts(
+        sequence=mark["stream_seq"] if mark else 0,
+        projected_at=mark["updated_at"] if mark else None,
+        participants=total["participants"] if total else 0,
+        engagements=total["engagements"] if total else 0,
+        channels={r["channel"]: r["engagements"] for r in chans},
+        categories=categories,
+        first_event=total["first_event"] if total else None,
+        last_event=total["last_event"] if total else None,
+    )
+
+
+async def _derived_counts(conn: asyncpg.Connection, process_id: str,
+                          derived: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]]) -> dict[tuple[str, str], int]:
+    filters, args, names = [], [process_id], []
+    for dimension, categories in derived.items():
+        for category, when in categories.items():
+            ors = []
+            for source, wanted in when.items():
+                args.extend([source, list(wanted)])
+                ors.append(f"(profile -> ${len(args) - 1}) ?| ${len(args)}::text[]")
+            filters.append(f"count(*) FILTER (WHERE {' OR '.join(ors) or 'false'})")
+            names.append((dimension, category))
+    if not filters:
+        return {}
+    row = await conn.fetchrow(
+        f"SELECT {', '.join(filters)} FROM participants WHERE process_id = $1 AND NOT withdrawn", *args)
+    return {name: row[i] for i, name in enumerate(names) if row[i]}
+
+
+async def profiles_in(pool: asyncpg.Pool, process_id: str, consumer: str, dimension: str, category: str
+                      ) -> tuple[int, list[tuple[Profile, dict[str, int]]]]:
+    """The sequence reached, and every counted participant whose answer to ``dimension``
+    includes ``category`` (a segment), read in one snapshot."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        sequence = await checkpoint(conn, consumer)
+        rows = await conn.fetch(
+            "SELECT profile::text AS profile, channels::text AS channels FROM participants "
+            "WHERE process_id = $1 AND NOT withdrawn AND (profile -> $2) ? $3", process_id, dimension, category)
+    return sequence, [(Profile.model_validate_json(r["profile"]), orjson.loads(r["channels"])) for r in rows]
+
+
+async def daily(pool: asyncpg.Pool, process_id: str, consumer: str) -> tuple[int, list[tuple[date, str, int, int]]]:
+    """The sequence reached, and (day, channel, engagements, participants first reached), oldest first."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        sequence = await checkpoint(conn, consumer)
+        rows = await conn.fetch(
+            "SELECT day, channel, engagements, participants FROM daily_counts "
+            "WHERE process_id = $1 AND (engagements <> 0 OR participants <> 0) ORDER BY day, channel", process_id)
+    return sequence, [(r["day"], r["channel"], r["engagements"], r["participants"]) for r in rows]
+
+
+async def statuses(pool: asyncpg.Pool, process_id: str) -> dict[tuple[str, str], str]:
+    rows = await pool.fetch("SELECT dimension, category, status FROM category_status WHERE process_id = $1",
+                            process_id)
+    return {(r["dimension"], r["category"]): r["status"] for r in rows}
+
+
+async def save_statuses(pool: asyncpg.Pool, process_id: str, changed: Mapping[tuple[str, str], str],
+                        sequence: int) -> None:
+    if not changed:
+        return
+    keys = sorted(changed)
+    await pool.execute(
+        """
+        INSERT INTO category_status AS s (process_id, dimension, category, status, sequence)
+        SELECT $1, d, c, st, $5 FROM unnest($2::text[], $3::text[], $4::text[]) AS t(d, c, st)
+        ON CONFLICT (process_id, dimension, category) DO UPDATE
+           SET status = EXCLUDED.status, sequence = EXCLUDED.sequence, changed_at = now()
+        """,
+        process_id, [k[0] for k in keys], [k[1] for k in keys], [changed[k] for k in keys], sequence,
+    )
 
 
 async def processes(pool: asyncpg.Pool) -> list[str]:

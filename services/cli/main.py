@@ -113,6 +113,34 @@ def demo(
     asyncio.run(feed({"intake": intake_url, "survey": survey_url}, tokens_file, settings, pace=pace, seed=seed))
 
 
+@app.command("coverage")
+def coverage_command(
+    url: Annotated[str, typer.Option(help="Analytics' URL.")] = "http://127.0.0.1:8703",
+    tokens_file: Annotated[Path, typer.Option(help="Tokens file written by `engage up`.")] = Path(".engage/tokens.json"),
+    as_: Annotated[str, typer.Option("--as", help="Whose token: coordinator (suppressed) or analyst.")] = "coordinator",
+    process: Annotated[str | None, typer.Option(help="Process id (default: analytics' default).")] = None,
+    segment: Annotated[str | None, typer.Option(help="Only one category of another dimension, e.g. lived_experience:yes.")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Also list categories without a target.")] = False,
+) -> None:
+    """Coverage against the plan in the terminal: under-reached communities first, with how many more it takes."""
+    from services.cli.coverage import fetch, render, token_from
+
+    body = fetch(url, token_from(tokens_file, as_), process, segment)
+    render(body, Console(), show_all)
+
+
+plan_app = typer.Typer(help="Plans: the dimensions, categories and targets of a process.")
+app.add_typer(plan_app, name="plan")
+
+
+@plan_app.command("check")
+def plan_check(file: Annotated[Path, typer.Argument(help="A plan file (TOML).")]) -> None:
+    """Validate a plan file; print a summary, or the key, value and reason of each problem."""
+    from shared.plan import check_plan_text
+
+    Console().print(check_plan_text(file))
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

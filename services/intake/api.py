@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Response
 
 from services.intake import contacts
-from services.intake.context import IntakeDep, KeyDep, envelope, invalid, new_ref
+from services.intake.context import IntakeDep, KeyDep, envelope, new_ref
 from services.intake.interviews import EVENT_TYPE, STATUS_AFTER, Action, is_final, refusal
 from services.intake.publishing import Stored, log, written
 from services.intake.records import router as records_router
@@ -36,7 +36,7 @@ from shared.events import (
     InterviewScheduled,
     subject_for,
 )
-from shared.http import require_scope
+from shared.http import invalid, require_scope
 from shared.idempotency import derived_id
 
 router = APIRouter(tags=["interviews"], dependencies=[Depends(require_scope("intake:write"))])
@@ -170,7 +170,7 @@ def _attendees(given: list[CompletedParticipant], fmt: InterviewFormat, schedule
     """Resolve each participant's reference: the first one without a reference is the person
     the interview was scheduled with (unless they are listed by reference); others are new."""
     if fmt is not InterviewFormat.small_group and len(given) != 1:
-        raise invalid("participants", "a one-on-one interview has exactly one participant")
+        raise invalid("participants", "a one-on-one interview has exactly one participant", "body")
     listed = {p.participant_ref for p in given if p.participant_ref}
     scheduled_free = scheduled_ref is not None and scheduled_ref not in listed
     out: list[Attendee] = []
@@ -182,7 +182,7 @@ def _attendees(given: list[CompletedParticipant], fmt: InterviewFormat, schedule
             ref = new_ref(key, "complete", interview_id, str(i))
         out.append(Attendee(participant_ref=ref, profile=person.profile))
     if len({a.participant_ref for a in out}) != len(out):
-        raise invalid("participants", "a participant is listed twice")
+        raise invalid("participants", "a participant is listed twice", "body")
     return out
 
 

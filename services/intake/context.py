@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Request
-from fastapi.exceptions import RequestValidationError
 
 from services.intake.publishing import Log
 from shared.events import Envelope
@@ -53,6 +52,3 @@ def envelope(
 
 
 
-def invalid(field: str, reason: str) -> RequestValidationError:
-    """A 422 naming a body field, for rules that need more than the body to check."""
-    return RequestValidationError([{"loc": ("body", *field.split(".")), "msg": reason, "type": "value_error"}])

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from services.intake import contacts
-from services.intake.context import IntakeDep, KeyDep, envelope, invalid, new_ref
+from services.intake.context import IntakeDep, KeyDep, envelope, new_ref
 from services.intake.publishing import written
 from services.intake.schemas import (
     AddAdvisoryMember,
@@ -20,7 +20,7 @@ from services.intake.schemas import (
     WithdrawParticipant,
 )
 from shared.events import AdvisoryFeedbackLogged, AdvisoryMemberJoined, GatheringHeld, ParticipantWithdrawn
-from shared.http import require_scope
+from shared.http import invalid, require_scope
 from shared.idempotency import derived_id
 
 router = APIRouter(dependencies=[Depends(require_scope("intake:write"))])
@@ -32,7 +32,7 @@ async def record_gathering(body: RecordGathering, intake: IntakeDep, key: KeyDep
     """Record an Art-of-Hosting event or small-group meeting that was held, with the
     self-identified profiles of the attendees who chose to give one."""
     if len(body.profiles) > body.attendee_count:
-        raise invalid("profiles", "more profiles than attendees")
+        raise invalid("profiles", "more profiles than attendees", "body")
     gathering_id = derived_id(key, "gt", "intake", "gathering")
     payload = GatheringHeld(gathering_id=gathering_id, kind=body.kind, region=body.region,
                             attendee_count=body.attendee_count, profiles=body.profiles)

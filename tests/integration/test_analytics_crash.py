@@ -51,13 +51,15 @@ async def wait_checkpoint(dsn: str, consumer: str, predicate: Callable[[int], bo
         await asyncio.sleep(0.02)
 
 
-async def counts(dsn: str, consumer: str) -> dict:
+async def counts(dsn: str, consumer: str) -> tuple:
+    """Everything the read models say about the process (and the sequence reached)."""
     pool = await store.open_pool(dsn)
     try:
-        raw = await store.coverage_rows(pool, "shfa-2018", consumer)
+        c = await store.counts(pool, "shfa-2018", consumer)
+        sequence, days = await store.daily(pool, "shfa-2018", consumer)
     finally:
         await pool.close()
-    return {k: raw[k] for k in ("participants", "engagements", "categories", "channels")}
+    return c.sequence, c.participants, c.engagements, c.categories, c.channels, sequence, days
 
 
 async def test_sigkill_mid_stream_then_restart_counts_every_event_once(

@@ -1,57 +1,99 @@
-"""Shares and suppression, pinned to hand-computed values."""
+"""The coverage answer from counts and a plan: shares, alone counts, suppression, order."""
 
 from __future__ import annotations
 
-import pytest
+from services.analytics.coverage import View, coverage
+from services.analytics.projection import ALONE, ANSWERED
+from services.analytics.store import Counts
+from shared.plan import shipped_plans
 
-from services.analytics.coverage import coverage, percent, suppress
-from services.analytics.projection import ANSWERED
-
-
-@pytest.mark.parametrize(("count", "of", "expected"), [
-    (90, 288, 31.3),    # the report's Twin Cities West Metro: 31.25 rounds half up
-    (111, 288, 38.5),   # lived experience: 38.54
-    (1, 8, 12.5),
-    (1, 16, 6.3),       # 6.25 -> 6.3, not banker's 6.2
-    (0, 5, 0.0),
-    (5, 5, 100.0),
-])
-def test_percent_rounds_half_up_to_one_decimal(count: int, of: int, expected: float) -> None:
-    assert percent(count, of) == expected
+PLAN = shipped_plans()["shfa-2018"]
 
 
-def test_percent_of_nobody_is_none() -> None:
-    assert percent(0, 0) is None
+def counts(categories: dict[tuple[str, str], int], participants: int) -> Counts:
+    return Counts(sequence=7, participants=participants, engagements=participants,
+                  channels={"survey": participants}, categories=categories)
 
 
-@pytest.mark.parametrize(("count", "shown"), [(0, 0), (1, "<5"), (4, "<5"), (5, 5), (120, 120)])
-def test_counts_from_1_to_k_minus_1_are_suppressed(count: int, shown: int | str) -> None:
-    assert suppress(count, 5) == shown
+def dim(body: dict, key: str) -> dict:
+    return next(d for d in body["dimensions"] if d["dimension"] == key)
 
 
-def raw(categories: list[tuple[str, str, int]], participants: int) -> dict:
-    return {"participants": participants, "engagements": participants, "channels": {"survey": participants},
-            "first_event": None, "last_event": None, "categories": categories}
+def cat(body: dict, key: str, code: str) -> dict:
+    return next(c for c in dim(body, key)["categories"] if c["category"] == code)
 
 
-def test_shares_are_of_those_who_answered() -> None:
+def test_shares_are_of_those_who_answered_and_labels_come_from_the_plan() -> None:
     """Declined and unanswered people are reported, but are not in the denominator."""
-    body = coverage(raw([("region", "northeast", 6), ("region", "central", 2), ("region", ANSWERED, 8),
-                         ("region", "declined", 1)], 10), k=5, suppressed=False)
-    region = body["dimensions"]["region"]
-    assert region["answered"] == 8 and region["declined"] == 1 and region["not_answered"] == 1
-    assert region["categories"] == [{"category": "northeast", "count": 6, "share": 75.0},
-                                    {"category": "central", "count": 2, "share": 25.0}]
+    body = coverage(counts({("region", "northeast"): 60, ("region", "central"): 20, ("region", ANSWERED): 80,
+                            ("region", "declined"): 10}, 100), PLAN, View(5, suppressed=False))
+    region = dim(body, "region")
+    assert (region["answered"], region["declined"], region["not_answered"]) == (80, 10, 10)
+    assert cat(body, "region", "northeast")["share"] == 75.0
+    assert cat(body, "region", "twin_cities_west_metro")["label"] == "Twin Cities West Metro"
+    assert cat(body, "region", "twin_cities_west_metro")["count"] == 0
 
 
-def test_multi_select_shares_can_add_past_100() -> None:
-    body = coverage(raw([("race_ethnicity", "white", 6), ("race_ethnicity", "black", 6),
-                         ("race_ethnicity", ANSWERED, 10)], 10), k=5, suppressed=False)
-    assert sum(c["share"] for c in body["dimensions"]["race_ethnicity"]["categories"]) == 120.0
+def test_multi_select_shares_can_add_past_100_and_alone_is_beside_them() -> None:
+    body = coverage(counts({("race_ethnicity", "white"): 60, ("race_ethnicity", "black"): 60,
+                            ("race_ethnicity", ALONE + "white"): 40, ("race_ethnicity", ANSWERED): 100}, 100),
+                    PLAN, View(5, suppressed=False))
+    white, black = cat(body, "race_ethnicity", "white"), cat(body, "race_ethnicity", "black")
+    assert white["share"] + black["share"] == 120.0
+    assert white["alone"] == 40 and black["alone"] == 0
 
 
-def test_a_coordinator_sees_no_count_below_k_anywhere() -> None:
-    body = coverage(raw([("region", "northeast", 3), ("region", ANSWERED, 3)], 3), k=5, suppressed=True)
-    assert body["participants"] == "<5" and body["engagements"] == "<5"
-    assert body["engagements_by_channel"] == {"survey": "<5"}
-    assert body["dimensions"]["region"]["categories"] == [{"category": "northeast", "count": "<5", "share": None}]
+def test_under_reached_communities_come_first_lowest_ratio_first() -> None:
+    body = coverage(counts({("region", "twin_cities_west_metro"): 90, ("region", "northwest"): 2,
+                            ("region", "west_central"): 8, ("region", ANSWERED): 100}, 100), PLAN,
+                    View(5, suppressed=False))
+    regions = [c["category"] for c in body["under_reached"] if c["dimension"] == "region"]
+    # northwest's 2 of 100 against 7% is short, but within the noise (Wilson upper bound 7.0%): watch
+    assert set(regions) == {"twin_cities_east_metro", "central", "northeast", "southeast", "southwest"}
+    assert cat(body, "region", "northwest")["status"] == "watch"
+    assert all(c["status"] == "under-reached" for c in body["under_reached"])
+    ratios = [c["ratio"] for c in body["under_reached"]]
+    assert ratios == sorted(ratios)
+
+
+def test_a_coordinator_sees_no_count_from_1_to_k_minus_1_anywhere() -> None:
+    """Primary and complementary suppression; a hidden cell's share and ratio are withheld."""
+    body = coverage(counts({("region", "twin_cities_west_metro"): 3, ("region", "central"): 40, ("region", "southwest"): 9,
+                            ("region", ANSWERED): 52, ("region", "declined"): 1}, 60), PLAN, View(5, suppressed=True))
+    northeast, southwest = cat(body, "region", "twin_cities_west_metro"), cat(body, "region", "southwest")
+    assert northeast["count"] == "<5" and northeast["share"] is None and northeast["ratio"] is None
+    assert southwest["count"] == "suppressed" and southwest["share"] is None  # protects northeast's 3
+    assert cat(body, "region", "central")["count"] == 40
+    region = dim(body, "region")
+    assert region["declined"] == "<5" and region["not_answered"] == "suppressed"
+    assert northeast["needed_is_lower_bound"] and northeast["needed"] is not None
+
+    def numbers(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from numbers(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from numbers(v)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            yield value
+
+    counted = {k: v for k, v in body.items() if k not in ("under_reached",)}
+    for d in counted["dimensions"]:
+        for c in d["categories"]:
+            for key in ("needed", "target"):
+                c.pop(key)
+    assert not [n for n in numbers(counted) if 0 < n < 5]
+
+
+def test_an_analyst_sees_every_number() -> None:
+    body = coverage(counts({("region", "northeast"): 3, ("region", ANSWERED): 3}, 3), PLAN, View(5, suppressed=False))
+    assert body["participants"] == 3 and cat(body, "region", "northeast")["count"] == 3
+
+
+def test_a_tiny_process_is_all_suppressed_without_error() -> None:
+    """Two participants: every count is hidden, and judging a hidden cell cannot overflow."""
+    body = coverage(counts({("region", "northeast"): 1, ("region", "central"): 1, ("region", ANSWERED): 2}, 2),
+                    PLAN, View(5, suppressed=True))
+    assert body["participants"] == "<5"
+    assert {cat(body, "region", c)["count"] for c in ("northeast", "central")} == {"<5"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from services.analytics.projection import ANSWERED, ParticipantState, keys_of, person_key, project
+from services.analytics.projection import ALONE, ANSWERED, ParticipantState, keys_of, person_key, project
 from shared.profile import Profile
 from tests import factories as f
 
@@ -54,7 +54,7 @@ def test_withdrawal_takes_away_everything_the_person_added() -> None:
     assert changes.engagements == Counter({(P, "interview_phone"): -2})
     assert changes.categories == Counter({
         (P, "region", "central"): -1, (P, "region", ANSWERED): -1,
-        (P, "gender", "female"): -1, (P, "gender", ANSWERED): -1})
+        (P, "gender", "female"): -1, (P, "gender", ANSWERED): -1, (P, "gender", ALONE + "female"): -1})
     assert changes.participants[(P, person_key(person))].withdrawn
 
 
@@ -85,3 +85,29 @@ def test_keys_of_names_every_participant_a_batch_touches() -> None:
     gathering = f.gathering(2, [])
     keys = keys_of([f.interview(person), gathering, f.withdrawn(person)])
     assert (P, person_key(person)) in keys and len(keys) == 3
+
+
+def test_multi_select_answers_count_alone_beside_alone_or_in_combination() -> None:
+    """White only (the report's 37.8%) beside white alone or in combination (49.5%)."""
+    changes = project([f.survey(race_ethnicity=["white"]), f.survey(race_ethnicity=["white", "indigenous"])], {})
+    assert changes.categories[(P, "race_ethnicity", "white")] == 2
+    assert changes.categories[(P, "race_ethnicity", ALONE + "white")] == 1
+    assert (P, "race_ethnicity", ALONE + "indigenous") not in changes.categories
+
+
+def test_engagements_are_counted_by_local_day_and_channel() -> None:
+    """An evening interview in Minnesota belongs to its own day, not tomorrow's in UTC."""
+    from datetime import UTC, datetime
+
+    person = f.ref()
+    late = f.interview(person).model_copy(update={"occurred_at": datetime(2018, 3, 6, 2, 30, tzinfo=UTC)})
+    later = f.interview(person).model_copy(update={"occurred_at": datetime(2018, 3, 9, 15, 0, tzinfo=UTC)})
+    changes = project([later, late], {})
+    assert changes.daily == Counter({(P, "2018-03-05", "interview_in_person"): 1,
+                                     (P, "2018-03-09", "interview_in_person"): 1})
+    assert changes.firsts == Counter({(P, "2018-03-05", "interview_in_person"): 1})
+    state = changes.participants[(P, person_key(person))]
+    gone = project([f.withdrawn(person)], {(P, person_key(person)): state})
+    assert gone.daily == Counter({(P, "2018-03-05", "interview_in_person"): -1,
+                                  (P, "2018-03-09", "interview_in_person"): -1})
+    assert gone.firsts == Counter({(P, "2018-03-05", "interview_in_person"): -1})

@@ -1,0 +1,77 @@
+"""`engage coverage`: the coverage answer as a table in the terminal, under-reached first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from shared.errors import EngageError
+
+STATUS_ORDER = {"under-reached": 0, "watch": 1, "on-track": 2, "no-target": 3}
+STATUS_STYLE = {"under-reached": "bold red", "watch": "yellow", "on-track": "green", "no-target": "dim"}
+STATUS_MARK = {"under-reached": "▼ under-reached", "watch": "● watch", "on-track": "✓ on track", "no-target": "– no target"}
+
+
+def fetch(url: str, token: str, process: str | None, segment: str | None) -> dict[str, Any]:
+    params = {k: v for k, v in {"process_id": process, "segment": segment}.items() if v}
+    try:
+        resp = httpx.get(f"{url}/coverage", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    except httpx.HTTPError as exc:
+        raise EngageError(f"analytics is not reachable at {url} ({exc.__class__.__name__}); is `engage up` running?") from exc
+    if resp.status_code != 200:
+        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+        reason = body.get("reason") or "; ".join(f"{p['field']}: {p['reason']}" for p in body.get("problems", []))
+        raise EngageError(f"analytics answered {resp.status_code}: {reason or resp.text[:200]}")
+    return resp.json()
+
+
+def token_from(tokens_file: Path, name: str) -> str:
+    try:
+        return orjson.loads(tokens_file.read_bytes())[name]["token"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise EngageError(f"--tokens-file {tokens_file}: no token named {name!r} ({exc.__class__.__name__})") from exc
+
+
+def _fmt(value: Any, suffix: str = "") -> str:
+    return "—" if value is None else f"{value}{suffix}"
+
+
+def _target(target: dict | None) -> str:
+    if target is None:
+        return "—"
+    value = f"{target['share']}%" if "share" in target else f"≥ {target['min_count']}"
+    return value + (" (goal)" if target["kind"] == "goal" else "")
+
+
+def render(body: dict[str, Any], console: Console, show_all: bool = False) -> None:
+    as_of = body["as_of"]
+    behind = "up to date" if as_of["behind"] == 0 else f"{as_of['behind']} events behind"
+    title = body["plan"]["name"] if body.get("plan") else body["process_id"]
+    seg = body.get("segment")
+    console.print(Text(title, style="bold"))
+    if seg:
+        console.print(f"segment: {seg['label']}")
+    console.print(f"participants {body['participants']} · engagements {body['engagements']} · "
+                  f"as of sequence {as_of['sequence']} ({behind})"
+                  + (f" · counts below {body['suppression']['k']} shown as <{body['suppression']['k']}"
+                     if body["suppression"]["applied"] else ""))
+    table = Table(show_lines=False, header_style="bold")
+    for name, justify in [("status", "left"), ("dimension", "left"), ("category", "left"), ("count", "right"),
+                          ("share", "right"), ("95% interval", "right"), ("target", "right"), ("ratio", "right"),
+                          ("needed", "right")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    rows = [(d, c) for d in body["dimensions"] for c in d["categories"]
+            if show_all or c["status"] != "no-target"]
+    rows.sort(key=lambda dc: (STATUS_ORDER[dc[1]["status"]], dc[1]["ratio"] if dc[1]["ratio"] is not None else 9))
+    for d, c in rows:
+        interval = f"{c['interval'][0]}–{c['interval'][1]}%" if c["interval"] else "—"
+        needed = "—" if c["needed"] is None else (f"≥ {c['needed']}" if c["needed_is_lower_bound"] else str(c["needed"]))
+        table.add_row(Text(STATUS_MARK[c["status"]], style=STATUS_STYLE[c["status"]]), d["label"], c["label"],
+                      str(c["count"]), _fmt(c["share"], "%"), interval, _target(c["target"]), _fmt(c["ratio"]), needed)
+    console.print(table)

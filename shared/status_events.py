@@ -1,0 +1,47 @@
+"""Status changes analytics announces: a community becoming under-reached, or reached.
+
+They live on ``status.<process>.<dimension>.<category>`` (stream ENGAGEMENT_STATUS), outside
+the event log, so the projector never reads what it writes. Other services can react to
+them (e.g. point outreach at a region). They carry ratios and "needed", never counts of
+participants.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import ProcessId, Timestamp
+
+Status = Literal["under-reached", "watch", "on-track"]
+TYPE_OF_STATUS: dict[str, str] = {
+    "under-reached": "CommunityUnderReached",
+    "on-track": "CommunityReached",
+    "watch": "CommunityOnWatch",
+}
+
+
+class CommunityStatusChanged(BaseModel):
+    """A category's status against its target changed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["CommunityUnderReached", "CommunityReached", "CommunityOnWatch"] = Field(
+        description="CommunityUnderReached: now under-reached; CommunityReached: now on track; "
+        "CommunityOnWatch: below the threshold, not yet significant.")
+    event_id: str = Field(description="Unique per change; also the Nats-Msg-Id.")
+    process_id: ProcessId
+    dimension: str = Field(description="The plan's dimension, e.g. `region`.")
+    category: str = Field(description="The category code, e.g. `northwest`.")
+    label: str = Field(description="The plan's display label for the category.")
+    status: Status
+    previous: Status | None = Field(description="The status announced before, if any.")
+    ratio: float | None = Field(description="Representation ratio (share / target, or count / minimum).")
+    needed: int | None = Field(description="Fewest more participants that bring the ratio to the threshold.")
+    sequence: int = Field(ge=0, description="The event-log sequence the judgement reflects.")
+    judged_at: Timestamp
+
+    @property
+    def subject(self) -> str:
+        return f"status.{self.process_id}.{self.dimension}.{self.category}"

@@ -1,0 +1,186 @@
+"""Under-reached communities, status-change events and segments, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from services.analytics.app import build_app
+from shared.bus import STATUS_STREAM, attach_streams, make_broker, publish_event
+from shared.profile import Profile
+from shared.settings import Settings
+from tests import factories as f
+
+pytestmark = pytest.mark.integration
+
+PLAN = """
+process_id = "test-outreach"
+name = "Test outreach"
+threshold = 0.8
+
+[dimensions.region]
+label = "Region"
+multi_select = false
+[dimensions.region.categories.northeast]
+label = "Northeast"
+target = { share = 0.5, kind = "goal", source = "test goal" }
+[dimensions.region.categories.southwest]
+label = "Southwest"
+target = { share = 0.3, kind = "goal", source = "test goal" }
+[dimensions.region.categories.central]
+label = "Central"
+
+[dimensions.lived_experience]
+label = "Lived experience"
+multi_select = false
+[dimensions.lived_experience.categories.yes]
+label = "People with lived experience"
+target = { share = 0.4, kind = "goal", source = "test goal" }
+
+[dimensions.mandated_group]
+label = "Mandated stakeholder groups"
+multi_select = true
+derived = true
+[dimensions.mandated_group.categories.police_probation]
+label = "Police and probation officers"
+when = { professional_roles = ["police", "probation_officer"] }
+target = { min_count = 5, kind = "goal", source = "test goal" }
+"""
+
+
+def brute_force_needed(count: int, n: int, share: float, threshold: float = 0.8) -> int:
+    """The fewest x with (count + x) / (n + x) >= threshold * share, by counting up."""
+    x = 0
+    while (count + x) * 1000 < threshold * share * 1000 * (n + x) - 1e-9:
+        x += 1
+    return x
+
+
+async def status_events(js) -> list[dict]:
+    info = await js.stream_info(STATUS_STREAM)
+    return [orjson.loads((await js.get_msg(STATUS_STREAM, seq)).data)
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)] if info.state.messages else []
+
+
+async def wait_for(predicate, what: str, timeout: float = 10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def row(body: dict, dimension: str, category: str) -> dict:
+    dim = next(d for d in body["dimensions"] if d["dimension"] == dimension)
+    return next(c for c in dim["categories"] if c["category"] == category)
+
+
+async def test_two_under_reached_communities_are_flagged_announced_and_one_recovers(
+    make_settings: Callable[..., Settings], auth_headers, tmp_path: Path
+) -> None:
+    """Flags and needed match hand counts; status events are published; recovery is announced."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN)
+    settings = make_settings(plans=[plan], process_id="test-outreach")
+    broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+    await broker.connect()
+    js = await attach_streams(broker.connection, settings)
+
+    def person(region: str, lived: str, roles: list[str] | None = None):
+        return f.survey(Profile(region=region, lived_experience=lived, professional_roles=roles),
+                        process_id="test-outreach")
+
+    population = ([person("central", "yes") for _ in range(25)] + [person("central", "no", ["police"])
+                  for _ in range(5)] + [person("central", "no") for _ in range(10)]
+                  + [person("northeast", "yes") for _ in range(6)] + [person("southwest", "no") for _ in range(4)])
+    for ev in population:
+        await publish_event(broker, ev, settings)
+
+    app = build_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+            async def coverage_at(n: int):
+                body = (await client.get("/coverage", headers=auth_headers("analyst"))).json()
+                return body if body["participants"] == n else None
+
+            body = await wait_for(lambda: coverage_at(50), "50 participants")
+            northeast, southwest = row(body, "region", "northeast"), row(body, "region", "southwest")
+            assert northeast["status"] == southwest["status"] == "under-reached"
+            assert northeast["needed"] == brute_force_needed(6, 50, 0.5) == 24
+            assert southwest["needed"] == brute_force_needed(4, 50, 0.3) == 11
+            assert northeast["ratio"] == 0.24 and southwest["ratio"] == 0.27
+            assert [(c["dimension"], c["category"]) for c in body["under_reached"]] == [
+                ("region", "northeast"), ("region", "southwest")]
+            assert row(body, "lived_experience", "yes")["status"] == "on-track"
+            assert row(body, "mandated_group", "police_probation")["count"] == 5
+            assert row(body, "region", "central")["status"] == "no-target"
+
+            announced = await wait_for(lambda: status_events(js), "status events")
+            assert sorted((e["type"], e["category"], e["needed"]) for e in announced) == [
+                ("CommunityUnderReached", "northeast", 24), ("CommunityUnderReached", "southwest", 11)]
+
+            for _ in range(11):
+                await publish_event(broker, person("southwest", "no"), settings)
+            body = await wait_for(lambda: coverage_at(61), "61 participants")
+            assert row(body, "region", "southwest")["status"] == "on-track"
+
+            async def reached():
+                return [e for e in await status_events(js) if e["type"] == "CommunityReached"]
+
+            recovered = await wait_for(reached, "CommunityReached")
+            assert [(e["category"], e["previous"], e["status"]) for e in recovered] == [
+                ("southwest", "under-reached", "on-track")]
+            assert len(await status_events(js)) == 3  # northeast stayed under-reached: nothing new
+    await broker.stop()
+
+
+async def test_a_segment_matches_counts_made_from_the_events(make_settings, auth_headers) -> None:
+    """Race/ethnicity among people with lived experience, as /coverage?segment= gives it,
+    equals a count made directly from the published events."""
+    settings = make_settings()
+    broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+    await broker.connect()
+    await attach_streams(broker.connection, settings)
+    rng = random.Random(38)
+    events = [f.survey(f.random_profile(rng)) for _ in range(400)]
+    for ev in events:
+        await publish_event(broker, ev, settings)
+    lived = [e.payload.profile for e in events if e.payload.profile.lived_experience == "yes"]
+    expected = Counter(c for p in lived if isinstance(p.race_ethnicity, list) for c in p.race_ethnicity)
+    alone = Counter(p.race_ethnicity[0] for p in lived if isinstance(p.race_ethnicity, list)
+                    and len(p.race_ethnicity) == 1)
+    answered = sum(1 for p in lived if isinstance(p.race_ethnicity, list))
+
+    app = build_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+            async def segment():
+                r = await client.get("/coverage", params={"segment": "lived_experience:yes"},
+                                     headers=auth_headers("analyst"))
+                body = r.json()
+                return body if body["as_of"]["behind"] == 0 and body["as_of"]["sequence"] == 400 else None
+
+            body = await wait_for(segment, "the projection")
+            bad = await client.get("/coverage", params={"segment": "lived_experience:maybe"},
+                                   headers=auth_headers("analyst"))
+    await broker.stop()
+    assert body["participants"] == len(lived)
+    race = next(d for d in body["dimensions"] if d["dimension"] == "race_ethnicity")
+    assert race["answered"] == answered
+    got = {c["category"]: c["count"] for c in race["categories"] if c["count"]}
+    assert got == dict(expected)
+    assert {c["category"]: c["alone"] for c in race["categories"] if c["alone"]} == dict(alone)
+    for c in race["categories"]:
+        if c["count"]:
+            assert c["share"] == pytest.approx(round(100 * c["count"] / answered + 1e-9, 1))
+    assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "segment"
