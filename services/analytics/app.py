@@ -62,8 +62,7 @@ def build_app(settings: Settings) -> FastAPI:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=10)  # bounded: shutting down must never hang
             await broker.stop()
             await pool.close()
 

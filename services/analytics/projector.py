@@ -54,7 +54,6 @@ class Projector:
         self._judged_at = 0.0
         self.js = nc.jetstream()
         self.progress = Progress()
-        self.committed = asyncio.Condition()
         self._reader: PullReader | None = None
 
     async def run(self) -> None:
@@ -104,8 +103,6 @@ class Projector:
         self.progress.checkpoint = reached
         self.progress.projected += fresh
         log.debug("batch_committed", events=fresh, checkpoint=reached)
-        async with self.committed:
-            self.committed.notify_all()
         caught_up = msgs[-1].metadata.num_pending == 0
         if self.plans and (caught_up or time.monotonic() - self._judged_at >= self.JUDGE_EVERY):
             await self.judge()
@@ -131,14 +128,3 @@ class Projector:
                               timeout=self.settings.publish_timeout_seconds)
         self.progress.parked += 1
         log.warning("event_parked", sequence=seq, reason=reason)
-
-    async def wait_for(self, sequence: int, timeout: float) -> bool:
-        """Wait until the projection has committed ``sequence`` (for tests and read-your-writes)."""
-        async def reached() -> None:
-            async with self.committed:
-                await self.committed.wait_for(lambda: self.progress.checkpoint >= sequence)
-        try:
-            await asyncio.wait_for(reached(), timeout)
-        except TimeoutError:
-            return False
-        return True

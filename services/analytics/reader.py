@@ -110,7 +110,10 @@ class PullReader:
         if not self._buffer:
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), wait)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that lands as the wait ends, and the projector would never stop.
+                async with asyncio.timeout(wait):
+                    await self._arrived.wait()
             except TimeoutError:
                 # A request lost to a reconnect is never answered: ask again once it must have expired.
                 if time.monotonic() - self._requested_at > self._expires + 1.0 and self._sub is not None:
@@ -119,7 +122,8 @@ class PullReader:
         while len(self._buffer) < self._batch and self._outstanding > 0:
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), linger)
+                async with asyncio.timeout(linger):
+                    await self._arrived.wait()
             except TimeoutError:
                 break
         if self._outstanding <= 0 and len(self._buffer) <= self._batch and self._sub is not None:

@@ -126,7 +126,8 @@ def coverage_command(
     from services.cli.coverage import fetch, render, token_from
 
     body = fetch(url, token_from(tokens_file, as_), process, segment)
-    render(body, Console(), show_all)
+    out = Console()
+    render(body, out if out.is_terminal else Console(width=150), show_all)
 
 
 plan_app = typer.Typer(help="Plans: the dimensions, categories and targets of a process.")

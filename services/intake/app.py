@@ -83,7 +83,8 @@ def _nats_ok(broker: NatsBroker) -> HealthCheck:
 def _database_ok(pool: asyncpg.Pool) -> HealthCheck:
     async def check() -> bool:
         try:
-            return await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout=2) == 1
+            async with asyncio.timeout(2):  # not wait_for: it can swallow a cancellation on 3.11
+                return await pool.fetchval("SELECT 1") == 1
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return False
 

@@ -125,7 +125,11 @@ async def test_two_under_reached_communities_are_flagged_announced_and_one_recov
             assert row(body, "mandated_group", "police_probation")["count"] == 5
             assert row(body, "region", "central")["status"] == "no-target"
 
-            announced = await wait_for(lambda: status_events(js), "status events")
+            async def two_announced():
+                found = await status_events(js)
+                return found if len(found) >= 2 else None
+
+            announced = await wait_for(two_announced, "two status events")
             assert sorted((e["type"], e["category"], e["needed"]) for e in announced) == [
                 ("CommunityUnderReached", "northeast", 24), ("CommunityUnderReached", "southwest", 11)]
 
@@ -184,3 +188,44 @@ async def test_a_segment_matches_counts_made_from_the_events(make_settings, auth
         if c["count"]:
             assert c["share"] == pytest.approx(round(100 * c["count"] / answered + 1e-9, 1))
     assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "segment"
+
+
+async def test_participation_over_time_by_local_day_and_week(make_settings, auth_headers) -> None:
+    """Engagements and first participation land on Minnesota days and Monday weeks; withdrawal removes them."""
+    from datetime import UTC, datetime
+
+    settings = make_settings()
+    broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+    await broker.connect()
+    await attach_streams(broker.connection, settings)
+    person = f.ref()
+    at = [datetime(2018, 3, 6, 2, 0, tzinfo=UTC),    # Monday 5 March, 8 pm in Minnesota
+          datetime(2018, 3, 14, 16, 0, tzinfo=UTC)]  # Wednesday 14 March
+    events = [f.interview(person).model_copy(update={"occurred_at": at[0]}),
+              f.interview(person).model_copy(update={"occurred_at": at[1]})]
+    events += [f.survey(region="central").model_copy(update={"occurred_at": at[1]}) for _ in range(6)]
+    for ev in events:
+        await publish_event(broker, ev, settings)
+    withdrawn_later = f.ref()
+    await publish_event(broker, f.interview(withdrawn_later).model_copy(update={"occurred_at": at[0]}), settings)
+    last, _ = await publish_event(broker, f.withdrawn(withdrawn_later), settings)
+
+    app = build_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+            async def over_time(by: str, who: str = "analyst"):
+                body = (await client.get("/coverage/over-time", params={"by": by}, headers=auth_headers(who))).json()
+                return body if body["as_of"]["sequence"] == last else None
+
+            days = await wait_for(lambda: over_time("day"), "the projection")
+            weeks = await over_time("week")
+            coordinator = await over_time("week", "coordinator")
+    await broker.stop()
+    assert [(d["period"], d["engagements"], d["participants_reached"]) for d in days["periods"]] == [
+        ("2018-03-05", {"interview_in_person": 1}, {"interview_in_person": 1}),
+        ("2018-03-14", {"interview_in_person": 1, "survey": 6}, {"interview_in_person": 0, "survey": 6}),
+    ]
+    assert [(w["period"], w["total_engagements"]) for w in weeks["periods"]] == [("2018-03-05", 1), ("2018-03-12", 7)]
+    assert days["timezone"] == "America/Chicago" and days["as_of"]["behind"] == 0
+    first_week = coordinator["periods"][0]
+    assert first_week["total_engagements"] == "<5" and first_week["engagements"]["interview_in_person"] == "<5"
