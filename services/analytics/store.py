@@ -286,7 +286,3 @@ async def save_statuses(pool: asyncpg.Pool, process_id: str, changed: Mapping[tu
         process_id, [k[0] for k in keys], [k[1] for k in keys], [changed[k] for k in keys], sequence,
     )
 
-
-async def processes(pool: asyncpg.Pool) -> list[str]:
-    return [r["process_id"] for r in await pool.fetch("SELECT process_id FROM totals ORDER BY process_id")]
-

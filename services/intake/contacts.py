@@ -96,10 +96,6 @@ async def save_contact(conn: asyncpg.Connection, interview_id: str, participant_
     )
 
 
-async def has_contact(conn: asyncpg.Pool | asyncpg.Connection, interview_id: str) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM intake.contacts WHERE interview_id = $1", interview_id))
-
-
 async def forget_interview_contact(conn: asyncpg.Pool | asyncpg.Connection, interview_id: str) -> int:
     """Delete the contact details kept for one interview; returns how many rows went."""
     status = await conn.execute("DELETE FROM intake.contacts WHERE interview_id = $1", interview_id)
