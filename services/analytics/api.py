@@ -31,7 +31,7 @@ def _view(request: Request, token: str) -> View:
     return View(request.app.state.settings.small_cell_k, suppressed=not analyst)
 
 
-async def _as_of(request: Request, sequence: int, projected_at: datetime | None = None) -> dict[str, Any]:
+async def _as_of(request: Request, sequence: int, projected_at: datetime | None) -> dict[str, Any]:
     info = await request.app.state.js.stream_info(request.app.state.settings.stream_name)
     last = info.state.last_seq or 0
     return {"sequence": sequence, "stream_sequence": last, "behind": max(last - sequence, 0),
@@ -96,13 +96,13 @@ async def get_over_time(
     state = request.app.state
     settings = state.settings
     process = process_id or settings.process_id
-    sequence, rows = await store.daily(state.pool, process, settings.consumer_name)
+    sequence, projected_at, rows = await store.daily(state.pool, process, settings.consumer_name)
     view = _view(request, token)
     return {
         "process_id": process,
         "by": by,
         "timezone": settings.timezone,
-        "as_of": await _as_of(request, sequence),
+        "as_of": await _as_of(request, sequence, projected_at),
         "suppression": {"k": view.k, "applied": view.suppressed},
         "periods": timeline(rows, by, view.k, view.suppressed),
     }

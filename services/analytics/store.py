@@ -255,14 +255,16 @@ async def profiles_in(pool: asyncpg.Pool, process_id: str, consumer: str, dimens
     return sequence, [(Profile.model_validate_json(r["profile"]), orjson.loads(r["channels"])) for r in rows]
 
 
-async def daily(pool: asyncpg.Pool, process_id: str, consumer: str) -> tuple[int, list[tuple[date, str, int, int]]]:
-    """The sequence reached, and (day, channel, engagements, participants first reached), oldest first."""
+async def daily(pool: asyncpg.Pool, process_id: str, consumer: str
+                ) -> tuple[int, datetime | None, list[tuple[date, str, int, int]]]:
+    """The sequence reached and when, and (day, channel, engagements, participants first reached), oldest first."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        sequence = await checkpoint(conn, consumer)
+        mark = await conn.fetchrow("SELECT stream_seq, updated_at FROM checkpoint WHERE consumer = $1", consumer)
         rows = await conn.fetch(
             "SELECT day, channel, engagements, participants FROM daily_counts "
             "WHERE process_id = $1 AND (engagements <> 0 OR participants <> 0) ORDER BY day, channel", process_id)
-    return sequence, [(r["day"], r["channel"], r["engagements"], r["participants"]) for r in rows]
+    return (mark["stream_seq"] if mark else 0, mark["updated_at"] if mark else None,
+            [(r["day"], r["channel"], r["engagements"], r["participants"]) for r in rows])
 
 
 async def statuses(pool: asyncpg.Pool, process_id: str) -> dict[tuple[str, str], str]:

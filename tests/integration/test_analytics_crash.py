@@ -56,7 +56,7 @@ async def counts(dsn: str, consumer: str) -> tuple:
     pool = await store.open_pool(dsn)
     try:
         c = await store.counts(pool, "shfa-2018", consumer)
-        sequence, days = await store.daily(pool, "shfa-2018", consumer)
+        sequence, _, days = await store.daily(pool, "shfa-2018", consumer)
     finally:
         await pool.close()
     return c.sequence, c.participants, c.engagements, c.categories, c.channels, sequence, days

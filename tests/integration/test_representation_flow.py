@@ -227,5 +227,6 @@ async def test_participation_over_time_by_local_day_and_week(make_settings, auth
     ]
     assert [(w["period"], w["total_engagements"]) for w in weeks["periods"]] == [("2018-03-05", 1), ("2018-03-12", 7)]
     assert days["timezone"] == "America/Chicago" and days["as_of"]["behind"] == 0
+    assert days["as_of"]["projected_at"] is not None
     first_week = coordinator["periods"][0]
     assert first_week["total_engagements"] == "<5" and first_week["engagements"]["interview_in_person"] == "<5"
