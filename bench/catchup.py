@@ -85,7 +85,7 @@ async def raw_read(url: str, settings: Settings, n: int) -> float:
 
 
 async def project(url: str, dsn: str, settings: Settings, n: int) -> float:
-    broker = make_broker(settings, url)
+    broker = make_broker(url)
     await broker.connect()
     pool = await store.open_pool(dsn)
     await store.migrate(pool)
@@ -104,7 +104,7 @@ async def project(url: str, dsn: str, settings: Settings, n: int) -> float:
 
 async def main(n: int) -> None:
     configure_logging("json", "warning")
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="engage-bench-") as tmp:
         nats_server = EmbeddedNats(Path(tmp) / "nats")
         postgres = EmbeddedPostgres(Path(tmp) / "pg", delete_on_stop=True)
         url, dsn = nats_server.start(), postgres.start()

@@ -102,7 +102,7 @@ async def attach_streams(nc: Client, settings: Settings) -> JetStreamContext:
     return js
 
 
-def make_broker(settings: Settings, nats_url: str) -> NatsBroker:
+def make_broker(nats_url: str) -> NatsBroker:
     """A FastStream broker for one service; the streams are declared by ``ensure_streams``."""
     servers = [u.strip() for u in nats_url.split(",") if u.strip()]  # a cluster: several seed URLs
     return NatsBroker(servers, connect_timeout=5, max_reconnect_attempts=-1, logger=None)

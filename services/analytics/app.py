@@ -44,7 +44,7 @@ def build_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+        broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
         await broker.connect()
         js = await attach_streams(broker.connection, settings)
         pool = await store.open_pool(settings.database_url)  # type: ignore[arg-type]

@@ -54,7 +54,13 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
 
 
 async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool, consumer: str) -> int:
-    return await conn.fetchval("SELECT stream_seq FROM checkpoint WHERE consumer = $1", consumer) or 0
+    return (await reached(conn, consumer))[0]
+
+
+async def reached(conn: asyncpg.Connection | asyncpg.Pool, consumer: str) -> tuple[int, datetime | None]:
+    """The stream sequence the read models reflect, and when they last moved."""
+    mark = await conn.fetchrow("SELECT stream_seq, updated_at FROM checkpoint WHERE consumer = $1", consumer)
+    return (mark["stream_seq"], mark["updated_at"]) if mark else (0, None)
 
 
 async def _load(conn: asyncpg.Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
@@ -202,7 +208,7 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str,
     a derived category if any listed answer is theirs (e.g. the mandated stakeholder groups).
     """
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        mark = await conn.fetchrow("SELECT stream_seq, updated_at FROM checkpoint WHERE consumer = $1", consumer)
+        sequence, projected_at = await reached(conn, consumer)
         total = await conn.fetchrow("SELECT * FROM totals WHERE process_id = $1", process_id)
         cats = await conn.fetch(
             "SELECT dimension, category, participants FROM category_counts "
@@ -214,8 +220,8 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str,
         if derived:
             categories.update(await _derived_counts(conn, process_id, derived))
     return Counts(
-        sequence=mark["stream_seq"] if mark else 0,
-        projected_at=mark["updated_at"] if mark else None,
+        sequence=sequence,
+        projected_at=projected_at,
         participants=total["participants"] if total else 0,
         engagements=total["engagements"] if total else 0,
         channels={r["channel"]: r["engagements"] for r in chans},
@@ -259,11 +265,11 @@ async def daily(pool: asyncpg.Pool, process_id: str, consumer: str
                 ) -> tuple[int, datetime | None, list[tuple[date, str, int, int]]]:
     """The sequence reached and when, and (day, channel, engagements, participants first reached), oldest first."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        mark = await conn.fetchrow("SELECT stream_seq, updated_at FROM checkpoint WHERE consumer = $1", consumer)
+        sequence, projected_at = await reached(conn, consumer)
         rows = await conn.fetch(
             "SELECT day, channel, engagements, participants FROM daily_counts "
             "WHERE process_id = $1 AND (engagements <> 0 OR participants <> 0) ORDER BY day, channel", process_id)
-    return (mark["stream_seq"] if mark else 0, mark["updated_at"] if mark else None,
+    return (sequence, projected_at,
             [(r["day"], r["channel"], r["engagements"], r["participants"]) for r in rows])
 
 

@@ -29,7 +29,7 @@ def build_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = make_broker(settings, nats_url)
+        broker = make_broker(nats_url)
         await broker.connect()
         try:
             js = await attach_streams(broker.connection, settings)

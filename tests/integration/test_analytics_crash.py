@@ -67,7 +67,7 @@ async def test_sigkill_mid_stream_then_restart_counts_every_event_once(
 ) -> None:
     """Kill -9 while projecting; after a restart the counts equal an uninterrupted run's."""
     settings = make_settings()
-    broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
     await broker.connect()
     js = broker.connection.jetstream()
     await ensure_streams(js, settings)

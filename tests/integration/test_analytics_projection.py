@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def broker(make_settings: Callable[..., Settings]) -> AsyncIterator[NatsBroker]:
     settings = make_settings()
-    b = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+    b = make_broker(settings.nats_url)  # type: ignore[arg-type]
     await b.connect()
     await ensure_streams(b.connection.jetstream(), settings)
     yield b

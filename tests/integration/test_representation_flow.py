@@ -92,7 +92,7 @@ async def test_two_under_reached_communities_are_flagged_announced_and_one_recov
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
     settings = make_settings(plans=[plan], process_id="test-outreach")
-    broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
     await broker.connect()
     js = await attach_streams(broker.connection, settings)
 
@@ -152,7 +152,7 @@ async def test_a_segment_matches_counts_made_from_the_events(make_settings, auth
     """Race/ethnicity among people with lived experience, as /coverage?segment= gives it,
     equals a count made directly from the published events."""
     settings = make_settings()
-    broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
     await broker.connect()
     await attach_streams(broker.connection, settings)
     rng = random.Random(38)
@@ -195,7 +195,7 @@ async def test_participation_over_time_by_local_day_and_week(make_settings, auth
     from datetime import UTC, datetime
 
     settings = make_settings()
-    broker = make_broker(settings, settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
     await broker.connect()
     await attach_streams(broker.connection, settings)
     person = f.ref()
