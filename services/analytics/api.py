@@ -31,14 +31,15 @@ def _view(request: Request, token: str) -> View:
     return View(request.app.state.settings.small_cell_k, suppressed=not analyst)
 
 
-async def _as_of(request: Request, sequence: int, projected_at: datetime | None) -> dict[str, Any]:
-    info = await request.app.state.js.stream_info(request.app.state.settings.stream_name)
+async def as_of(state: Any, sequence: int, projected_at: datetime | None) -> dict[str, Any]:
+    """Which stream sequence an answer reflects, the stream's last, and how far behind that is."""
+    info = await state.js.stream_info(state.settings.stream_name)
     last = info.state.last_seq or 0
     return {"sequence": sequence, "stream_sequence": last, "behind": max(last - sequence, 0),
             "projected_at": projected_at, "answered_at": datetime.now(UTC)}
 
 
-def _segment(plan: Plan | None, segment: str | None) -> tuple[str, str] | None:
+def parse_segment(plan: Plan | None, segment: str | None) -> tuple[str, str] | None:
     if segment is None:
         return None
     dimension, _, category = segment.partition(":")
@@ -64,22 +65,25 @@ async def get_coverage(
     count, share (of those who answered), Wilson 95% interval, target, representation ratio,
     status and, for under-reached communities, how many more people it takes. Under-reached
     communities are listed first, in `under_reached`."""
-    state = request.app.state
+    return await coverage_answer(request.app.state, process_id, segment, _view(request, token))
+
+
+async def coverage_answer(state: Any, process_id: str | None, segment: str | None, view: View) -> dict[str, Any]:
+    """The coverage answer for a process (default ENGAGE_PROCESS_ID) and an optional segment."""
     settings = state.settings
     process = process_id or settings.process_id
     plan: Plan | None = state.plans.get(process)
-    seg = _segment(plan, segment)
+    seg = parse_segment(plan, segment)
     if seg is None:
         counts = await store.counts(state.pool, process, settings.consumer_name, derived_rules(plan))
     else:
         counts = await segment_counts(state.pool, process, settings.consumer_name, *seg, plan)
-    view = _view(request, token)
     return {
         "process_id": process,
         "plan": {"name": plan.name, "threshold": plan.threshold} if plan else None,
         "segment": {"dimension": seg[0], "category": seg[1],
                     "label": plan.label_of(*seg) if plan else seg[1]} if seg else None,
-        "as_of": await _as_of(request, counts.sequence, counts.projected_at),
+        "as_of": await as_of(state, counts.sequence, counts.projected_at),
         "suppression": {"k": view.k, "applied": view.suppressed},
         **coverage(counts, plan, view),
     }
@@ -102,7 +106,7 @@ async def get_over_time(
         "process_id": process,
         "by": by,
         "timezone": settings.timezone,
-        "as_of": await _as_of(request, sequence, projected_at),
+        "as_of": await as_of(state, sequence, projected_at),
         "suppression": {"k": view.k, "applied": view.suppressed},
         "periods": timeline(rows, by, view.k, view.suppressed),
     }

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from services.analytics import store
 from services.analytics.api import router
+from services.analytics.dashboard import routes as dashboard
 from services.analytics.projector import Projector
 from shared import http
 from shared.bus import attach_streams, make_broker
@@ -71,6 +72,8 @@ def build_app(settings: Settings) -> FastAPI:
     app.state.settings, app.state.plans = settings, plans
     http.install(app, settings)
     app.include_router(router)
+    app.include_router(dashboard.router)
+    app.mount("/dashboard/static", dashboard.static_files(), name="dashboard-static")
     return app
 
 

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from services.analytics import store
+from services.analytics.pulse import Pulse
 from services.analytics.status import judge_and_announce
 from services.analytics.reader import GapError, PullReader, attach_consumer, stream_sequence
 from shared.events import Envelope
@@ -54,6 +55,7 @@ class Projector:
         self._judged_at = 0.0
         self.js = nc.jetstream()
         self.progress = Progress()
+        self.pulse = Pulse()  # beats after every commit: the dashboard shows fresh numbers at once
         self._reader: PullReader | None = None
 
     async def run(self) -> None:
@@ -102,6 +104,7 @@ class Projector:
         await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
         self.progress.checkpoint = reached
         self.progress.projected += fresh
+        self.pulse.beat()
         log.debug("batch_committed", events=fresh, checkpoint=reached)
         caught_up = msgs[-1].metadata.num_pending == 0
         if self.plans and (caught_up or time.monotonic() - self._judged_at >= self.JUDGE_EVERY):

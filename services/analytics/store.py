@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from services.analytics import activity
 from services.analytics.projection import DEFAULT_TZ, Changes, Key, ParticipantState, keys_of, project
 from shared.events import Envelope
 from shared.profile import Profile
@@ -104,6 +105,7 @@ async def apply_batch(
         if fresh:
             changes = project(fresh, await _load(conn, keys_of(fresh)), tz)
             await _write(conn, changes)
+            await _write_activity(conn, [(seq, ev) for seq, ev in events if seq > done])
         if reached > done:
             await conn.execute(
                 "UPDATE checkpoint SET stream_seq = $2, updated_at = now() WHERE consumer = $1", consumer, reached)
@@ -179,6 +181,55 @@ async def _write(conn: asyncpg.Connection, changes: Changes) -> None:
             """,
             proc, changes.totals[(proc, "participants")], changes.totals[(proc, "engagements")], first, last,
         )
+
+
+async def _write_activity(conn: asyncpg.Connection, events: Sequence[tuple[int, Envelope]]) -> None:
+    """Remember where interviews take place, add the batch's feed items, keep the latest few."""
+    scheduled = activity.regions_scheduled(ev for _, ev in events)
+    if scheduled:
+        keys = sorted(scheduled)
+        await conn.execute(
+            """
+            INSERT INTO interview_regions (process_id, interview_id, region)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+            ON CONFLICT (process_id, interview_id) DO UPDATE SET region = EXCLUDED.region
+            """,
+            [k[0] for k in keys], [k[1] for k in keys], [scheduled[k] for k in keys])
+    wanted = activity.interviews_of(events[-activity.PER_BATCH * 4:]) - set(scheduled)
+    regions = dict(scheduled)
+    if wanted:
+        procs, ids = zip(*wanted, strict=True)
+        rows = await conn.fetch(
+            "SELECT process_id, interview_id, region FROM interview_regions "
+            "JOIN unnest($1::text[], $2::text[]) AS k(process_id, interview_id) USING (process_id, interview_id)",
+            list(procs), list(ids))
+        regions.update({(r["process_id"], r["interview_id"]): r["region"] for r in rows})
+    items = activity.items(events, regions)
+    if not items:
+        return
+    await conn.execute(
+        """
+        INSERT INTO activity (process_id, sequence, kind, channel, region, topic, occurred_at, recorded_at)
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                             $7::timestamptz[], $8::timestamptz[])
+        ON CONFLICT DO NOTHING
+        """,
+        [i.process_id for i in items], [i.sequence for i in items], [i.kind for i in items],
+        [i.channel for i in items], [i.region for i in items], [i.topic for i in items],
+        [i.occurred_at for i in items], [i.recorded_at for i in items])
+    for process_id in {i.process_id for i in items}:
+        await conn.execute(
+            "DELETE FROM activity WHERE process_id = $1 AND sequence < ("
+            "SELECT sequence FROM activity WHERE process_id = $1 ORDER BY sequence DESC OFFSET $2 LIMIT 1)",
+            process_id, activity.KEEP - 1)
+
+
+async def recent_activity(pool: asyncpg.Pool, process_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest feed items of a process, newest first."""
+    rows = await pool.fetch(
+        "SELECT kind, channel, region, topic, occurred_at, recorded_at FROM activity WHERE process_id = $1 "
+        "ORDER BY sequence DESC LIMIT $2", process_id, limit)
+    return [dict(r) for r in rows]
 
 
 def _columns(counter: Any, width: int) -> tuple[list[list[str]], list[int]]:

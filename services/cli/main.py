@@ -94,7 +94,8 @@ def serve(
     configure_logging(settings.log_format, settings.log_level)
     build_app = importlib.import_module(f"services.{service}.app").build_app
     uvicorn.run(build_app(settings), host=settings.host, port=port or getattr(settings, f"{service}_port"),
-                log_config=None, access_log=False)
+                log_config=None, access_log=False,
+                timeout_graceful_shutdown=2)  # open dashboard streams must not hold a stop up
 
 
 @app.command()

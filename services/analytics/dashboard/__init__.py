@@ -1,0 +1,1 @@
+"""The coordinators' live dashboard, served by analytics."""

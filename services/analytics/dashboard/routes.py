@@ -1,0 +1,235 @@
+"""The coordinators' dashboard: sign-in, the page, its live event stream, its assets.
+
+Signing in exchanges a token with the ``coverage:read`` scope for a session cookie
+(see ``session``). The page and its stream are for coordinators only: every number in
+them is suppressed as /coverage suppresses it for coordinators, whichever token signed
+in. Without a session the page redirects to sign-in and the data answers 401.
+
+The stream (server-sent events) sends a ``snapshot`` at once, another within moments
+of each projection commit, and an ``as_of`` heartbeat every few seconds in between, so
+the page can say how fresh it is. Browsers reconnect to it by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from importlib import resources
+from string import Template
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.staticfiles import StaticFiles
+
+from services.analytics import store
+from services.analytics.api import PROCESS, as_of, coverage_answer
+from services.analytics.coverage import View
+from services.analytics.dashboard import session
+from services.analytics.dashboard.snapshot import snapshot
+from services.analytics.timeline import timeline
+from shared.http import invalid
+from shared.logging import get_logger
+from shared.plan import Plan
+from shared.profile import CATEGORIES
+
+log = get_logger("engage.analytics.dashboard")
+router = APIRouter(tags=["dashboard"], include_in_schema=False)
+_HERE = resources.files("services.analytics.dashboard")
+SEGMENT = Query(None, description="Only participants in one category of another dimension, `dimension:category`.")
+HEARTBEAT = 5.0  # seconds between freshness updates when nothing is committed
+MIN_GAP = 0.25  # seconds between two snapshots to one page while the projection races ahead
+FEED_LENGTH = 15
+SECURITY_HEADERS = {
+    # Nothing comes from anywhere but engage itself.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=str(_HERE.joinpath("static")))
+
+
+def _template(name: str) -> Template:
+    return Template(_HERE.joinpath("templates", name).read_text(encoding="utf-8"))
+
+
+def _signed_in(request: Request) -> str | None:
+    return session.verify(request.app.state.tokens, request.cookies.get(session.COOKIE))
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse({"error": "unauthorized", "reason": "sign in at /dashboard/login"}, status_code=401,
+                        headers=SECURITY_HEADERS)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this dashboard: a sign-in link must not send anyone elsewhere."""
+    if target and target.startswith("/dashboard") and not target.startswith("/dashboard/login") \
+            and "//" not in target and "\\" not in target:
+        return target
+    return "/dashboard"
+
+
+def _login_page(next_url: str, problem: str | None = None, status: int = 200) -> HTMLResponse:
+    error = (f'<p class="problem" id="token-problem" role="alert"><strong>Token:</strong> {html.escape(problem)}</p>'
+             if problem else "")
+    body = _template("login.html").substitute(
+        next=html.escape(next_url), error=error,
+        described='aria-describedby="token-problem" aria-invalid="true"' if problem else "")
+    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+@router.get("/")
+async def root() -> RedirectResponse:
+    return RedirectResponse("/dashboard", status_code=303)
+
+
+@router.get("/dashboard/login")
+async def login_form(next: str | None = None) -> HTMLResponse:  # noqa: A002 - the query's name
+    return _login_page(_safe_next(next))
+
+
+@router.post("/dashboard/login")
+async def login(request: Request) -> Response:
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=5)
+    presented = (form.get("token") or [""])[0].strip()
+    next_url = _safe_next((form.get("next") or [None])[0])
+    if not presented:
+        return _login_page(next_url, "is required: paste the coordinator token you were given", 422)
+    name = session.token_name(request.app.state.tokens, presented)
+    if name is None:
+        log.info("dashboard_sign_in_refused")
+        return _login_page(next_url, "is not recognised, or may not open the dashboard", 401)
+    log.info("dashboard_signed_in", token_name=name)
+    response = RedirectResponse(next_url, status_code=303, headers=SECURITY_HEADERS)
+    response.set_cookie(session.COOKIE, session.issue(request.app.state.tokens, name), max_age=session.LIFETIME,
+                        httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@router.post("/dashboard/logout")
+async def logout() -> RedirectResponse:
+    response = RedirectResponse("/dashboard/login", status_code=303, headers=SECURITY_HEADERS)
+    response.delete_cookie(session.COOKIE, path="/")
+    return response
+
+
+def _choices(plans: dict[str, Plan], process: str, segment: str | None) -> tuple[str, str]:
+    """<option>s for the process and segment pickers."""
+    processes = "".join(
+        f'<option value="{html.escape(pid)}"{" selected" if pid == process else ""}>{html.escape(p.name)}</option>'
+        for pid, p in plans.items())
+    plan = plans.get(process)
+    groups = ['<option value="">Everyone</option>']
+    for key, dim in (plan.dimensions.items() if plan else ()):
+        if dim.derived or key not in CATEGORIES:
+            continue
+        opts = "".join(
+            f'<option value="{key}:{code}"{" selected" if segment == f"{key}:{code}" else ""}>'
+            f"{html.escape(cat.label)}</option>" for code, cat in dim.categories.items() if code in CATEGORIES[key])
+        groups.append(f'<optgroup label="{html.escape(dim.label)}">{opts}</optgroup>')
+    return processes, "".join(groups)
+
+
+def _process(request: Request, process_id: str | None) -> str:
+    state = request.app.state
+    process = process_id or state.settings.process_id
+    if process not in state.plans:
+        raise invalid("process_id", f"{process!r} has no plan here (one of: {', '.join(state.plans)})")
+    return process
+
+
+@router.get("/dashboard", response_class=HTMLResponse)
+async def page(request: Request, process_id: str | None = PROCESS, segment: str | None = SEGMENT) -> Response:
+    if _signed_in(request) is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/dashboard/login?next={quote(target)}", status_code=303)
+    process = _process(request, process_id)
+    await coverage_answer(request.app.state, process, segment, _view(request))  # a bad segment is a 422 now
+    processes, segments = _choices(request.app.state.plans, process, segment)
+    body = _template("dashboard.html").substitute(
+        process_name=html.escape(request.app.state.plans[process].name), processes=processes, segments=segments,
+        k=request.app.state.settings.small_cell_k)
+    return HTMLResponse(body, headers=SECURITY_HEADERS)
+
+
+def _view(request: Request) -> View:
+    return View(request.app.state.settings.small_cell_k, suppressed=True)  # always: this is the coordinators' page
+
+
+async def _behind_seconds(state: Any, answered: dict[str, Any]) -> float | None:
+    """How long the oldest event not yet projected has waited (None when up to date)."""
+    if not answered["behind"]:
+        return None
+    try:
+        msg = await state.js.get_msg(state.settings.stream_name, answered["sequence"] + 1)
+        recorded = datetime.fromisoformat(orjson.loads(msg.data)["recorded_at"])
+        return max(0.0, (datetime.now(UTC) - recorded).total_seconds())
+    except Exception:  # noqa: BLE001 - an unreadable event is the dead-letter stream's business
+        return None
+
+
+async def build_snapshot(request: Request, process: str, segment: str | None) -> dict[str, Any]:
+    state = request.app.state
+    settings = state.settings
+    view = _view(request)
+    body = await coverage_answer(state, process, segment, view)
+    _, _, rows = await store.daily(state.pool, process, settings.consumer_name)
+    feed = await store.recent_activity(state.pool, process, FEED_LENGTH)
+    days: list[date] = sorted({row[0] for row in rows})
+    return snapshot(body, timeline(rows, "week", view.k, True), feed, days, state.plans.get(process),
+                    k=view.k, behind_seconds=await _behind_seconds(state, body["as_of"]), tz=settings.tz)
+
+
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z)
+
+
+@router.get("/dashboard/snapshot")
+async def get_snapshot(request: Request, process_id: str | None = PROCESS, segment: str | None = SEGMENT) -> Response:
+    """The dashboard's numbers once, as the stream sends them."""
+    if _signed_in(request) is None:
+        return _unauthorized()
+    snap = await build_snapshot(request, _process(request, process_id), segment)
+    return Response(_json(snap), media_type="application/json", headers=SECURITY_HEADERS)
+
+
+@router.get("/dashboard/stream")
+async def stream(request: Request, process_id: str | None = PROCESS, segment: str | None = SEGMENT) -> Response:
+    """Server-sent events: ``snapshot`` now and after each commit, ``as_of`` heartbeats between."""
+    if _signed_in(request) is None:
+        return _unauthorized()
+    process = _process(request, process_id)
+    first = await build_snapshot(request, process, segment)  # a bad segment is a 422 before streaming
+    pulse = request.app.state.projector.pulse
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b"retry: 1000\n\n"  # reconnect a second after a drop (an analytics restart)
+        seen = pulse.count
+        yield b"event: snapshot\ndata: " + _json(first) + b"\n\n"
+        while True:
+            beat = await pulse.wait_after(seen, HEARTBEAT)
+            if _signed_in(request) is None:
+                yield b"event: signed-out\ndata: {}\n\n"
+                return
+            if beat == seen:
+                answered = await as_of(request.app.state, *await store.reached(
+                    request.app.state.pool, request.app.state.settings.consumer_name))
+                answered["behind_seconds"] = await _behind_seconds(request.app.state, answered)
+                yield b"event: as_of\ndata: " + _json(answered) + b"\n\n"
+                continue
+            seen = beat
+            yield b"event: snapshot\ndata: " + _json(await build_snapshot(request, process, segment)) + b"\n\n"
+            await asyncio.sleep(MIN_GAP)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={**SECURITY_HEADERS, "X-Accel-Buffering": "no"})
