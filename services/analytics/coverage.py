@@ -63,7 +63,9 @@ def dimension_view(key: str, spec: Dimension | None, counts: Counts, plan: Plan 
     values = {c: cats.get((key, c), 0) for c in codes}
 
     head = {"answered": answered, "declined": declined, "not_answered": not_answered}
-    head_hidden = view.hide(head, sum(head.values())) if not derived else set()
+    # A derived dimension's "answered" is the participant total, hidden as the total is.
+    head_hidden = view.hide(head, sum(head.values())) if not derived else \
+        {"answered"} if view.suppressed and 0 < answered < view.k else set()
     hidden = view.hide(values, None if multi else answered)
     if TOTAL in hidden:
         head_hidden.add("answered")

@@ -213,7 +213,7 @@
     stacks.forEach((s, i) => {
       const x = left + i * step + (step - width) / 2;
       let y = H - bottom;
-      const group = svg("g", { "data-period": s.p.period });
+      const group = svg("g", { "data-period": s.p.period, "data-total": String(s.p.total) });
       for (const [c, v] of s.shown) {
         const h = v * scale;
         y -= h;
