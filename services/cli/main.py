@@ -73,6 +73,7 @@ def _print_urls(stack: object) -> None:
     table.add_column("url")
     for name, url in stack.urls.items():  # type: ignore[attr-defined]
         table.add_row(name, url)
+    table.add_row("dashboard", stack.urls["analytics"] + "/dashboard  (sign in with the coordinator token)")  # type: ignore[attr-defined]
     Console().print(table)
     tokens = stack.env.get("ENGAGE_TOKENS_FILE")  # type: ignore[attr-defined]
     if tokens:

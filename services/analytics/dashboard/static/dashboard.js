@@ -133,9 +133,12 @@
   function bar(row) {
     const hidden = typeof row.count !== "number";
     const track = el("div", { class: hidden ? "bar hidden" : "bar", "aria-hidden": "true" });
-    if (!hidden && row.share !== null) {
+    // A share target: the bar is the share. A minimum count: the bar is the way to that minimum.
+    const minimum = row.target && row.target.min_count !== undefined;
+    const width = minimum ? (row.ratio === null ? null : 100 * row.ratio) : row.share;
+    if (!hidden && width !== null) {
       const fill = el("div", { class: `fill ${row.status}` });
-      fill.style.width = `${Math.min(100, row.share)}%`;
+      fill.style.width = `${Math.min(100, width)}%`;
       track.append(fill);
     }
     if (row.target && row.target.share !== undefined) {
