@@ -181,6 +181,9 @@
   function renderChart(snap) {
     const data = snap.over_time;
     const box = document.getElementById("chart");
+    document.getElementById("time-hint").textContent = snap.segment
+      ? `Engagements per week by channel, for the whole process (not only ${snap.segment.label}). Hatched: counts hidden to protect small groups.`
+      : "Engagements per week, by channel. Hatched: counts hidden to protect small groups.";
     const colours = Object.fromEntries(data.channels.map((c, i) => [c.channel, CHANNEL_COLOURS[i % CHANNEL_COLOURS.length]]));
     if (!data.periods.length) {
       box.replaceChildren(el("p", { class: "empty", text: "Nothing recorded yet." }));
