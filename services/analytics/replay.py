@@ -1,0 +1,160 @@
+"""Reading the event log from any point: for rebuilds, as-of views, exports and notebooks.
+
+The log is read through a throw-away pull consumer (no acknowledgements: a replay
+changes nothing on the stream) from ``from_seq`` up to ``to_seq``, or up to the last
+sequence the stream held when the read began, so a replay always ends. Events come back
+typed and upcast (:func:`shared.upcasting.decode_event`); one that cannot be read is
+reported through ``on_unreadable`` and skipped, exactly as the projector parks it.
+
+For notebooks::
+
+    from services.analytics.replay import replay
+    for seq, event in replay("nats://127.0.0.1:4233", since="2018-03-01T00:00:00Z"):
+        print(seq, event.type, event.occurred_at)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import nats
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from services.analytics.reader import PullReader, stream_sequence
+from shared.events import Envelope
+from shared.upcasting import decode_event
+
+Unreadable = Callable[[int, str, str], None]  # (sequence, subject, reason)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which part of the log: stream sequences (both ends included), and when events happened
+    (``occurred_at``: from ``since`` included, to ``until`` excluded)."""
+
+    from_seq: int = 1
+    to_seq: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    process_id: str | None = None
+
+    def admits(self, event: Envelope) -> bool:
+        return ((self.since is None or event.occurred_at >= self.since)
+                and (self.until is None or event.occurred_at < self.until)
+                and (self.process_id is None or event.process_id == self.process_id))
+
+
+def parse_time(value: str | datetime | None, name: str) -> datetime | None:
+    """An ISO 8601 time with a zone (``2018-04-01T00:00Z``); a bare date means its midnight UTC."""
+    if value is None or isinstance(value, datetime):
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError(f"{name}: needs a time zone, e.g. 2018-04-01T00:00Z")
+        return value
+    text = value.strip().replace("z", "Z")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {value!r} is not a time like 2018-04-01T00:00Z") from exc
+    if len(text) == 10:
+        parsed = parsed.replace(tzinfo=UTC)
+    if parsed.tzinfo is None:
+        raise ValueError(f"{name}: {value!r} needs a time zone, e.g. 2018-04-01T00:00Z")
+    return parsed
+
+
+async def last_sequence(nc: Client, stream: str) -> int:
+    return (await nc.jetstream().stream_info(stream)).state.last_seq or 0
+
+
+async def raw_batches(nc: Client, stream: str, from_seq: int = 1, to_seq: int | None = None,
+                      batch: int = 2000) -> AsyncIterator[list[tuple[int, str, bytes]]]:
+    """Batches of (sequence, subject, data) from ``from_seq`` through ``to_seq`` (default: the
+    stream's last sequence now), in order."""
+    js = nc.jetstream()
+    end = await last_sequence(nc, stream) if to_seq is None else to_seq
+    start = max(from_seq, 1)
+    if end < start:
+        return
+    name = "replay-" + secrets.token_hex(6)
+    await js.add_consumer(stream, ConsumerConfig(
+        name=name, ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+        inactive_threshold=60.0, max_waiting=4, mem_storage=True))
+    reader = PullReader(nc, stream, name, batch, expires=2.0)
+    await reader.start()
+    try:
+        while True:
+            msgs = await reader.next_batch(wait=5.0)
+            out = []
+            for msg in msgs:
+                seq = stream_sequence(msg)
+                if seq > end:
+                    break
+                out.append((seq, msg.subject, msg.data))
+            if out:
+                yield out
+            if out and out[-1][0] >= end or (msgs and stream_sequence(msgs[-1]) >= end):
+                return
+            if not msgs and await last_sequence(nc, stream) < start:
+                return  # the stream was purged under us
+    finally:
+        await reader.stop()
+        try:
+            await js.delete_consumer(stream, name)
+        except NotFoundError:
+            pass
+
+
+async def events(nc: Client, stream: str, window: Window = Window(),
+                 on_unreadable: Unreadable | None = None) -> AsyncIterator[tuple[int, Envelope]]:
+    """Typed, upcast events in ``window``, in log order, with their stream sequences."""
+    async for batch in raw_batches(nc, stream, window.from_seq, window.to_seq):
+        for seq, subject, data in batch:
+            try:
+                event = decode_event(data)
+            except ValueError as exc:
+                if on_unreadable is not None:
+                    on_unreadable(seq, subject, str(exc)[:300])
+                continue
+            if window.admits(event):
+                yield seq, event
+
+
+def replay(nats_url: str, *, stream: str = "ENGAGEMENT", from_seq: int = 1, to_seq: int | None = None,
+           since: str | datetime | None = None, until: str | datetime | None = None,
+           process_id: str | None = None) -> Iterator[tuple[int, Envelope]]:
+    """The same events for code without an event loop (a notebook, a script): a plain iterator.
+
+    Runs the reader on a thread of its own, so it also works where a loop is already running.
+    """
+    window = Window(from_seq, to_seq, parse_time(since, "since"), parse_time(until, "until"), process_id)
+    out: queue.Queue[object] = queue.Queue(maxsize=10_000)
+    done = object()
+
+    async def pump() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            async for item in events(nc, stream, window):
+                await asyncio.to_thread(out.put, item)
+        finally:
+            await nc.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(pump())
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+            out.put(exc)
+        out.put(done)
+
+    threading.Thread(target=run, name="engage-replay", daemon=True).start()
+    while (item := out.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item  # type: ignore[misc]
