@@ -151,19 +151,22 @@ class Profile(BaseModel):
     def categories(self) -> dict[str, tuple[str, ...]]:
         """Each answered dimension and its chosen categories (``("declined",)`` when declined)."""
         out: dict[str, tuple[str, ...]] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
+        values = self.__dict__  # the fields' values; read directly, as replays ask this of every participant
+        for name in _FIELD_NAMES:
+            value = values.get(name)
             if value is None:
                 continue
-            if isinstance(value, list):
-                # dict.fromkeys drops a repeated tick, keeping the participant's order
-                out[name] = tuple(dict.fromkeys(str(v) for v in value))
+            if type(value) is list:
+                # dict.fromkeys drops a repeated tick, keeping the participant's order;
+                # str.__str__ turns an enum member into its plain code
+                out[name] = tuple(dict.fromkeys(map(str.__str__, value)))
             else:
-                out[name] = (str(value),)
+                out[name] = (str.__str__(value),)
         return out
 
 
 DIMENSIONS: tuple[str, ...] = tuple(Profile.model_fields)
+_FIELD_NAMES = DIMENSIONS
 MULTI_SELECT: frozenset[str] = frozenset({"race_ethnicity", "gender", "experience_terms", "professional_roles"})
 
 _ENUM_OF: dict[str, type[StrEnum]] = {

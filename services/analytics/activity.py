@@ -28,8 +28,11 @@ from shared.events import (
     SurveyCompleted,
 )
 
-KEEP = 200  # feed items kept per process
-PER_BATCH = 50  # only a batch's latest items can still be among the newest KEEP shown
+# Feed items kept per process. A batch adds only its own latest KEEP, and older ones are
+# trimmed, so the table always holds exactly the latest KEEP items, however the log was
+# cut into batches: a rebuild's feed equals the live one.
+KEEP = 50
+PER_BATCH = KEEP
 
 LABELS = {
     "interview_scheduled": "Interview scheduled",
@@ -79,13 +82,6 @@ def items(events: Sequence[tuple[int, Envelope]], regions: Mapping[tuple[str, st
             out.append(item)
     out.reverse()
     return out
-
-
-def interviews_of(events: Iterable[tuple[int, Envelope]]) -> set[tuple[str, str]]:
-    """The interviews whose region the feed items of these events need."""
-    return {(ev.process_id, ev.payload.interview_id) for _, ev in events
-            if isinstance(ev.payload, (InterviewRescheduled, InterviewCancelled, InterviewNoShow,
-                                       InterviewCompleted))}
 
 
 def _item(seq: int, ev: Envelope, regions: Mapping[tuple[str, str], str]) -> Item | None:

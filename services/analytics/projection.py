@@ -12,20 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
-from shared.events import (
-    INTERVIEW_CHANNEL,
-    AdvisoryFeedbackLogged,
-    AdvisoryMemberJoined,
-    Channel,
-    Envelope,
-    GatheringHeld,
-    InterviewCompleted,
-    ParticipantWithdrawn,
-    SurveyCompleted,
-)
+from shared.events import INTERVIEW_CHANNEL, Channel, Envelope
 from shared.profile import DECLINED, MULTI_SELECT, Profile
 
 ANSWERED = "__answered__"
@@ -81,15 +71,16 @@ def keys_of(events: Iterable[Envelope]) -> set[Key]:
     keys: set[Key] = set()
     for ev in events:
         p = ev.payload
-        if isinstance(p, InterviewCompleted):
-            keys.update((ev.process_id, person_key(a.participant_ref)) for a in p.participants)
-        elif isinstance(p, (AdvisoryMemberJoined, ParticipantWithdrawn)):
-            keys.add((ev.process_id, person_key(p.participant_ref)))
-        elif isinstance(p, AdvisoryFeedbackLogged):
-            keys.update((ev.process_id, person_key(r)) for r in p.member_refs)
-        elif isinstance(p, SurveyCompleted):
+        kind = p.type
+        if kind == "SurveyCompleted":
             keys.add((ev.process_id, survey_key(p.response_id)))
-        elif isinstance(p, GatheringHeld):
+        elif kind == "InterviewCompleted":
+            keys.update((ev.process_id, person_key(a.participant_ref)) for a in p.participants)
+        elif kind in ("AdvisoryMemberJoined", "ParticipantWithdrawn"):
+            keys.add((ev.process_id, person_key(p.participant_ref)))
+        elif kind == "AdvisoryFeedbackLogged":
+            keys.update((ev.process_id, person_key(r)) for r in p.member_refs)
+        elif kind == "GatheringHeld":
             keys.update((ev.process_id, attendee_key(p.gathering_id, i)) for i in range(p.attendee_count))
     return keys
 
@@ -99,32 +90,55 @@ def add_contribution(
 ) -> None:
     """Add (sign 1) or take away (sign -1) the counts one participant makes.
 
-    An unknown or withdrawn participant makes none.
+    An unknown or withdrawn participant makes none. (Rebuilds run this for every
+    participant of the log, so it binds what it uses to locals.)
     """
     if state is None or state.withdrawn:
         return
     totals, categories = changes.totals, changes.categories
     totals[(process_id, PARTICIPANTS)] += sign
+    engagements, daily = changes.engagements, changes.daily
     for channel, n in state.channels.items():
-        changes.engagements[(process_id, channel)] += sign * n
+        engagements[(process_id, channel)] += sign * n
         totals[(process_id, ENGAGEMENTS)] += sign * n
     for day_channel, n in state.days.items():
         day, _, channel = day_channel.partition("/")
-        changes.daily[(process_id, day, channel)] += sign * n
+        daily[(process_id, day, channel)] += sign * n
     if state.first_seen is not None and state.first_channel is not None:
         changes.firsts[(process_id, day_of(state.first_seen, tz), state.first_channel)] += sign
     for dimension, chosen in state.profile.categories.items():
         for category in chosen:
             categories[(process_id, dimension, category)] += sign
-        if chosen != (DECLINED,):
+        if chosen != _DECLINED_ONLY:
             categories[(process_id, dimension, ANSWERED)] += sign
-            if dimension in MULTI_SELECT and len(chosen) == 1:
+            if len(chosen) == 1 and dimension in MULTI_SELECT:
                 categories[(process_id, dimension, ALONE + chosen[0])] += sign
 
 
+_DECLINED_ONLY = (DECLINED,)
+_EPOCH = date(1970, 1, 1)
+_BUCKET = 900  # seconds: every zone's offset changes only on a quarter hour
+_OFFSETS: dict[tuple[tzinfo, int], float] = {}
+_DAYS: dict[int, str] = {}
+
+
 def day_of(at: datetime, tz: tzinfo) -> str:
-    """The local calendar day of ``at``: Minnesota's evening events belong to their own day."""
-    return at.astimezone(tz).date().isoformat()
+    """The local calendar day of ``at``: Minnesota's evening events belong to their own day.
+
+    The zone's offset is looked up once per quarter hour of time (a rebuild asks millions of times).
+    """
+    ts = at.timestamp()
+    key = (tz, int(ts // _BUCKET))
+    offset = _OFFSETS.get(key)
+    if offset is None:
+        if len(_OFFSETS) > 100_000:
+            _OFFSETS.clear()
+        offset = _OFFSETS[key] = at.astimezone(tz).utcoffset().total_seconds()  # type: ignore[union-attr]
+    day = int((ts + offset) // 86_400)
+    text = _DAYS.get(day)
+    if text is None:
+        text = _DAYS[day] = (_EPOCH + timedelta(days=day)).isoformat()
+    return text
 
 
 def _engaged(
@@ -132,18 +146,19 @@ def _engaged(
 ) -> ParticipantState:
     if state.withdrawn:
         return state  # a withdrawn person stays out of every count
+    code = channel._value_  # not .value: the enum property is slow on this path
     channels = dict(state.channels)
-    channels[channel.value] = channels.get(channel.value, 0) + 1
+    channels[code] = channels.get(code, 0) + 1
     days = dict(state.days)
-    day_channel = f"{day_of(at, tz)}/{channel.value}"
+    day_channel = f"{day_of(at, tz)}/{code}"
     days[day_channel] = days.get(day_channel, 0) + 1
     first = state.first_seen is None or at < state.first_seen
-    return replace(
-        state,
+    return ParticipantState(
         profile=state.profile.merged_with(profile) if profile is not None else state.profile,
         channels=channels,
         days=days,
-        first_channel=channel.value if first else state.first_channel,
+        first_channel=code if first else state.first_channel,
+        withdrawn=False,
         first_seen=at if first else state.first_seen,
         last_seen=max(state.last_seen, at) if state.last_seen else at,
     )
@@ -169,22 +184,23 @@ def project(
         p, proc, at = ev.payload, ev.process_id, ev.occurred_at
         first, last = times.get(proc, (at, at))
         times[proc] = (min(first, at), max(last, at))
-        if isinstance(p, InterviewCompleted):
+        kind = p.type  # a plain string: isinstance against model classes goes through ABCMeta
+        if kind == "SurveyCompleted":
+            engage((proc, survey_key(p.response_id)), Channel.survey, p.profile, at)
+        elif kind == "InterviewCompleted":
             for a in p.participants:
                 engage((proc, person_key(a.participant_ref)), INTERVIEW_CHANNEL[p.format], a.profile, at)
-        elif isinstance(p, GatheringHeld):
-            channel = Channel(p.kind.value)
+        elif kind == "GatheringHeld":
+            channel = Channel(p.kind._value_)
             for i in range(p.attendee_count):
                 profile = p.profiles[i] if i < len(p.profiles) else None
                 engage((proc, attendee_key(p.gathering_id, i)), channel, profile, at)
-        elif isinstance(p, SurveyCompleted):
-            engage((proc, survey_key(p.response_id)), Channel.survey, p.profile, at)
-        elif isinstance(p, AdvisoryMemberJoined):
+        elif kind == "AdvisoryMemberJoined":
             engage((proc, person_key(p.participant_ref)), Channel.advisory, p.profile, at)
-        elif isinstance(p, AdvisoryFeedbackLogged):
+        elif kind == "AdvisoryFeedbackLogged":
             for ref in p.member_refs:
                 engage((proc, person_key(ref)), Channel.advisory, None, at)
-        elif isinstance(p, ParticipantWithdrawn):
+        elif kind == "ParticipantWithdrawn":
             key = (proc, person_key(p.participant_ref))
             state = current(key)
             now[key] = replace(state, withdrawn=True, first_seen=state.first_seen or at, last_seen=at)

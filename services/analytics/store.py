@@ -8,7 +8,7 @@ so a redelivered message, a retried batch or a second projector counts nothing t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, tzinfo
 from importlib import resources
 from typing import Any
@@ -25,13 +25,13 @@ SCHEMA = "analytics"
 _MIGRATION_LOCK = 7_310_001
 
 
-async def open_pool(dsn: str, schema: str = SCHEMA) -> asyncpg.Pool:
+async def open_pool(dsn: str, schema: str = SCHEMA, max_size: int = 8) -> asyncpg.Pool:
     admin = await asyncpg.connect(dsn)
     try:
         await admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     finally:
         await admin.close()
-    return await asyncpg.create_pool(dsn, min_size=1, max_size=8, server_settings={"search_path": schema})
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, server_settings={"search_path": schema})
 
 
 async def migrate(pool: asyncpg.Pool) -> list[str]:
@@ -64,7 +64,7 @@ async def reached(conn: asyncpg.Connection | asyncpg.Pool, consumer: str) -> tup
     return (mark["stream_seq"], mark["updated_at"]) if mark else (0, None)
 
 
-async def _load(conn: asyncpg.Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
+async def load(conn: asyncpg.Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
     if not keys:
         return {}
     procs, parts = zip(*keys, strict=True)
@@ -103,16 +103,16 @@ async def apply_batch(
             "SELECT stream_seq FROM checkpoint WHERE consumer = $1 FOR UPDATE", consumer)
         fresh = [ev for seq, ev in events if seq > done]
         if fresh:
-            changes = project(fresh, await _load(conn, keys_of(fresh)), tz)
-            await _write(conn, changes)
-            await _write_activity(conn, [(seq, ev) for seq, ev in events if seq > done])
+            changes = project(fresh, await load(conn, keys_of(fresh)), tz)
+            await write(conn, changes)
+            await write_activity(conn, [(seq, ev) for seq, ev in events if seq > done])
         if reached > done:
             await conn.execute(
                 "UPDATE checkpoint SET stream_seq = $2, updated_at = now() WHERE consumer = $1", consumer, reached)
         return len(fresh)
 
 
-async def _write(conn: asyncpg.Connection, changes: Changes) -> None:
+async def write(conn: asyncpg.Connection, changes: Changes) -> None:
     if changes.participants:
         keys, states = zip(*changes.participants.items(), strict=True)
         await conn.execute(
@@ -183,7 +183,7 @@ async def _write(conn: asyncpg.Connection, changes: Changes) -> None:
         )
 
 
-async def _write_activity(conn: asyncpg.Connection, events: Sequence[tuple[int, Envelope]]) -> None:
+async def write_activity(conn: asyncpg.Connection, events: Sequence[tuple[int, Envelope]]) -> None:
     """Remember where interviews take place, add the batch's feed items, keep the latest few."""
     scheduled = activity.regions_scheduled(ev for _, ev in events)
     if scheduled:
@@ -195,16 +195,18 @@ async def _write_activity(conn: asyncpg.Connection, events: Sequence[tuple[int, 
             ON CONFLICT (process_id, interview_id) DO UPDATE SET region = EXCLUDED.region
             """,
             [k[0] for k in keys], [k[1] for k in keys], [scheduled[k] for k in keys])
-    wanted = activity.interviews_of(events[-activity.PER_BATCH * 4:]) - set(scheduled)
-    regions = dict(scheduled)
+    items = activity.items(events, scheduled)
+    # Interviews scheduled in earlier batches: their region is in the table.
+    wanted = {(i.process_id, i.interview_id) for i in items if i.region is None and i.interview_id}
     if wanted:
         procs, ids = zip(*wanted, strict=True)
         rows = await conn.fetch(
             "SELECT process_id, interview_id, region FROM interview_regions "
             "JOIN unnest($1::text[], $2::text[]) AS k(process_id, interview_id) USING (process_id, interview_id)",
             list(procs), list(ids))
-        regions.update({(r["process_id"], r["interview_id"]): r["region"] for r in rows})
-    items = activity.items(events, regions)
+        found = {(r["process_id"], r["interview_id"]): r["region"] for r in rows}
+        items = [replace(i, region=found.get((i.process_id, i.interview_id))) if i.region is None else i
+                 for i in items]
     if not items:
         return
     await conn.execute(

@@ -23,12 +23,26 @@ from shared.errors import ConfigError
 from shared.settings import Settings
 
 SERVICES = ("intake", "survey", "analytics")
+SERVERS_FILE = "servers.json"
 LOCAL_TOKENS = {
     "intake": ["intake:write"],
     "survey": ["survey:write"],
     "coordinator": ["coverage:read"],
     "analyst": ["coverage:read", "analyst:read"],
 }
+
+
+def with_local_servers(settings: Settings) -> Settings:
+    """``settings``, with the servers a running `engage up` uses wherever ENGAGE_* names none."""
+    if settings.nats_url and settings.database_url:
+        return settings
+    try:
+        found = orjson.loads((settings.data_dir / SERVERS_FILE).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        raise ConfigError(f"no servers given: set ENGAGE_NATS_URL and ENGAGE_DATABASE_URL, or run `engage up` "
+                          f"(it records its servers in {settings.data_dir / SERVERS_FILE})") from None
+    return settings.model_copy(update={"nats_url": settings.nats_url or found.get("nats_url"),
+                                       "database_url": settings.database_url or found.get("database_url")})
 
 
 def local_tokens(path: Path) -> Path:
@@ -65,6 +79,8 @@ class Stack:
             database_url = self.postgres.start()
         tokens_file = s.tokens_file or (None if s.tokens else local_tokens(data / "tokens.json"))
         self.env = {"ENGAGE_NATS_URL": nats_url, "ENGAGE_DATABASE_URL": database_url}
+        # So that `engage rebuild`, `replay` and `export` find the servers this `up` runs.
+        (data / SERVERS_FILE).write_bytes(orjson.dumps({"nats_url": nats_url, "database_url": database_url}))
         if tokens_file:
             self.env["ENGAGE_TOKENS_FILE"] = str(tokens_file)
 

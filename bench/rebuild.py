@@ -1,0 +1,88 @@
+"""Benchmark: `engage rebuild` against a raw reader of the same stream, in the same run.
+
+Starts a throw-away nats-server and PostgreSQL (from the wheels), publishes N events (the
+mixed workload of ``bench.catchup``: anonymous surveys, interviews with returning
+participants, gatherings, withdrawals), then:
+  - reads the stream with a plain nats-py ordered consumer (the baseline),
+  - runs `engage rebuild` as its own process, as a user would, and reads its rate and
+    its peak memory (the child's maximum resident set),
+  - with ``--also`` N2, does the same for a second log size, to show whether memory grows.
+Prints the rates, their ratio and the peak memory.
+
+    python -m bench.rebuild --events 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.catchup import publish, raw_read, workload
+from shared.embedded import EmbeddedNats, EmbeddedPostgres
+from shared.logging import configure_logging
+from shared.settings import Settings
+
+
+def rebuild_in_child(url: str, dsn: str) -> tuple[float, float, float]:
+    """Run `engage rebuild` as a process; (events/s it reports, wall seconds, its peak RSS in MB)."""
+    env = {**os.environ, "ENGAGE_NATS_URL": url, "ENGAGE_DATABASE_URL": dsn, "ENGAGE_LOG_FORMAT": "json",
+           "COLUMNS": "120"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "services.cli.main", "rebuild"], env=env, capture_output=True,
+                          text=True, check=False)
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if done.returncode != 0:
+        raise SystemExit(f"engage rebuild failed:\n{done.stderr[-3000:]}")
+    found = re.search(r"\(([\d,]+) events/s\)", done.stderr)
+    if found is None:
+        raise SystemExit(f"engage rebuild printed no rate:\n{done.stderr[-3000:]}")
+    # ru_maxrss of children is the largest child so far: only meaningful if this one is the largest.
+    return float(found.group(1).replace(",", "")), wall, max(peak, before) / 1024
+
+
+async def measure(n: int, tmp: Path) -> tuple[float, float, float, float]:
+    nats_server = EmbeddedNats(tmp / f"nats-{n}")
+    postgres = EmbeddedPostgres(tmp / f"pg-{n}", delete_on_stop=True)
+    url, dsn = nats_server.start(), postgres.start()
+    settings = Settings(nats_url=url, database_url=dsn)
+    try:
+        print(f"publishing {n:,} events…", flush=True)
+        await publish(url, settings, workload(n))
+        raw = await raw_read(url, settings, n)
+        rate, wall, peak = await asyncio.to_thread(rebuild_in_child, url, dsn)
+    finally:
+        nats_server.stop()
+        postgres.stop()
+    return raw, rate, wall, peak
+
+
+async def main(sizes: list[int]) -> None:
+    configure_logging("json", "warning")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="engage-bench-") as tmp:
+        for n in sorted(sizes):
+            rows.append((n, *await measure(n, Path(tmp))))
+    for n, raw, rate, wall, peak in rows:
+        print(f"\n{n:,} events")
+        print(f"  raw ordered consumer : {raw:>9,.0f} events/s")
+        print(f"  engage rebuild       : {rate:>9,.0f} events/s  ({wall:.1f} s for the whole command)")
+        print(f"  ratio                : {rate / raw:.2f}")
+        print(f"  rebuild peak RSS     : {peak:,.0f} MB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--also", type=int, default=None, help="a second log size, to compare peak memory")
+    args = parser.parse_args()
+    asyncio.run(main([args.events] + ([args.also] if args.also else [])))
