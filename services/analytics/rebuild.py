@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import nats
 from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 
 from services.analytics import store
 from services.analytics.fastpath import BatchProjector
@@ -39,6 +40,13 @@ RETIRED_SCHEMA = "analytics_retired"
 TABLES = ("checkpoint", "participants", "category_counts", "engagement_counts", "totals", "daily_counts",
           "activity", "interview_regions")
 Progress = Callable[[int, int], None]  # (sequence reached, sequence aimed at)
+
+
+_REBUILD_LOCK = 7_310_002
+
+
+class RebuildBusy(RuntimeError):
+    """The rebuild cannot start: another one holds the lock, or there is no log to read."""
 
 
 class RebuildCheckFailed(RuntimeError):
@@ -122,7 +130,19 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
     # 700 allocations (the default) spends most of the time scanning them for nothing.
     gc.set_threshold(100_000, 50, 1000)
     nc = await nats.connect(url)
+    try:
+        await nc.jetstream().stream_info(settings.stream_name)
+    except NotFoundError:
+        await nc.close()
+        raise RebuildBusy(f"the event log (stream {settings.stream_name}) is not on that NATS server: "
+                          "nothing to rebuild from") from None
     live = await store.open_pool(dsn)
+    guard = await live.acquire()  # holds the rebuild's lock for as long as it runs
+    if not await guard.fetchval("SELECT pg_try_advisory_lock($1)", _REBUILD_LOCK):
+        await live.release(guard)
+        await live.close()
+        await nc.close()
+        raise RebuildBusy("another rebuild of these read models is running; wait for it to finish")
     await store.migrate(live)
     async with live.acquire() as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{REBUILD_SCHEMA}" CASCADE; '
@@ -155,6 +175,8 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
         async with live.acquire() as conn:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{RETIRED_SCHEMA}" CASCADE; '
                                f'DROP SCHEMA IF EXISTS "{REBUILD_SCHEMA}" CASCADE')
+        await guard.execute("SELECT pg_advisory_unlock($1)", _REBUILD_LOCK)
+        await live.release(guard)
         await live.close()
         await nc.close()
     return result

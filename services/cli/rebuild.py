@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
+from nats.errors import Error as NatsError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
@@ -22,7 +24,7 @@ class RateColumn(ProgressColumn):
 
 
 def run(settings: Settings) -> None:
-    from services.analytics.rebuild import RebuildCheckFailed, rebuild
+    from services.analytics.rebuild import RebuildBusy, RebuildCheckFailed, rebuild
 
     console = Console(stderr=True)
     with Progress(TextColumn("rebuilding"), BarColumn(), TaskProgressColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
@@ -36,8 +38,11 @@ def run(settings: Settings) -> None:
             result = asyncio.run(rebuild(settings, progress))
         except RebuildCheckFailed as exc:
             raise EngageError(f"the rebuilt tables failed a check, nothing was swapped: {exc}") from exc
-        except OSError as exc:
-            raise EngageError(f"cannot reach NATS or PostgreSQL ({exc}); is `engage up` running?") from exc
+        except RebuildBusy as exc:
+            raise EngageError(str(exc)) from exc
+        except (OSError, NatsError, asyncpg.PostgresError) as exc:
+            raise EngageError(f"cannot reach NATS or PostgreSQL ({type(exc).__name__}: {exc}); "
+                              "is `engage up` running?") from exc
     console.print(f"rebuilt from {result.events:,} events up to sequence {result.sequence:,} "
                   f"in {result.seconds:.1f} s ({result.rate:,.0f} events/s); swapped in")
     if result.unreadable:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 
 import asyncpg
@@ -190,3 +193,32 @@ async def test_a_rebuild_that_does_not_add_up_swaps_nothing(make_settings, datab
     assert await pool.fetchval("SELECT count(*) FROM totals") == 0  # the live (empty) tables were kept
     assert await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'analytics\\_%'") == 0
     await pool.close()
+
+
+async def _publish_some(settings: Settings) -> None:
+    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    await broker.connect()
+    await attach_streams(broker.connection, settings)
+    for _ in range(3):
+        await publish_event(broker, f.survey(region="central"), settings)
+    await broker.stop()
+
+
+def test_engage_rebuild_reports_what_it_did_and_names_what_is_missing(make_settings, tmp_path) -> None:
+    """The command prints its rate and checks; without servers it says what to set, without a traceback."""
+    settings = make_settings()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    no_log = subprocess.run([sys.executable, "-m", "services.cli.main", "rebuild"], capture_output=True, text=True,
+                            env={**env, "ENGAGE_NATS_URL": settings.nats_url,
+                                 "ENGAGE_DATABASE_URL": settings.database_url}, timeout=120)
+    assert no_log.returncode == 2 and "not on that NATS server" in no_log.stderr, no_log.stderr
+    asyncio.run(_publish_some(settings))
+    done = subprocess.run([sys.executable, "-m", "services.cli.main", "rebuild"], capture_output=True, text=True,
+                          env={**env, "ENGAGE_NATS_URL": settings.nats_url, "ENGAGE_DATABASE_URL": settings.database_url},
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "events/s" in done.stderr and "swapped in" in done.stderr and "✓ totals match" in done.stderr
+    missing = subprocess.run([sys.executable, "-m", "services.cli.main", "rebuild", "--data-dir", str(tmp_path)],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 2
+    assert "ENGAGE_NATS_URL" in missing.stderr and "Traceback" not in missing.stderr
