@@ -4,6 +4,11 @@ A published version never changes meaning. When a payload's shape changes, bump
 ``shared.events.SCHEMA_VERSION`` and register one upcaster from the old version to the
 next: a plain function from the raw event dict to the raw event dict. Replay then reads
 every version ever written.
+
+``CURRENT_VERSION`` is the version this reader brings events up to. It starts as
+``SCHEMA_VERSION`` and is read on every call (not bound when the module loads), so a
+schema-evolution test can move it and register an upcaster for the step, and see what a
+reader of the next version would make of the log.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ Upcaster = Callable[[RawEvent], RawEvent]
 
 # (event type, from version) -> upcaster producing version + 1. "*" applies to every type.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+CURRENT_VERSION: int = SCHEMA_VERSION
 
 
 def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
@@ -36,8 +42,14 @@ class UnknownSchemaVersion(ValueError):
     pass
 
 
-def upcast(raw: RawEvent, target: int = SCHEMA_VERSION) -> RawEvent:
-    """Apply registered upcasters until ``raw`` is at ``target`` version."""
+def upcast(raw: RawEvent, target: int | None = None) -> RawEvent:
+    """Apply registered upcasters until ``raw`` is at ``target`` (default: ``CURRENT_VERSION``).
+
+    A version newer than the target is refused, never guessed at: a reader cannot know
+    what a later schema meant.
+    """
+    if target is None:
+        target = CURRENT_VERSION
     version = raw.get("schema_version", 1)
     if not isinstance(version, int) or version < 1:
         raise UnknownSchemaVersion(f"schema_version: {version!r} is not a positive integer")

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from services.analytics import store
+from services.analytics import asof, store
 from services.analytics.coverage import View, coverage
 from services.analytics.segments import segment_counts
 from services.analytics.status import derived_rules
@@ -59,13 +59,41 @@ async def get_coverage(
     process_id: str | None = PROCESS,
     segment: str | None = Query(None, description="Only participants in one category of another dimension, "
                                 "as `dimension:category`, e.g. `lived_experience:yes`."),
+    as_of_time: str | None = Query(None, alias="as_of", description="The numbers as they stood at this moment "
+                                   "(e.g. `2018-04-01T00:00Z`), replayed from the log; withdrawals always apply."),
     token: str = Depends(require_scope("coverage:read")),
 ) -> dict[str, Any]:
     """Who has been heard from: totals, engagements by channel, and per dimension each category's
     count, share (of those who answered), Wilson 95% interval, target, representation ratio,
     status and, for under-reached communities, how many more people it takes. Under-reached
     communities are listed first, in `under_reached`."""
+    if as_of_time is not None:
+        try:
+            moment = asof.parse_moment(as_of_time)
+        except ValueError as exc:
+            raise invalid("as_of", str(exc)) from None
+        return await coverage_as_of(request.app.state, process_id, segment, _view(request, token), moment)
     return await coverage_answer(request.app.state, process_id, segment, _view(request, token))
+
+
+async def coverage_as_of(state: Any, process_id: str | None, segment: str | None, view: View,
+                         moment: datetime) -> dict[str, Any]:
+    """The same answer as it stood at ``moment``, replayed from the log (see ``asof``)."""
+    settings = state.settings
+    process = process_id or settings.process_id
+    plan: Plan | None = state.plans.get(process)
+    seg = parse_segment(plan, segment)
+    result = await asof.coverage_counts(state.projector.nc, settings.stream_name, process, moment, settings.tz,
+                                        plan, seg)
+    return {
+        "process_id": process,
+        "plan": {"name": plan.name, "threshold": plan.threshold} if plan else None,
+        "segment": {"dimension": seg[0], "category": seg[1],
+                    "label": plan.label_of(*seg) if plan else seg[1]} if seg else None,
+        "as_of": asof.as_of_block(result),
+        "suppression": {"k": view.k, "applied": view.suppressed},
+        **coverage(result.counts, plan, view),
+    }
 
 
 async def coverage_answer(state: Any, process_id: str | None, segment: str | None, view: View) -> dict[str, Any]:

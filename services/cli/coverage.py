@@ -18,8 +18,9 @@ STATUS_STYLE = {"under-reached": "bold red", "watch": "yellow", "on-track": "gre
 STATUS_MARK = {"under-reached": "▼ under-reached", "watch": "● watch", "on-track": "✓ on track", "no-target": "– no target"}
 
 
-def fetch(url: str, token: str, process: str | None, segment: str | None) -> dict[str, Any]:
-    params = {k: v for k, v in {"process_id": process, "segment": segment}.items() if v}
+def fetch(url: str, token: str, process: str | None, segment: str | None,
+          as_of: str | None = None) -> dict[str, Any]:
+    params = {k: v for k, v in {"process_id": process, "segment": segment, "as_of": as_of}.items() if v}
     try:
         resp = httpx.get(f"{url}/coverage", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10)
     except httpx.HTTPError as exc:
@@ -58,7 +59,8 @@ def render(body: dict[str, Any], console: Console, show_all: bool = False) -> No
     if seg:
         console.print(f"segment: {seg['label']}")
     console.print(f"participants {body['participants']} · engagements {body['engagements']} · "
-                  f"as of sequence {as_of['sequence']} ({behind})"
+                  + (f"as of {as_of['as_of']} (log read up to sequence {as_of['sequence']}; withdrawals always apply)"
+                     if as_of.get("as_of") else f"as of sequence {as_of['sequence']} ({behind})")
                   + (f" · counts below {body['suppression']['k']} shown as <{body['suppression']['k']}"
                      if body["suppression"]["applied"] else ""))
     table = Table(show_lines=False, header_style="bold")

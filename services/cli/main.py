@@ -123,13 +123,27 @@ def coverage_command(
     process: Annotated[str | None, typer.Option(help="Process id (default: analytics' default).")] = None,
     segment: Annotated[str | None, typer.Option(help="Only one category of another dimension, e.g. lived_experience:yes.")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Also list categories without a target.")] = False,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="The numbers as they stood then, e.g. 2018-04-01T00:00Z.")] = None,
 ) -> None:
     """Coverage against the plan in the terminal: under-reached communities first, with how many more it takes."""
     from services.cli.coverage import fetch, render, token_from
 
-    body = fetch(url, token_from(tokens_file, as_), process, segment)
+    body = fetch(url, token_from(tokens_file, as_), process, segment, as_of)
     out = Console()
     render(body, out if out.is_terminal else Console(width=150), show_all)
+
+
+@app.command()
+def rebuild(
+    data_dir: Annotated[Path | None, typer.Option(help="The folder of a running `engage up` (default .engage/).")] = None,
+) -> None:
+    """Replay the whole log into fresh read models beside the live ones, check them, and swap them in."""
+    from services.cli.rebuild import run
+    from services.cli.stack import with_local_servers
+
+    settings = with_local_servers(_settings(data_dir=data_dir))
+    configure_logging(settings.log_format, "warning")
+    run(settings)
 
 
 plan_app = typer.Typer(help="Plans: the dimensions, categories and targets of a process.")
