@@ -20,6 +20,7 @@ import queue
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +29,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from services.analytics.projector import reason_of
 from services.analytics.reader import PullReader, stream_sequence
 from shared.events import Envelope
 from shared.upcasting import decode_event
@@ -79,7 +81,8 @@ async def raw_batches(nc: Client, stream: str, from_seq: int = 1, to_seq: int | 
     """Batches of (sequence, subject, data) from ``from_seq`` through ``to_seq`` (default: the
     stream's last sequence now), in order."""
     js = nc.jetstream()
-    end = await last_sequence(nc, stream) if to_seq is None else to_seq
+    last = await last_sequence(nc, stream)
+    end = last if to_seq is None else min(to_seq, last)  # past the end would wait for events to come
     start = max(from_seq, 1)
     if end < start:
         return
@@ -114,17 +117,22 @@ async def raw_batches(nc: Client, stream: str, from_seq: int = 1, to_seq: int | 
 
 async def events(nc: Client, stream: str, window: Window = Window(),
                  on_unreadable: Unreadable | None = None) -> AsyncIterator[tuple[int, Envelope]]:
-    """Typed, upcast events in ``window``, in log order, with their stream sequences."""
-    async for batch in raw_batches(nc, stream, window.from_seq, window.to_seq):
-        for seq, subject, data in batch:
-            try:
-                event = decode_event(data)
-            except ValueError as exc:
-                if on_unreadable is not None:
-                    on_unreadable(seq, subject, str(exc)[:300])
-                continue
-            if window.admits(event):
-                yield seq, event
+    """Typed, upcast events in ``window``, in log order, with their stream sequences.
+
+    An unreadable event's reason names fields and rules, never the values (they may be what
+    must not be shown). Stopping early closes the reader, which removes its consumer.
+    """
+    async with aclosing(raw_batches(nc, stream, window.from_seq, window.to_seq)) as batches:
+        async for batch in batches:
+            for seq, subject, data in batch:
+                try:
+                    event = decode_event(data)
+                except ValueError as exc:
+                    if on_unreadable is not None:
+                        on_unreadable(seq, subject, reason_of(exc))
+                    continue
+                if window.admits(event):
+                    yield seq, event
 
 
 def replay(nats_url: str, *, stream: str = "ENGAGEMENT", from_seq: int = 1, to_seq: int | None = None,
@@ -139,7 +147,7 @@ def replay(nats_url: str, *, stream: str = "ENGAGEMENT", from_seq: int = 1, to_s
     done = object()
 
     async def pump() -> None:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect([url.strip() for url in nats_url.split(",") if url.strip()])  # a cluster: several
         try:
             async for item in events(nc, stream, window):
                 await asyncio.to_thread(out.put, item)

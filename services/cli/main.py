@@ -146,6 +146,43 @@ def rebuild(
     run(settings)
 
 
+@app.command("replay")
+def replay_command(
+    since: Annotated[str | None, typer.Option(help="From this time, included (ISO with zone, on occurred_at).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this time, excluded (ISO with zone, on occurred_at).")] = None,
+    from_seq: Annotated[int | None, typer.Option("--from-seq", help="First stream sequence (default 1).")] = None,
+    to_seq: Annotated[int | None, typer.Option("--to-seq", help="Last stream sequence, included (default: the last).")] = None,
+    process: Annotated[str | None, typer.Option(help="Only this process's events (default: all).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+    nats_url: Annotated[str | None, typer.Option(help="NATS (default ENGAGE_NATS_URL, else `engage up`'s).")] = None,
+    stream: Annotated[str | None, typer.Option(help="The log's stream (default ENGAGE_STREAM_NAME).")] = None,
+) -> None:
+    """Write a window of the log as typed events, one JSON object a line; unreadable ones are reported on stderr."""
+    from services.cli.replay import run_replay
+
+    settings = _settings()
+    configure_logging(settings.log_format, "warning")
+    run_replay(settings, since=since, until=until, from_seq=from_seq, to_seq=to_seq, process=process, out=out,
+               nats_url=nats_url, stream=stream)
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option(help="Folder to write the tables and the data dictionary into.")],
+    process: Annotated[str | None, typer.Option(help="Process id (default ENGAGE_PROCESS_ID).")] = None,
+    formats: Annotated[str, typer.Option("--format", help="csv, parquet, or csv,parquet.")] = "csv,parquet",
+    nats_url: Annotated[str | None, typer.Option(help="NATS (default ENGAGE_NATS_URL, else `engage up`'s).")] = None,
+    stream: Annotated[str | None, typer.Option(help="The log's stream (default ENGAGE_STREAM_NAME).")] = None,
+    plan: Annotated[Path | None, typer.Option(help="Plan file (default: the process's plan).")] = None,
+) -> None:
+    """Replay the log in memory and write pseudonymised engagement rows, coverage and a data dictionary."""
+    from services.cli.export import run_export
+
+    settings = _settings()
+    configure_logging(settings.log_format, "warning")
+    run_export(settings, out=out, process=process, formats=formats, nats_url=nats_url, stream=stream, plan_file=plan)
+
+
 plan_app = typer.Typer(help="Plans: the dimensions, categories and targets of a process.")
 app.add_typer(plan_app, name="plan")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 
 import asyncpg
 from nats.errors import Error as NatsError
@@ -43,8 +44,9 @@ def run(settings: Settings) -> None:
         except (OSError, NatsError, asyncpg.PostgresError) as exc:
             raise EngageError(f"cannot reach NATS or PostgreSQL ({type(exc).__name__}: {exc}); "
                               "is `engage up` running?") from exc
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
     console.print(f"rebuilt from {result.events:,} events up to sequence {result.sequence:,} "
-                  f"in {result.seconds:.1f} s ({result.rate:,.0f} events/s); swapped in")
+                  f"in {result.seconds:.1f} s ({result.rate:,.0f} events/s, peak memory {peak:,.0f} MB); swapped in")
     if result.unreadable:
         console.print(f"{result.unreadable:,} unreadable events were skipped (see the dead-letter stream)")
     for name in result.checks:

@@ -1,0 +1,259 @@
+"""Analyst exports: the log replayed in memory, as tables a notebook or a spreadsheet can read.
+
+Rows are made from the very projection the live counts use (:class:`MemoryProjection`),
+so a count made from the exported rows equals the analyst's ``/coverage``. A participant
+appears under a pseudonym: a keyed hash of their key with a random key made for this
+export and never stored, so the rows cannot be joined back to intake's references, nor
+two exports to each other. Withdrawn participants are in no row. Every file is written
+under a temporary name and renamed, so a failed export leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+from services.analytics.activity import regions_scheduled
+from services.analytics.coverage import View, coverage
+from services.analytics.export_dictionary import (COVERAGE_COLUMNS, TOTALS_COLUMNS, Column, dictionary,
+                                                  engagement_columns, markdown)
+from services.analytics.memory import MemoryProjection
+from services.analytics.projection import DEFAULT_TZ, Key, attendee_key, day_of, person_key, survey_key
+from shared.events import (INTERVIEW_CHANNEL, AdvisoryFeedbackLogged, AdvisoryMemberJoined, Channel, Envelope,
+                           GatheringHeld, InterviewCompleted, SurveyCompleted)
+from shared.plan import Plan
+from shared.profile import DIMENSIONS
+
+FORMATS = ("csv", "parquet")
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """One participant taking part once, before the participant is pseudonymised."""
+
+    key: Key
+    sequence: int
+    event_type: str
+    channel: str
+    occurred_at: datetime
+    region: str | None = None
+    interview_id: str | None = None  # its region comes from the interview's scheduling
+
+
+def engagements_of(seq: int, ev: Envelope) -> list[Engagement]:
+    """The participant-engagements one event makes, exactly as ``projection.project`` counts them."""
+    p, proc, at = ev.payload, ev.process_id, ev.occurred_at
+
+    def one(key: str, channel: Channel, region: str | None = None, interview: str | None = None) -> Engagement:
+        return Engagement((proc, key), seq, ev.type, channel.value, at, region, interview)
+
+    if isinstance(p, InterviewCompleted):
+        channel = INTERVIEW_CHANNEL[p.format]
+        return [one(person_key(a.participant_ref), channel, interview=p.interview_id) for a in p.participants]
+    if isinstance(p, GatheringHeld):
+        region = p.region.value if p.region else None
+        return [one(attendee_key(p.gathering_id, i), Channel(p.kind.value), region) for i in range(p.attendee_count)]
+    if isinstance(p, SurveyCompleted):
+        return [one(survey_key(p.response_id), Channel.survey)]
+    if isinstance(p, AdvisoryMemberJoined):
+        return [one(person_key(p.participant_ref), Channel.advisory)]
+    if isinstance(p, AdvisoryFeedbackLogged):
+        return [one(person_key(ref), Channel.advisory) for ref in p.member_refs]
+    return []
+
+
+@dataclass
+class Recorder:
+    """Feeds events to a MemoryProjection in batches and remembers every participant-engagement."""
+
+    projection: MemoryProjection
+    batch: int = 1000
+    engagements: list[Engagement] = field(default_factory=list)
+    regions: dict[tuple[str, str], str] = field(default_factory=dict)
+    _pending: list[Envelope] = field(default_factory=list)
+    _last: int | None = None
+
+    def add(self, seq: int, ev: Envelope) -> None:
+        self.engagements.extend(engagements_of(seq, ev))
+        self.regions.update(regions_scheduled([ev]))
+        self._pending.append(ev)
+        self._last = seq
+        if len(self._pending) >= self.batch:
+            self.flush()
+
+    def feed(self, pairs: Iterable[tuple[int, Envelope]]) -> Recorder:
+        for seq, ev in pairs:
+            self.add(seq, ev)
+        self.flush()
+        return self
+
+    def flush(self, sequence: int | None = None) -> None:
+        """Project what is pending; ``sequence``: the stream sequence the export reflects, if later."""
+        self.projection.apply(self._pending, self._last)
+        self._pending = []
+        if sequence is not None:
+            self.projection.apply([], sequence)
+
+
+def pseudonymiser(secret: bytes | None = None) -> Callable[[Key], str]:
+    """A keyed hash of participant keys; the key is random unless a test gives one, and never stored."""
+    key = secret if secret is not None else secrets.token_bytes(32)
+
+    def pseudonym(participant: Key) -> str:
+        digest = hmac.new(key, "\x1f".join(participant).encode(), hashlib.sha256).hexdigest()
+        return "x" + digest[:19]
+
+    return pseudonym
+
+
+def profile_values(categories: dict[str, tuple[str, ...]], plan: Plan) -> Row:
+    """One value per profile dimension (codes joined by ';', ``declined``, or None) and per derived one."""
+    row: Row = {dim: ";".join(categories[dim]) if dim in categories else None for dim in DIMENSIONS}
+    for dim in plan.derived_dimensions():
+        row[dim] = ";".join(plan.matches(dim, categories)) or None
+    return row
+
+
+def engagement_rows(recorder: Recorder, plan: Plan, tz: tzinfo, pseudonym: Callable[[Key], str]) -> list[Row]:
+    """One row per participant-engagement of counted (not withdrawn) participants, in log order."""
+    states = recorder.projection.states
+    profiles: dict[Key, Row] = {}
+    rows: list[Row] = []
+    for e in recorder.engagements:
+        state = states.get(e.key)
+        if state is None or state.withdrawn or e.key[0] != plan.process_id:
+            continue
+        if e.key not in profiles:  # one hash and one profile per participant, however often they took part
+            profiles[e.key] = {"participant": pseudonym(e.key), **profile_values(state.profile.categories, plan)}
+        region = e.region if e.interview_id is None else recorder.regions.get((e.key[0], e.interview_id))
+        rows.append({"sequence": e.sequence, "event_type": e.event_type,
+                     "channel": e.channel, "occurred_at": e.occurred_at.astimezone(UTC),
+                     "local_date": date.fromisoformat(day_of(e.occurred_at, tz)), "event_region": region,
+                     **profiles[e.key]})
+    return rows
+
+
+def coverage_rows(answer: dict[str, Any]) -> list[Row]:
+    """One row per dimension x category of the analyst coverage answer."""
+    rows = []
+    for d in answer["dimensions"]:
+        for c in d["categories"]:
+            target, interval = c["target"] or {}, c["interval"] or (None, None)
+            rows.append({
+                "dimension": d["dimension"], "dimension_label": d["label"], "category": c["category"],
+                "label": c["label"], "count": c["count"], "alone": c["alone"], "share": c["share"],
+                "interval_low": interval[0], "interval_high": interval[1],
+                "target_share": target.get("share"), "target_min_count": target.get("min_count"),
+                "target_kind": target.get("kind"), "target_source": target.get("source"),
+                "target_vintage": target.get("vintage"), "ratio": c["ratio"], "status": c["status"],
+                "needed": c["needed"],
+            })
+    return rows
+
+
+def totals_rows(answer: dict[str, Any]) -> list[Row]:
+    """Participants, engagements (all and per channel), and each dimension's answered/declined/not answered."""
+    rows: list[Row] = [{"measure": "participants", "dimension": None, "channel": None, "count": answer["participants"]},
+                       {"measure": "engagements", "dimension": None, "channel": None, "count": answer["engagements"]}]
+    rows += [{"measure": "engagements", "dimension": None, "channel": c, "count": n}
+             for c, n in answer["engagements_by_channel"].items()]
+    rows += [{"measure": m, "dimension": d["dimension"], "channel": None, "count": d[m]}
+             for d in answer["dimensions"] for m in ("answered", "declined", "not_answered")]
+    return rows
+
+
+@dataclass(frozen=True)
+class Export:
+    """Everything one export writes, built in memory first."""
+
+    tables: dict[str, tuple[Sequence[Column], list[Row]]]
+    dictionary: dict[str, Any]
+    participants: int
+    engagements: int
+
+
+def build(recorder: Recorder, plan: Plan, *, tz: tzinfo = DEFAULT_TZ, stream: str = "ENGAGEMENT",
+          made_at: datetime | None = None, formats: Sequence[str] = FORMATS, secret: bytes | None = None,
+          k: int = 5) -> Export:
+    """The tables and the data dictionary of one process, from a recorder that has seen the log."""
+    counts = recorder.projection.counts(plan.process_id, plan)
+    answer = coverage(counts, plan, View(k, suppressed=False))
+    tables = {
+        "engagements": (engagement_columns(plan), engagement_rows(recorder, plan, tz, pseudonymiser(secret))),
+        "coverage": (COVERAGE_COLUMNS, coverage_rows(answer)),
+        "totals": (TOTALS_COLUMNS, totals_rows(answer)),
+    }
+    about = dictionary(plan, {name: cols for name, (cols, _) in tables.items()}, formats=formats, stream=stream,
+                       sequence=counts.sequence, made_at=made_at or datetime.now(UTC), tz=tz,
+                       first_event=counts.first_event, last_event=counts.last_event)
+    return Export(tables, about, counts.participants, counts.engagements)
+
+
+def _atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _csv_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def write_csv(path: Path, columns: Sequence[Column], rows: list[Row]) -> Path:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as out:
+            w = csv.writer(out)
+            w.writerow([c.name for c in columns])
+            w.writerows([_csv_text(row[c.name]) for c in columns] for row in rows)
+
+    return _atomically(path, write)
+
+
+def write_parquet(path: Path, columns: Sequence[Column], rows: list[Row]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(), "date": pa.date32(),
+             "timestamp": pa.timestamp("us", tz="UTC"), "boolean": pa.bool_()}
+    schema = pa.schema([pa.field(c.name, types[c.type], metadata={"meaning": c.meaning}) for c in columns])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    return _atomically(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write(directory: Path, export: Export, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write the tables in ``formats`` and the data dictionary (JSON and Markdown) into ``directory``."""
+    import orjson
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (columns, rows) in export.tables.items():
+        if "csv" in formats:
+            written.append(write_csv(directory / f"{name}.csv", columns, rows))
+        if "parquet" in formats:
+            written.append(write_parquet(directory / f"{name}.parquet", columns, rows))
+    body = orjson.dumps(export.dictionary, option=orjson.OPT_INDENT_2)
+    written.append(_atomically(directory / "data_dictionary.json", lambda tmp: tmp.write_bytes(body + b"\n")))
+    text = markdown(export.dictionary)
+    written.append(_atomically(directory / "data_dictionary.md", lambda tmp: tmp.write_text(text, encoding="utf-8")))
+    return written
