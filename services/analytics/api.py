@@ -85,14 +85,20 @@ async def coverage_as_of(state: Any, process_id: str | None, segment: str | None
     seg = parse_segment(plan, segment)
     result = await asof.coverage_counts(state.projector.nc, settings.stream_name, process, moment, settings.tz,
                                         plan, seg)
+    return _answer(process, plan, seg, asof.as_of_block(result), result.counts, view)
+
+
+def _answer(process: str, plan: Plan | None, seg: tuple[str, str] | None, as_of_block: dict[str, Any],
+            counts: Any, view: View) -> dict[str, Any]:
+    """The coverage answer's shape, whether read from the read models or replayed as of a moment."""
     return {
         "process_id": process,
         "plan": {"name": plan.name, "threshold": plan.threshold} if plan else None,
         "segment": {"dimension": seg[0], "category": seg[1],
                     "label": plan.label_of(*seg) if plan else seg[1]} if seg else None,
-        "as_of": asof.as_of_block(result),
+        "as_of": as_of_block,
         "suppression": {"k": view.k, "applied": view.suppressed},
-        **coverage(result.counts, plan, view),
+        **coverage(counts, plan, view),
     }
 
 
@@ -106,15 +112,7 @@ async def coverage_answer(state: Any, process_id: str | None, segment: str | Non
         counts = await store.counts(state.pool, process, settings.consumer_name, derived_rules(plan))
     else:
         counts = await segment_counts(state.pool, process, settings.consumer_name, *seg, plan)
-    return {
-        "process_id": process,
-        "plan": {"name": plan.name, "threshold": plan.threshold} if plan else None,
-        "segment": {"dimension": seg[0], "category": seg[1],
-                    "label": plan.label_of(*seg) if plan else seg[1]} if seg else None,
-        "as_of": await as_of(state, counts.sequence, counts.projected_at),
-        "suppression": {"k": view.k, "applied": view.suppressed},
-        **coverage(counts, plan, view),
-    }
+    return _answer(process, plan, seg, await as_of(state, counts.sequence, counts.projected_at), counts, view)
 
 
 @router.get("/coverage/over-time")

@@ -26,9 +26,8 @@ from services.analytics.coverage import View, coverage
 from services.analytics.export_dictionary import (COVERAGE_COLUMNS, TOTALS_COLUMNS, Column, dictionary,
                                                   engagement_columns, markdown)
 from services.analytics.memory import MemoryProjection
-from services.analytics.projection import DEFAULT_TZ, Key, attendee_key, day_of, person_key, survey_key
-from shared.events import (INTERVIEW_CHANNEL, AdvisoryFeedbackLogged, AdvisoryMemberJoined, Channel, Envelope,
-                           GatheringHeld, InterviewCompleted, SurveyCompleted)
+from services.analytics.projection import DEFAULT_TZ, Key, day_of, touches
+from shared.events import Envelope, GatheringHeld, InterviewCompleted
 from shared.plan import Plan
 from shared.profile import DIMENSIONS
 
@@ -50,25 +49,12 @@ class Engagement:
 
 
 def engagements_of(seq: int, ev: Envelope) -> list[Engagement]:
-    """The participant-engagements one event makes, exactly as ``projection.project`` counts them."""
-    p, proc, at = ev.payload, ev.process_id, ev.occurred_at
-
-    def one(key: str, channel: Channel, region: str | None = None, interview: str | None = None) -> Engagement:
-        return Engagement((proc, key), seq, ev.type, channel.value, at, region, interview)
-
-    if isinstance(p, InterviewCompleted):
-        channel = INTERVIEW_CHANNEL[p.format]
-        return [one(person_key(a.participant_ref), channel, interview=p.interview_id) for a in p.participants]
-    if isinstance(p, GatheringHeld):
-        region = p.region.value if p.region else None
-        return [one(attendee_key(p.gathering_id, i), Channel(p.kind.value), region) for i in range(p.attendee_count)]
-    if isinstance(p, SurveyCompleted):
-        return [one(survey_key(p.response_id), Channel.survey)]
-    if isinstance(p, AdvisoryMemberJoined):
-        return [one(person_key(p.participant_ref), Channel.advisory)]
-    if isinstance(p, AdvisoryFeedbackLogged):
-        return [one(person_key(ref), Channel.advisory) for ref in p.member_refs]
-    return []
+    """The participant-engagements one event makes: those ``projection.touches`` counts."""
+    p, proc = ev.payload, ev.process_id
+    region = p.region.value if isinstance(p, GatheringHeld) and p.region else None
+    interview = p.interview_id if isinstance(p, InterviewCompleted) else None
+    return [Engagement((proc, key), seq, ev.type, channel.value, ev.occurred_at, region, interview)
+            for key, channel, _ in touches(ev)]
 
 
 @dataclass

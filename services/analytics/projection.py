@@ -66,22 +66,38 @@ def attendee_key(gathering_id: str, index: int) -> str:
     return f"gathering:{gathering_id}:{index}"
 
 
+Touch = tuple[str, Channel, "Profile | None"]  # (participant key, channel, what they said this time)
+
+
+def touches(ev: Envelope) -> list[Touch]:
+    """The participants one event engages, each with its channel and profile: the one place
+    that says who an event counts (the projection, its key look-up and exports use it)."""
+    p = ev.payload
+    kind = p.type  # a plain string: isinstance against model classes goes through ABCMeta, slowly
+    if kind == "SurveyCompleted":
+        return [(survey_key(p.response_id), Channel.survey, p.profile)]
+    if kind == "InterviewCompleted":
+        channel = INTERVIEW_CHANNEL[p.format]
+        return [(person_key(a.participant_ref), channel, a.profile) for a in p.participants]
+    if kind == "GatheringHeld":
+        channel, profiles = Channel(p.kind._value_), p.profiles
+        return [(attendee_key(p.gathering_id, i), channel, profiles[i] if i < len(profiles) else None)
+                for i in range(p.attendee_count)]
+    if kind == "AdvisoryMemberJoined":
+        return [(person_key(p.participant_ref), Channel.advisory, p.profile)]
+    if kind == "AdvisoryFeedbackLogged":
+        return [(person_key(ref), Channel.advisory, None) for ref in p.member_refs]
+    return []  # interview scheduling changes no participation count; a withdrawal engages no one
+
+
 def keys_of(events: Iterable[Envelope]) -> set[Key]:
     """Participants already known to the read model that a batch may touch."""
     keys: set[Key] = set()
     for ev in events:
-        p = ev.payload
-        kind = p.type
-        if kind == "SurveyCompleted":
-            keys.add((ev.process_id, survey_key(p.response_id)))
-        elif kind == "InterviewCompleted":
-            keys.update((ev.process_id, person_key(a.participant_ref)) for a in p.participants)
-        elif kind in ("AdvisoryMemberJoined", "ParticipantWithdrawn"):
-            keys.add((ev.process_id, person_key(p.participant_ref)))
-        elif kind == "AdvisoryFeedbackLogged":
-            keys.update((ev.process_id, person_key(r)) for r in p.member_refs)
-        elif kind == "GatheringHeld":
-            keys.update((ev.process_id, attendee_key(p.gathering_id, i)) for i in range(p.attendee_count))
+        if ev.payload.type == "ParticipantWithdrawn":
+            keys.add((ev.process_id, person_key(ev.payload.participant_ref)))
+        else:
+            keys.update((ev.process_id, key) for key, _, _ in touches(ev))
     return keys
 
 
@@ -184,27 +200,13 @@ def project(
         p, proc, at = ev.payload, ev.process_id, ev.occurred_at
         first, last = times.get(proc, (at, at))
         times[proc] = (min(first, at), max(last, at))
-        kind = p.type  # a plain string: isinstance against model classes goes through ABCMeta
-        if kind == "SurveyCompleted":
-            engage((proc, survey_key(p.response_id)), Channel.survey, p.profile, at)
-        elif kind == "InterviewCompleted":
-            for a in p.participants:
-                engage((proc, person_key(a.participant_ref)), INTERVIEW_CHANNEL[p.format], a.profile, at)
-        elif kind == "GatheringHeld":
-            channel = Channel(p.kind._value_)
-            for i in range(p.attendee_count):
-                profile = p.profiles[i] if i < len(p.profiles) else None
-                engage((proc, attendee_key(p.gathering_id, i)), channel, profile, at)
-        elif kind == "AdvisoryMemberJoined":
-            engage((proc, person_key(p.participant_ref)), Channel.advisory, p.profile, at)
-        elif kind == "AdvisoryFeedbackLogged":
-            for ref in p.member_refs:
-                engage((proc, person_key(ref)), Channel.advisory, None, at)
-        elif kind == "ParticipantWithdrawn":
+        if p.type == "ParticipantWithdrawn":
             key = (proc, person_key(p.participant_ref))
             state = current(key)
             now[key] = replace(state, withdrawn=True, first_seen=state.first_seen or at, last_seen=at)
-        # Interview scheduling events change no participation count.
+            continue
+        for key, channel, profile in touches(ev):
+            engage((proc, key), channel, profile, at)
 
     changes = Changes(participants=now, event_times=times)
     for key, state in now.items():

@@ -33,14 +33,19 @@ class Up:
         self.url = {n: f"http://127.0.0.1:{p}" for n, p in self.ports.items()}
 
     def wait_ready(self, timeout: float = 90) -> None:
+        """Until every service answers /health (they start side by side, in no set order)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        waiting = dict(self.url)
+        while waiting:
             assert self.proc.poll() is None, self.proc.stderr.read().decode()  # type: ignore[union-attr]
-            try:
-                if httpx.get(self.url["analytics"] + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+            assert time.monotonic() < deadline, f"not up after {timeout} s: {sorted(waiting)}"
+            for name, url in list(waiting.items()):
+                try:
+                    if httpx.get(url + "/health", timeout=1).status_code == 200:
+                        del waiting[name]
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
 
     def token(self, name: str) -> dict[str, str]:
         tokens = orjson.loads((self.data_dir / "tokens.json").read_bytes())
