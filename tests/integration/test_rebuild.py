@@ -96,6 +96,16 @@ def workload(rng: random.Random, n: int) -> list[Envelope]:
     return events
 
 
+async def publish_some(settings: Settings, n: int = 5) -> None:
+    """A few surveys on this test's log."""
+    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    await broker.connect()
+    await attach_streams(broker.connection, settings)
+    for _ in range(n):
+        await publish_event(broker, f.survey(region="central"), settings)
+    await broker.stop()
+
+
 async def test_a_rebuild_equals_the_live_read_models_and_is_swapped_in_while_the_service_answers(
     make_settings: Callable[..., Settings], database_url: str, auth_headers
 ) -> None:
@@ -170,12 +180,7 @@ async def test_a_rebuild_equals_the_live_read_models_and_is_swapped_in_while_the
 async def test_a_rebuild_that_does_not_add_up_swaps_nothing(make_settings, database_url: str) -> None:
     """The checks catch a wrong table, and the live one stays."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
-    await broker.connect()
-    await attach_streams(broker.connection, settings)
-    for _ in range(5):
-        await publish_event(broker, f.survey(region="central"), settings)
-    await broker.stop()
+    await publish_some(settings)
     pool = await store.open_pool(database_url)
     await store.migrate(pool)
     original = rebuilding.check
@@ -195,15 +200,6 @@ async def test_a_rebuild_that_does_not_add_up_swaps_nothing(make_settings, datab
     await pool.close()
 
 
-async def _publish_some(settings: Settings) -> None:
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
-    await broker.connect()
-    await attach_streams(broker.connection, settings)
-    for _ in range(3):
-        await publish_event(broker, f.survey(region="central"), settings)
-    await broker.stop()
-
-
 def test_engage_rebuild_reports_what_it_did_and_names_what_is_missing(make_settings, tmp_path) -> None:
     """The command prints its rate and checks; without servers it says what to set, without a traceback."""
     settings = make_settings()
@@ -212,7 +208,7 @@ def test_engage_rebuild_reports_what_it_did_and_names_what_is_missing(make_setti
                             env={**env, "ENGAGE_NATS_URL": settings.nats_url,
                                  "ENGAGE_DATABASE_URL": settings.database_url}, timeout=120)
     assert no_log.returncode == 2 and "not on that NATS server" in no_log.stderr, no_log.stderr
-    asyncio.run(_publish_some(settings))
+    asyncio.run(publish_some(settings))
     done = subprocess.run([sys.executable, "-m", "services.cli.main", "rebuild"], capture_output=True, text=True,
                           env={**env, "ENGAGE_NATS_URL": settings.nats_url, "ENGAGE_DATABASE_URL": settings.database_url},
                           timeout=120)
