@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -38,6 +39,15 @@ async def next_event(lines: AsyncIterator[str]) -> tuple[str, dict]:
         elif line == "" and data:
             return name, orjson.loads(data)
     raise AssertionError("the stream ended")
+
+
+async def snapshot_at(lines: AsyncIterator[str], sequence: int, within: float = 15.0) -> dict:
+    """The first snapshot that reflects ``sequence``; fails after ``within`` seconds instead of hanging."""
+    async with asyncio.timeout(within):
+        while True:
+            name, data = await next_event(lines)
+            if name == "snapshot" and data["as_of"]["sequence"] >= sequence:
+                return data
 
 
 @pytest.fixture
@@ -153,15 +163,11 @@ async def test_a_commit_reaches_an_open_stream_at_once(make_settings: Callable[.
         await sign_in(client)
         async with client.stream("GET", "/dashboard/stream") as stream:
             lines = stream.aiter_lines()
-            name, snap = await next_event(lines)
-            while name != "snapshot" or snap["as_of"]["sequence"] < 6:
-                name, snap = await next_event(lines)
+            snap = await snapshot_at(lines, 6)
             assert snap["tiles"]["participants"] == 6
             await published(f.survey(region="central"))
             sent = time.monotonic()
-            name, snap = await next_event(lines)
-            while name != "snapshot" or snap["as_of"]["sequence"] < 7:
-                name, snap = await next_event(lines)
+            snap = await snapshot_at(lines, 7)
             lag = time.monotonic() - sent
     print(f"publish to pushed snapshot: {lag:.3f} s")
     assert snap["tiles"]["participants"] == 7

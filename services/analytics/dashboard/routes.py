@@ -209,26 +209,32 @@ async def stream(request: Request, process_id: str | None = PROCESS, segment: st
     if _signed_in(request) is None:
         return _unauthorized()
     process = _process(request, process_id)
-    first = await build_snapshot(request, process, segment)  # a bad segment is a 422 before streaming
     pulse = request.app.state.projector.pulse
+    # The beat is read before the snapshot is built: a commit in between then makes another one.
+    seen = pulse.count
+    first = await build_snapshot(request, process, segment)  # a bad segment is a 422 before streaming
 
     async def events() -> AsyncIterator[bytes]:
+        beat, sent = seen, first["as_of"]["sequence"]
         yield b"retry: 1000\n\n"  # reconnect a second after a drop (an analytics restart)
-        seen = pulse.count
         yield b"event: snapshot\ndata: " + _json(first) + b"\n\n"
         while True:
-            beat = await pulse.wait_after(seen, HEARTBEAT)
+            now = await pulse.wait_after(beat, HEARTBEAT)
             if _signed_in(request) is None:
                 yield b"event: signed-out\ndata: {}\n\n"
                 return
-            if beat == seen:
+            if now == beat:  # nothing committed for a while: say how fresh the numbers are
                 answered = await as_of(request.app.state, *await store.reached(
                     request.app.state.pool, request.app.state.settings.consumer_name))
-                answered["behind_seconds"] = await _behind_seconds(request.app.state, answered)
-                yield b"event: as_of\ndata: " + _json(answered) + b"\n\n"
-                continue
-            seen = beat
-            yield b"event: snapshot\ndata: " + _json(await build_snapshot(request, process, segment)) + b"\n\n"
+                if answered["sequence"] == sent:
+                    answered["behind_seconds"] = await _behind_seconds(request.app.state, answered)
+                    yield b"event: as_of\ndata: " + _json(answered) + b"\n\n"
+                    continue
+                # The numbers moved without a beat reaching us (another projector wrote them): send them.
+            beat = now
+            snap = await build_snapshot(request, process, segment)
+            sent = snap["as_of"]["sequence"]
+            yield b"event: snapshot\ndata: " + _json(snap) + b"\n\n"
             await asyncio.sleep(MIN_GAP)
 
     return StreamingResponse(events(), media_type="text/event-stream",
