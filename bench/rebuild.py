@@ -4,6 +4,8 @@ Starts a throw-away nats-server and PostgreSQL (from the wheels), publishes N ev
 mixed workload of ``bench.catchup``: anonymous surveys, interviews with returning
 participants, gatherings, withdrawals), then:
   - reads the stream with a plain nats-py ordered consumer (the baseline),
+  - reads it with the rebuild's reader and validates every event, and nothing more (the
+    ceiling of any rebuild that validates in one Python process),
   - runs `engage rebuild` as its own process, as a user would, and reads its rate and
     the peak memory it reports (its maximum resident set),
   - with ``--also`` N2, does the same for a second log size, to show whether memory grows.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import re
 import subprocess
@@ -24,10 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import nats
+
 from bench.catchup import publish, raw_read, workload
+from services.analytics.replay import raw_batches
 from shared.embedded import EmbeddedNats, EmbeddedPostgres
 from shared.logging import configure_logging
 from shared.settings import Settings
+from shared.upcasting import decode_event
+
+DEFAULT_GC = gc.get_threshold()
 
 
 def rebuild_in_child(url: str, dsn: str) -> tuple[float, float, float]:
@@ -47,7 +56,24 @@ def rebuild_in_child(url: str, dsn: str) -> tuple[float, float, float]:
     return float(found.group(1).replace(",", "")), wall, float(found.group(2).replace(",", ""))
 
 
-async def measure(n: int, tmp: Path) -> tuple[float, float, float, float]:
+async def read_and_validate(url: str, settings: Settings) -> float:
+    """The rebuild's reader and its schema validation alone, nothing projected or written:
+    the ceiling of any rebuild that validates every event in one Python process."""
+    gc.set_threshold(100_000, 50, 1000)  # as the rebuild sets it
+    nc = await nats.connect(url)
+    seen = 0
+    start = time.perf_counter()
+    async for batch in raw_batches(nc, settings.stream_name, batch=5000):
+        for _, _, data in batch:
+            decode_event(data)
+        seen += len(batch)
+    elapsed = time.perf_counter() - start
+    await nc.close()
+    gc.set_threshold(*DEFAULT_GC)
+    return seen / elapsed
+
+
+async def measure(n: int, tmp: Path) -> tuple[float, float, float, float, float]:
     nats_server = EmbeddedNats(tmp / f"nats-{n}")
     postgres = EmbeddedPostgres(tmp / f"pg-{n}", delete_on_stop=True)
     url, dsn = nats_server.start(), postgres.start()
@@ -56,11 +82,12 @@ async def measure(n: int, tmp: Path) -> tuple[float, float, float, float]:
         print(f"publishing {n:,} events…", flush=True)
         await publish(url, settings, workload(n))
         raw = await raw_read(url, settings, n)
+        ceiling = await read_and_validate(url, settings)
         rate, wall, peak = await asyncio.to_thread(rebuild_in_child, url, dsn)
     finally:
         nats_server.stop()
         postgres.stop()
-    return raw, rate, wall, peak
+    return raw, ceiling, rate, wall, peak
 
 
 async def main(sizes: list[int]) -> None:
@@ -69,9 +96,10 @@ async def main(sizes: list[int]) -> None:
     with tempfile.TemporaryDirectory(prefix="engage-bench-") as tmp:
         for n in sorted(sizes):
             rows.append((n, *await measure(n, Path(tmp))))
-    for n, raw, rate, wall, peak in rows:
+    for n, raw, ceiling, rate, wall, peak in rows:
         print(f"\n{n:,} events")
         print(f"  raw ordered consumer : {raw:>9,.0f} events/s")
+        print(f"  read + validate only : {ceiling:>9,.0f} events/s  (ratio {ceiling / raw:.2f}: no projection, no writes)")
         print(f"  engage rebuild       : {rate:>9,.0f} events/s  ({wall:.1f} s for the whole command)")
         print(f"  ratio                : {rate / raw:.2f}")
         print(f"  rebuild peak RSS     : {peak:,.0f} MB")
