@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, tzinfo
+from datetime import datetime, tzinfo
 
 from services.analytics.projection import (
     DEFAULT_TZ,
@@ -91,10 +91,3 @@ class MemoryProjection:
             first_event=first,
             last_event=last,
         )
-
-    def daily_rows(self, process_id: str) -> list[tuple[date, str, int, int]]:
-        """(day, channel, engagements, participants first reached), oldest first, as ``store.daily``."""
-        keys = {(d, c) for (p, d, c) in set(self.daily) | set(self.firsts) if p == process_id}
-        rows = [(date.fromisoformat(d), c, self.daily[(process_id, d, c)], self.firsts[(process_id, d, c)])
-                for d, c in keys]
-        return sorted(r for r in rows if r[2] or r[3])

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.staticfiles import StaticFiles
 
 from services.analytics import store
-from services.analytics.api import PROCESS, as_of, coverage_answer
+from services.analytics.api import PROCESS, as_of, coverage_answer, parse_segment
 from services.analytics.coverage import View
 from services.analytics.dashboard import session
 from services.analytics.dashboard.snapshot import snapshot
@@ -154,7 +154,7 @@ async def page(request: Request, process_id: str | None = PROCESS, segment: str 
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/dashboard/login?next={quote(target)}", status_code=303)
     process = _process(request, process_id)
-    await coverage_answer(request.app.state, process, segment, _view(request))  # a bad segment is a 422 now
+    parse_segment(request.app.state.plans.get(process), segment)  # a bad segment is a 422 now
     processes, segments = _choices(request.app.state.plans, process, segment)
     body = _template("dashboard.html").substitute(
         process_name=html.escape(request.app.state.plans[process].name), processes=processes, segments=segments,
