@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from shared.ids import PROCESS_ID_PATTERN
 from shared.profile import Profile
 
 SCHEMA_VERSION = 1
@@ -66,7 +67,7 @@ AggregateId = Annotated[
 ]
 ProcessId = Annotated[
     str,
-    Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="The engagement process, e.g. `shfa-2018`."),
+    Field(pattern=PROCESS_ID_PATTERN, description="The engagement process, e.g. `shfa-2018`."),
 ]
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from pydantic_core import PydanticCustomError
 
 from shared.errors import ConfigError
+from shared.ids import PROCESS_ID_PATTERN
 from shared.profile import CATEGORIES, DIMENSIONS, MULTI_SELECT
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -74,7 +75,7 @@ class Plan(BaseModel):
     """A process's plan: its dimensions, categories, labels and targets."""
 
     model_config = _FROZEN
-    process_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="The process this plan is for.")
+    process_id: str = Field(pattern=PROCESS_ID_PATTERN, description="The process this plan is for.")
     name: Text = Field(description="The process's name, as reports show it.")
     threshold: float = Field(0.8, gt=0, le=1,
                              description="Representation ratio below which a category falls short (four-fifths rule).")

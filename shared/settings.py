@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.ids import PROCESS_ID_PATTERN
 
 Scope = Literal["intake:write", "survey:write", "coverage:read", "analyst:read", "admin"]
 
@@ -28,7 +29,7 @@ class TokenSpec(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENGAGE_", extra="ignore")
 
-    process_id: str = Field("shfa-2018", pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="Default process.")
+    process_id: str = Field("shfa-2018", pattern=PROCESS_ID_PATTERN, description="Default process.")
     nats_url: str | None = Field(None, description="NATS server(s); unset means the embedded nats-server.")
     database_url: str | None = Field(None, description="PostgreSQL DSN; unset means the embedded PostgreSQL.")
     data_dir: Path = Field(Path(".engage"), description="Where the embedded servers keep their data.")

@@ -22,8 +22,9 @@ from services.analytics.export import FORMATS, Recorder, build, write
 from services.analytics.memory import MemoryProjection
 from services.analytics.projection import DEFAULT_TZ
 from services.analytics.replay import Window, events, last_sequence
-from services.cli.replay import PROCESS_ID, nats_url_of, with_stream
+from services.cli.replay import nats_url_of, with_stream
 from shared.errors import EngageError
+from shared.ids import PROCESS_ID
 from shared.plan import Plan, load_plan, load_plans
 from shared.settings import Settings
 

@@ -27,9 +27,9 @@ from nats.js.errors import NotFoundError
 
 from services.analytics.replay import Window, events, last_sequence, parse_time
 from shared.errors import EngageError
+from shared.ids import PROCESS_ID
 from shared.settings import Settings
 
-PROCESS_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 T = TypeVar("T")
 
 
