@@ -1,4 +1,5 @@
-"""The bus, declared once: the streams, the subjects, and the one way to publish an event.
+"""The bus, declared once: the streams, the subjects, the one way to publish an event, and
+the one way a service writes to an aggregate (``EventLog``).
 
 ``ENGAGEMENT`` (subjects ``engagement.>``) is the event log and the source of truth.
 What analytics writes itself lives on streams of its own, so the projector never reads
@@ -9,15 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
 
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+from nats.errors import (
+    ConnectionClosedError,
+    NoRespondersError,
+    OutboundBufferLimitError,
+    TimeoutError as NatsTimeout,
+)
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError as JsNotFound, ServiceUnavailableError
 
-from shared.errors import ConfigError, ConflictError, PublishError
+from shared.errors import ConfigError, ConflictError, NotFoundError, PublishError
 from shared.events import Envelope
 from shared.settings import Settings
 from shared.upcasting import decode_event, encode_event
@@ -25,6 +34,10 @@ from shared.upcasting import decode_event, encode_event
 DEADLETTER_STREAM = "ENGAGEMENT_DEADLETTER"
 STATUS_STREAM = "ENGAGEMENT_STATUS"
 WRONG_LAST_SEQUENCE = 10071
+# The log did not answer (down, unreachable, or too slow): nothing was stored, a retry is safe.
+_UNAVAILABLE = (NatsTimeout, NoRespondersError, ServiceUnavailableError, TimeoutError, ConnectionClosedError,
+                OutboundBufferLimitError)
+_T = TypeVar("_T")
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
@@ -138,16 +151,117 @@ async def publish_event(
         if exc.err_code == WRONG_LAST_SEQUENCE:
             raise ConflictError("someone else changed this record at the same moment; reload and try again") from exc
         raise PublishError(f"the event log refused the event: {exc.description}") from exc
-    except (NatsTimeout, NoRespondersError, ServiceUnavailableError, TimeoutError) as exc:
+    except _UNAVAILABLE as exc:
         raise PublishError("the event log did not confirm the write in time; nothing was stored") from exc
     return ack.seq, bool(ack.duplicate)
 
 
-async def last_event_on(js: JetStreamContext, settings: Settings, subject: str) -> tuple[Envelope, int] | None:
-    """The newest event on ``subject`` and its stream sequence, or None if there is none."""
-    try:
-        raw = await js.get_last_msg(settings.stream_name, subject)
-    except JsNotFound:
-        return None
-    return decode_event(raw.data or b""), raw.seq or 0
+@dataclass(frozen=True)
+class Stored:
+    """An event the log holds: its id, its stream sequence, and whether this request was a retry."""
 
+    event_id: str
+    sequence: int
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class EventLog:
+    """How intake and survey write to the log so that retries and races come out right.
+
+    Each aggregate has its own subject, and a write is conditional on the subject's last
+    sequence, so two people acting at once cannot both win. JetStream checks
+    ``Nats-Expected-Last-Subject-Sequence`` *before* it dedupes on ``Nats-Msg-Id``, so a
+    retried request whose event is already stored would be refused as a conflict. Before
+    (and after a refused) publish we therefore look at what is stored: if it is our own
+    event (same id, derived from the Idempotency-Key), the request already succeeded and
+    is answered from the stored event without publishing again.
+
+    A read that gets no answer in time is a PublishError (503) like an unconfirmed write:
+    the request stored nothing and may be retried with the same key.
+    """
+
+    broker: NatsBroker
+    js: JetStreamContext
+    settings: Settings
+
+    async def first(self, subject: str) -> tuple[Envelope, int] | None:
+        """The oldest event on ``subject`` (the one that created the aggregate), if any."""
+        try:
+            raw = await self._answer(self.js.get_msg(self.settings.stream_name, seq=1, subject=subject, next=True))
+        except JsNotFound:
+            return None
+        return decode_event(raw.data or b""), raw.seq or 0
+
+    async def newest(self, subject: str) -> tuple[Envelope, int] | None:
+        """The newest event on ``subject`` and its stream sequence, or None if there is none."""
+        try:
+            raw = await self._answer(self.js.get_last_msg(self.settings.stream_name, subject))
+        except JsNotFound:
+            return None
+        return decode_event(raw.data or b""), raw.seq or 0
+
+    async def last(self, subject: str, missing: str) -> tuple[Envelope, int]:
+        """The newest event on ``subject``; NotFoundError(``missing``) when there is none."""
+        found = await self.newest(subject)
+        if found is None:
+            raise NotFoundError(missing)
+        return found
+
+    async def create(self, event: Envelope, exists: str, *, differs: str | None = None) -> Stored:
+        """Publish the first event of a new aggregate; ConflictError(``exists``) if someone else's is there.
+
+        A retried request finds its own event stored and is answered from it. With
+        ``differs``, the stored event must also carry the same payload, else
+        ConflictError(``differs``): the same key sent with different content (the survey's
+        answers) must not silently keep one and lose what someone said.
+        """
+        found = await self.first(event.subject)
+        if found is not None:
+            return _ours_or_conflict(found, event, exists, differs)
+        try:
+            seq, duplicate = await publish_event(self.broker, event, self.settings, expected_last_subject_sequence=0)
+        except ConflictError:
+            # Someone wrote first: maybe the same request, retried concurrently.
+            found = await self.first(event.subject)
+            if found is None:
+                raise
+            return _ours_or_conflict(found, event, exists, differs)
+        return Stored(event.event_id, seq, duplicate)
+
+    async def append(self, event: Envelope, after: int) -> Stored:
+        """Publish ``event`` only if the aggregate's last event is still at sequence ``after``."""
+        try:
+            seq, duplicate = await publish_event(
+                self.broker, event, self.settings, expected_last_subject_sequence=after
+            )
+        except ConflictError:
+            found = await self.newest(event.subject)
+            if found is not None and found[0].event_id == event.event_id:
+                return Stored(event.event_id, found[1], True)
+            raise
+        return Stored(event.event_id, seq, duplicate)
+
+    async def publish(self, event: Envelope) -> Stored:
+        """Publish unconditionally (for facts that may be stated twice, like a withdrawal)."""
+        seq, duplicate = await publish_event(self.broker, event, self.settings)
+        return Stored(event.event_id, seq, duplicate)
+
+    async def _answer(self, request: Awaitable[_T]) -> _T:
+        # Bounded like a publish: a log that does not answer must not hold the request for
+        # the JetStream context's own (longer) timeout. Not wait_for: on 3.11 it can
+        # swallow a cancellation.
+        try:
+            async with asyncio.timeout(self.settings.publish_timeout_seconds):
+                return await request
+        except _UNAVAILABLE as exc:
+            raise PublishError("the event log did not answer in time; nothing was stored") from exc
+
+
+def _ours_or_conflict(found: tuple[Envelope, int], event: Envelope, exists: str, differs: str | None) -> Stored:
+    stored, seq = found
+    if stored.event_id != event.event_id:
+        raise ConflictError(exists)
+    if differs is not None and stored.payload != event.payload:
+        raise ConflictError(differs)
+    return Stored(event.event_id, seq, True)

@@ -12,9 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Response
 
 from services.intake import contacts
-from services.intake.context import IntakeDep, KeyDep, envelope, new_ref
+from services.intake.context import IntakeDep, KeyDep, envelope, log, new_ref, written
 from services.intake.interviews import EVENT_TYPE, STATUS_AFTER, Action, is_final, refusal
-from services.intake.publishing import Stored, log, written
 from services.intake.records import router as records_router
 from services.intake.schemas import (
     CancelInterview,
@@ -25,6 +24,7 @@ from services.intake.schemas import (
     RescheduleInterview,
     ScheduleInterview,
 )
+from shared.bus import Stored
 from shared.errors import ConflictError
 from shared.events import (
     Attendee,

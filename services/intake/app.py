@@ -17,9 +17,8 @@ from faststream.nats import NatsBroker
 
 from services.intake import contacts
 from services.intake.api import router
-from services.intake.context import Intake
-from services.intake.publishing import Log
-from shared.bus import attach_streams, make_broker
+from services.intake.context import IntakeState
+from shared.bus import EventLog, attach_streams, make_broker
 from shared.errors import ConfigError
 from shared.http import install
 from shared.logging import configure_logging, get_logger
@@ -45,7 +44,7 @@ def build_app(settings: Settings) -> FastAPI:
             js = await attach_streams(broker.connection, settings)
             pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
             await contacts.migrate(pool)
-            app.state.intake = Intake(settings=settings, log=Log(broker, js, settings), pool=pool)
+            app.state.intake = IntakeState(settings=settings, log=EventLog(broker, js, settings), pool=pool)
             app.state.health_checks = {"nats": _nats_ok(broker), "database": _database_ok(pool)}
             log.info("intake_started", process_id=settings.process_id)
             yield

@@ -1,4 +1,4 @@
-"""What every intake route needs: the running service's handles and a few small helpers."""
+"""What every intake route needs: the running service's state, typed, and a few small helpers."""
 
 from __future__ import annotations
 
@@ -9,26 +9,37 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Depends, Request
 
-from services.intake.publishing import Log
+from shared.bus import EventLog, Stored
 from shared.events import Envelope
 from shared.idempotency import derived_id, derived_uuid, idempotency_key
+from shared.logging import get_logger
 from shared.settings import Settings
+
+log = get_logger("engage.intake")
 
 
 @dataclass(frozen=True)
-class Intake:
-    """The running service: settings, the event log, and intake's own database."""
+class IntakeState:
+    """The running service: settings, the event log, and intake's own database (contacts).
+
+    Made once by the app's lifespan and kept on ``app.state.intake``; routes get it typed
+    through ``IntakeDep`` instead of reading loose attributes off ``app.state``.
+    """
 
     settings: Settings
-    log: Log
+    log: EventLog
     pool: asyncpg.Pool
 
 
-def _intake(request: Request) -> Intake:
-    return request.app.state.intake
+def intake_state(request: Request) -> IntakeState:
+    """The running intake's state (a dependency); only there while the app is started."""
+    state = getattr(request.app.state, "intake", None)
+    if not isinstance(state, IntakeState):
+        raise RuntimeError("intake is not started: its lifespan has not set app.state.intake")
+    return state
 
 
-IntakeDep = Annotated[Intake, Depends(_intake)]
+IntakeDep = Annotated[IntakeState, Depends(intake_state)]
 KeyDep = Annotated[str | None, Depends(idempotency_key)]
 
 
@@ -50,5 +61,13 @@ def envelope(
     )
 
 
-
-
+def written(event: Envelope, stored: Stored, **ids: Any) -> None:
+    """The one log line per write: ids and the sequence, never a profile or a contact."""
+    log.info(
+        "event_recorded",
+        event_type=event.type,
+        event_id=str(stored.event_id),
+        sequence=stored.sequence,
+        replayed=stored.replayed,
+        **ids,
+    )

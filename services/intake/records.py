@@ -7,8 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from services.intake import contacts
-from services.intake.context import IntakeDep, KeyDep, envelope, new_ref
-from services.intake.publishing import written
+from services.intake.context import IntakeDep, KeyDep, envelope, new_ref, written
 from services.intake.schemas import (
     AddAdvisoryMember,
     AdvisoryMemberAnswer,

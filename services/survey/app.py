@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.survey.api import router
-from shared.bus import attach_streams, make_broker
+from services.survey.state import SurveyState
+from shared.bus import EventLog, attach_streams, make_broker
 from shared.errors import ConfigError
 from shared.http import install
 from shared.logging import configure_logging, get_logger
@@ -33,7 +34,7 @@ def build_app(settings: Settings) -> FastAPI:
         await broker.connect()
         try:
             js = await attach_streams(broker.connection, settings)
-            app.state.broker, app.state.js = broker, js
+            app.state.survey = SurveyState(settings=settings, log=EventLog(broker, js, settings))
 
             async def nats_ok() -> bool:
                 return await broker.ping(timeout=1.0)
@@ -50,7 +51,6 @@ def build_app(settings: Settings) -> FastAPI:
         version="1",
         lifespan=lifespan,
     )
-    app.state.settings = settings
     install(app, settings)
 
     app.include_router(router)
