@@ -1,4 +1,4 @@
-"""What every HTTP surface shares: bearer-token scopes, error mapping, health.
+"""What every HTTP surface shares: bearer-token scopes, error mapping, health checks.
 
 Errors are mapped here once: bad input is 422 naming each field and the reason (the
 rejected value is never echoed back: it could be someone's phone number), a state
@@ -8,15 +8,17 @@ plain 500 with a request id, never a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from nats.aio.client import Client as NatsClient
 from pydantic import ValidationError
 
 from shared.errors import ConflictError, NotFoundError, PublishError
@@ -26,6 +28,15 @@ from shared.settings import Settings, TokenSpec
 
 log = get_logger("engage.http")
 _bearer = HTTPBearer(auto_error=False)
+
+HealthCheck = Callable[[], Awaitable[bool]]
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+
+class Fetches(Protocol):
+    """A database handle ``health_checks`` can probe: an asyncpg pool or connection."""
+
+    async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any: ...
 
 
 class Unauthorized(Exception):
@@ -72,6 +83,47 @@ def require_scope(scope: str) -> Callable[..., Any]:
                     return name
                 raise Unauthorized(403, f"this token lacks the scope {scope!r}")
         raise Unauthorized(401, "unknown token")
+
+    return check
+
+
+def health_checks(
+    nats: NatsClient | None = None, database: Fetches | None = None, *, timeout: float = HEALTH_TIMEOUT_SECONDS
+) -> dict[str, HealthCheck]:
+    """The checks for ``app.state.health_checks``: "nats" and/or "database", for what is given.
+
+    NATS is healthy when the client is connected and the server answers a PING; the database
+    when ``SELECT 1`` answers 1. Each check gives up after ``timeout`` seconds and never
+    raises: ``/health`` must say "degraded" (503), never fail with a 500 or hang a probe.
+    """
+    checks: dict[str, HealthCheck] = {}
+    if nats is not None:
+        client = nats
+
+        async def nats_ok() -> bool:
+            if not client.is_connected:
+                return False
+            await client.flush(timeout=max(1, round(timeout)))
+            return True
+
+        checks["nats"] = _never_raises(nats_ok, timeout)
+    if database is not None:
+        db = database
+
+        async def database_ok() -> bool:
+            return await db.fetchval("SELECT 1") == 1
+
+        checks["database"] = _never_raises(database_ok, timeout)
+    return checks
+
+
+def _never_raises(probe: HealthCheck, timeout: float) -> HealthCheck:
+    async def check() -> bool:
+        try:
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancellation on 3.11
+                return bool(await probe())
+        except Exception:  # noqa: BLE001 - any failure of a probe is "not healthy", never a 500
+            return False
 
     return check
 

@@ -7,20 +7,18 @@ tables, then serves. Run it with ``uvicorn --factory services.intake.app:main``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
 from fastapi import FastAPI
-from faststream.nats import NatsBroker
 
 from services.intake import contacts
 from services.intake.api import router
 from services.intake.context import IntakeState
 from shared.bus import EventLog, attach_streams, make_broker
 from shared.errors import ConfigError
-from shared.http import install
+from shared.http import health_checks, install
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, load_settings
 
@@ -45,7 +43,7 @@ def build_app(settings: Settings) -> FastAPI:
             pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
             await contacts.migrate(pool)
             app.state.intake = IntakeState(settings=settings, log=EventLog(broker, js, settings), pool=pool)
-            app.state.health_checks = {"nats": _nats_ok(broker), "database": _database_ok(pool)}
+            app.state.health_checks = health_checks(nats=broker.connection, database=pool)
             log.info("intake_started", process_id=settings.process_id)
             yield
         finally:
@@ -64,30 +62,6 @@ def build_app(settings: Settings) -> FastAPI:
     install(app, settings)
     app.include_router(router)
     return app
-
-
-HealthCheck = Callable[[], Awaitable[bool]]
-
-
-def _nats_ok(broker: NatsBroker) -> HealthCheck:
-    async def check() -> bool:
-        try:
-            return bool(broker.connection.is_connected)
-        except Exception:  # not connected (yet, or any more): not healthy, never a 500
-            return False
-
-    return check
-
-
-def _database_ok(pool: asyncpg.Pool) -> HealthCheck:
-    async def check() -> bool:
-        try:
-            async with asyncio.timeout(2):  # not wait_for: it can swallow a cancellation on 3.11
-                return await pool.fetchval("SELECT 1") == 1
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            return False
-
-    return check
 
 
 def main() -> FastAPI:

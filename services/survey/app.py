@@ -14,7 +14,7 @@ from services.survey.api import router
 from services.survey.state import SurveyState
 from shared.bus import EventLog, attach_streams, make_broker
 from shared.errors import ConfigError
-from shared.http import install
+from shared.http import health_checks, install
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings
 
@@ -35,11 +35,7 @@ def build_app(settings: Settings) -> FastAPI:
         try:
             js = await attach_streams(broker.connection, settings)
             app.state.survey = SurveyState(settings=settings, log=EventLog(broker, js, settings))
-
-            async def nats_ok() -> bool:
-                return await broker.ping(timeout=1.0)
-
-            app.state.health_checks = {"nats": nats_ok}
+            app.state.health_checks = health_checks(nats=broker.connection)
             log.info("survey_started", stream=settings.stream_name)
             yield
         finally:
