@@ -2,7 +2,7 @@
 
 ``build_app(settings)`` connects nothing until the app starts: its lifespan connects the
 NATS broker, makes sure the streams exist, opens the database pool and migrates intake's
-tables, then serves. Run it with ``uvicorn --factory services.intake.app:main``.
+tables, then serves. ``engage serve intake`` runs it (and configures logging, once, for the process).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from services.intake.context import IntakeState
 from shared.bus import EventLog, attach_streams, make_broker
 from shared.errors import ConfigError
 from shared.http import health_checks, install
-from shared.logging import configure_logging, get_logger
-from shared.settings import Settings, load_settings
+from shared.logging import get_logger
+from shared.settings import Settings
 
 log = get_logger("engage.intake")
 
@@ -62,10 +62,3 @@ def build_app(settings: Settings) -> FastAPI:
     install(app, settings)
     app.include_router(router)
     return app
-
-
-def main() -> FastAPI:
-    """Factory for uvicorn: settings from ``ENGAGE_*`` variables, logging configured once."""
-    settings = load_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    return build_app(settings)

@@ -1,6 +1,7 @@
 """The survey service's app: FastAPI for HTTP, a FastStream NATS broker for the event log.
 
-No database: the event log is the only place a response is written.
+No database: the event log is the only place a response is written. ``engage serve survey``
+runs it and configures logging, once, for the process; building the app configures nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from services.survey.state import SurveyState
 from shared.bus import EventLog, attach_streams, make_broker
 from shared.errors import ConfigError
 from shared.http import health_checks, install
-from shared.logging import configure_logging, get_logger
+from shared.logging import get_logger
 from shared.settings import Settings
 
 log = get_logger("engage.survey")
@@ -26,7 +27,6 @@ def build_app(settings: Settings) -> FastAPI:
     if not settings.nats_url:
         raise ConfigError("ENGAGE_NATS_URL is not set: the survey service needs the NATS server(s) of the event log")
     nats_url = settings.nats_url
-    configure_logging(settings.log_format, settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ import pytest
 from services.survey.app import build_app
 from shared.errors import ConfigError
 from shared.events import Envelope, SurveyCompleted
+from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.upcasting import decode_event
 
@@ -180,7 +181,9 @@ async def test_logs_carry_ids_never_the_profile(
     make_settings: Callable[..., Settings], auth_headers: Callable[[str], dict[str, str]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    app = build_app(make_settings())  # logging is configured here, onto the captured stderr
+    settings = make_settings()
+    configure_logging(settings.log_format, settings.log_level)  # as `engage serve` does, onto the captured stderr
+    app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://survey") as client:
             r = await client.post("/responses", json={"profile": PROFILE}, headers=auth_headers("survey"))
