@@ -12,14 +12,14 @@ import asyncio
 import hmac
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.aio.client import Client as NatsClient
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import ConflictError, NotFoundError, PublishError
 from shared.idempotency import BadIdempotencyKey
@@ -37,6 +37,104 @@ class Fetches(Protocol):
     """A database handle ``health_checks`` can probe: an asyncpg pool or connection."""
 
     async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any: ...
+
+
+class ErrorAnswer(BaseModel):
+    """What every error body has in common: a fixed ``error`` code; nothing else rides along."""
+
+    # Serialization-mode schemas (the ones OpenAPI shows for answers) list ``error`` as required:
+    # it is always sent, though the models give it as a default.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
+
+
+class Problem(ErrorAnswer):
+    """One field of the request that was refused, and why (the value itself is never echoed back)."""
+
+    field: str = Field(description="Where the problem is, as the client sent it, e.g. `profile.region`.")
+    reason: str = Field(description="Why the value was refused.")
+
+
+class InvalidAnswer(ErrorAnswer):
+    """422: the request was refused as it is; each problem names a field and the reason."""
+
+    error: Literal["invalid"] = "invalid"
+    problems: list[Problem]
+
+
+class UnauthorizedAnswer(ErrorAnswer):
+    """401: no bearer token, or one this service does not know."""
+
+    error: Literal["unauthorized"] = "unauthorized"
+    reason: str
+
+
+class ForbiddenAnswer(ErrorAnswer):
+    """403: the token is known but lacks the scope this endpoint needs."""
+
+    error: Literal["forbidden"] = "forbidden"
+    reason: str
+
+
+class NotFoundAnswer(ErrorAnswer):
+    """404: the record does not exist."""
+
+    error: Literal["not_found"] = "not_found"
+    reason: str
+
+
+class ConflictAnswer(ErrorAnswer):
+    """409: the record's state does not allow this, or someone else changed it at the same moment."""
+
+    error: Literal["conflict"] = "conflict"
+    reason: str
+
+
+class UnavailableAnswer(ErrorAnswer):
+    """503: the event log did not confirm the write; nothing was stored, retry with the same key."""
+
+    error: Literal["unavailable"] = "unavailable"
+    reason: str
+
+
+class InternalAnswer(ErrorAnswer):
+    """500: something went wrong on our side; the request id finds it in the service's log."""
+
+    error: Literal["internal"] = "internal"
+    reason: str
+    request_id: str
+
+
+ERROR_ANSWERS: dict[int, type[ErrorAnswer]] = {
+    401: UnauthorizedAnswer, 403: ForbiddenAnswer, 404: NotFoundAnswer, 409: ConflictAnswer,
+    422: InvalidAnswer, 500: InternalAnswer, 503: UnavailableAnswer,
+}
+
+
+def error_responses(*statuses: int, described: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that can answer ``statuses``, each with engage's own body.
+
+    A route passes the statuses it can really answer; 500 (which any route can) is always
+    added. Listing 422 here also keeps FastAPI from documenting its own validation body,
+    which engage never sends. ``described`` replaces the generic description of a status
+    with what it means on this route.
+    """
+    wanted = {*statuses, 500}
+    unknown = wanted - ERROR_ANSWERS.keys() | (described or {}).keys() - wanted
+    if unknown:
+        raise ValueError(f"no error answer for status {sorted(unknown)} here; known: {sorted(ERROR_ANSWERS)}")
+    return {status: {"model": ERROR_ANSWERS[status],
+                     "description": (described or {}).get(status) or _first_line(ERROR_ANSWERS[status])}
+            for status in sorted(wanted)}
+
+
+def _first_line(model: type[BaseModel]) -> str:
+    doc = (model.__doc__ or "").strip().splitlines()[0]
+    return doc.split(": ", 1)[-1]
+
+
+def _answer(body: ErrorAnswer, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Send an error through its model, so the body and the documented schema cannot drift apart."""
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 class Unauthorized(Exception):
@@ -128,49 +226,51 @@ def _never_raises(probe: HealthCheck, timeout: float) -> HealthCheck:
     return check
 
 
+def _invalid_body(problems: list[dict[str, str]]) -> InvalidAnswer:
+    return InvalidAnswer(problems=[Problem(**p) for p in problems])
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     """Attach tokens, error handlers and ``GET /health`` to a service's app."""
     app.state.tokens = settings.all_tokens()
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_r: Request, exc: Unauthorized) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"error": "unauthorized" if exc.status == 401 else "forbidden", "reason": exc.reason},
-                            status_code=exc.status, headers=headers)
+        if exc.status == 401:
+            return _answer(UnauthorizedAnswer(reason=exc.reason), 401, {"WWW-Authenticate": "Bearer"})
+        return _answer(ForbiddenAnswer(reason=exc.reason), exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "invalid", "problems": problems_of(list(exc.errors()))}, status_code=422)
+        return _answer(_invalid_body(problems_of(list(exc.errors()))), 422)
 
     @app.exception_handler(ValidationError)
     async def _invalid_model(_r: Request, exc: ValidationError) -> JSONResponse:
-        return JSONResponse({"error": "invalid", "problems": problems_of(exc.errors())}, status_code=422)
+        return _answer(_invalid_body(problems_of(exc.errors())), 422)
 
     @app.exception_handler(BadIdempotencyKey)
     async def _bad_key(_r: Request, exc: BadIdempotencyKey) -> JSONResponse:
         field, _, reason = str(exc).partition(": ")
-        return JSONResponse({"error": "invalid", "problems": [{"field": field, "reason": reason}]}, status_code=422)
+        return _answer(_invalid_body([{"field": field, "reason": reason}]), 422)
 
     @app.exception_handler(ConflictError)
     async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:
-        return JSONResponse({"error": "conflict", "reason": str(exc)}, status_code=409)
+        return _answer(ConflictAnswer(reason=str(exc)), 409)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_r: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse({"error": "not_found", "reason": str(exc)}, status_code=404)
+        return _answer(NotFoundAnswer(reason=str(exc)), 404)
 
     @app.exception_handler(PublishError)
     async def _unavailable(_r: Request, exc: PublishError) -> JSONResponse:
         log.warning("publish_failed", reason=str(exc))
-        return JSONResponse({"error": "unavailable", "reason": str(exc)}, status_code=503,
-                            headers={"Retry-After": "1"})
+        return _answer(UnavailableAnswer(reason=str(exc)), 503, {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:
         request_id = uuid.uuid4().hex[:12]
         log.error("unexpected_error", request_id=request_id, error_type=type(exc).__name__, error=str(exc)[:300])
-        return JSONResponse({"error": "internal", "reason": "something went wrong on our side",
-                             "request_id": request_id}, status_code=500)
+        return _answer(InternalAnswer(reason="something went wrong on our side", request_id=request_id), 500)
 
     @app.get("/health", tags=["health"])
     async def health(request: Request) -> dict[str, Any]:

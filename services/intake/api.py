@@ -36,16 +36,18 @@ from shared.events import (
     InterviewScheduled,
     subject_for,
 )
-from shared.http import invalid, require_scope
+from shared.http import error_responses, invalid, require_scope
 from shared.idempotency import derived_id
 
 router = APIRouter(tags=["interviews"], dependencies=[Depends(require_scope("intake:write"))])
+WRITE_ERRORS = error_responses(401, 403, 409, 422, 503)
+CHANGE_ERRORS = error_responses(401, 403, 404, 409, 422, 503)  # a change names an interview that may not exist
 InterviewId = Annotated[
     str, Path(pattern=r"^[0-9a-z][0-9a-z-]{5,63}$", description="The interview's id, e.g. `iv-3f9c…`.")
 ]
 
 
-@router.post("/interviews", status_code=201, response_model=InterviewAnswer)
+@router.post("/interviews", status_code=201, response_model=InterviewAnswer, responses=WRITE_ERRORS)
 async def schedule_interview(body: ScheduleInterview, intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
     """Schedule an interview. Issues the interview id and, unless the participant is already
     known, a new opaque participant reference. Contact details are kept only in intake's own
@@ -99,7 +101,7 @@ async def _act(intake: IntakeDep, key: str | None, interview_id: str, action: Ac
     return stored, payload
 
 
-@router.post("/interviews/{interview_id}/reschedule", response_model=InterviewAnswer)
+@router.post("/interviews/{interview_id}/reschedule", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
 async def reschedule_interview(interview_id: InterviewId, body: RescheduleInterview,
                                intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
     """Move an open (scheduled or rescheduled) interview to a new time."""
@@ -111,7 +113,7 @@ async def reschedule_interview(interview_id: InterviewId, body: RescheduleInterv
     return _answer(interview_id, Action.reschedule, stored)
 
 
-@router.post("/interviews/{interview_id}/cancel", response_model=InterviewAnswer)
+@router.post("/interviews/{interview_id}/cancel", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
 async def cancel_interview(interview_id: InterviewId, body: CancelInterview,
                            intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
     """Cancel an open interview; its contact details are deleted."""
@@ -123,7 +125,7 @@ async def cancel_interview(interview_id: InterviewId, body: CancelInterview,
     return _answer(interview_id, Action.cancel, stored)
 
 
-@router.post("/interviews/{interview_id}/no-show", response_model=InterviewAnswer)
+@router.post("/interviews/{interview_id}/no-show", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
 async def mark_no_show(interview_id: InterviewId, intake: IntakeDep, key: KeyDep,
                        body: MarkNoShow | None = None) -> InterviewAnswer:
     """Record that nobody came to an open interview; its contact details are deleted."""
@@ -135,7 +137,7 @@ async def mark_no_show(interview_id: InterviewId, intake: IntakeDep, key: KeyDep
     return _answer(interview_id, Action.no_show, stored)
 
 
-@router.post("/interviews/{interview_id}/complete", response_model=InterviewAnswer)
+@router.post("/interviews/{interview_id}/complete", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
 async def complete_interview(interview_id: InterviewId, body: CompleteInterview,
                              intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
     """Record that an open interview took place, with each participant's self-identified
@@ -156,7 +158,8 @@ async def complete_interview(interview_id: InterviewId, body: CompleteInterview,
     return _answer(interview_id, Action.complete, stored, [a.participant_ref for a in done.participants])
 
 
-@router.delete("/interviews/{interview_id}/contact", status_code=204, response_class=Response)
+@router.delete("/interviews/{interview_id}/contact", status_code=204, response_class=Response,
+                responses=error_responses(401, 403, 422))
 async def erase_contact(interview_id: InterviewId, intake: IntakeDep, _key: KeyDep) -> Response:
     """Erase the contact details kept for an interview, on request. Answers 204 whether or
     not any were kept, so the answer reveals nothing."""

@@ -19,14 +19,16 @@ from services.intake.schemas import (
     WithdrawParticipant,
 )
 from shared.events import AdvisoryFeedbackLogged, AdvisoryMemberJoined, GatheringHeld, ParticipantWithdrawn
-from shared.http import invalid, require_scope
+from shared.http import error_responses, invalid, require_scope
 from shared.idempotency import derived_id
 
 router = APIRouter(dependencies=[Depends(require_scope("intake:write"))])
+CREATE_ERRORS = error_responses(401, 403, 409, 422, 503)
 Ref = Annotated[str, Path(pattern=r"^p-[0-9a-z]{10,32}$", description="The participant's opaque reference.")]
 
 
-@router.post("/gatherings", status_code=201, response_model=GatheringAnswer, tags=["gatherings"])
+@router.post("/gatherings", status_code=201, response_model=GatheringAnswer, responses=CREATE_ERRORS,
+             tags=["gatherings"])
 async def record_gathering(body: RecordGathering, intake: IntakeDep, key: KeyDep) -> GatheringAnswer:
     """Record an Art-of-Hosting event or small-group meeting that was held, with the
     self-identified profiles of the attendees who chose to give one."""
@@ -42,7 +44,8 @@ async def record_gathering(body: RecordGathering, intake: IntakeDep, key: KeyDep
     return GatheringAnswer(gathering_id=gathering_id, event_id=stored.event_id, sequence=stored.sequence)
 
 
-@router.post("/advisory/members", status_code=201, response_model=AdvisoryMemberAnswer, tags=["advisory"])
+@router.post("/advisory/members", status_code=201, response_model=AdvisoryMemberAnswer, responses=CREATE_ERRORS,
+             tags=["advisory"])
 async def add_advisory_member(body: AddAdvisoryMember, intake: IntakeDep, key: KeyDep) -> AdvisoryMemberAnswer:
     """Record that someone joined the advisory group. Someone intake already knows keeps
     their reference; anyone else is issued a new one."""
@@ -55,7 +58,8 @@ async def add_advisory_member(body: AddAdvisoryMember, intake: IntakeDep, key: K
     return AdvisoryMemberAnswer(participant_ref=ref, event_id=stored.event_id, sequence=stored.sequence)
 
 
-@router.post("/advisory/feedback", status_code=201, response_model=FeedbackAnswer, tags=["advisory"])
+@router.post("/advisory/feedback", status_code=201, response_model=FeedbackAnswer, responses=CREATE_ERRORS,
+             tags=["advisory"])
 async def log_advisory_feedback(body: LogAdvisoryFeedback, intake: IntakeDep, key: KeyDep) -> FeedbackAnswer:
     """Record that the advisory group gave feedback on a topic (a category, not its content)."""
     feedback_id = derived_id(key, "fb", "intake", "feedback")
@@ -68,7 +72,7 @@ async def log_advisory_feedback(body: LogAdvisoryFeedback, intake: IntakeDep, ke
 
 
 @router.post("/participants/{participant_ref}/withdraw", status_code=202, response_model=WithdrawalAnswer,
-             tags=["participants"])
+             responses=error_responses(401, 403, 422, 503), tags=["participants"])
 async def withdraw_participant(participant_ref: Ref, intake: IntakeDep, key: KeyDep,
                                body: WithdrawParticipant | None = None) -> WithdrawalAnswer:
     """Withdraw a participant at their request: they leave every count, live and on replay

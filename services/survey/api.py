@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from services.survey.models import RecordSurveyResponse, SurveyResponseRecorded
 from services.survey.state import SurveyDep
 from shared.events import Envelope, SurveyCompleted
-from shared.http import require_scope
+from shared.http import error_responses, require_scope
 from shared.idempotency import derived_id, derived_uuid, idempotency_key
 from shared.logging import get_logger
 
@@ -20,13 +20,13 @@ router = APIRouter(tags=["survey"])
     status_code=201,
     response_model=SurveyResponseRecorded,
     summary="Record a completed anonymous survey response",
-    responses={
-        401: {"description": "No bearer token, or an unknown one."},
-        403: {"description": "The token lacks the `survey:write` scope."},
-        409: {"description": "The Idempotency-Key was already used for a different response."},
-        422: {"description": "Bad input: each problem names the field and the reason."},
-        503: {"description": "The event log did not confirm the write; nothing was stored. Retry."},
-    },
+    responses=error_responses(401, 403, 409, 422, 503, described={
+        401: "No bearer token, or an unknown one.",
+        403: "The token lacks the `survey:write` scope.",
+        409: "The Idempotency-Key was already used for a different response.",
+        422: "Bad input: each problem names the field and the reason.",
+        503: "The event log did not confirm the write; nothing was stored. Retry.",
+    }),
 )
 async def record_response(
     body: RecordSurveyResponse,
