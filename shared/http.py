@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import html
 import uuid
+from importlib.resources import files
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -128,8 +131,8 @@ def error_responses(*statuses: int, described: dict[int, str] | None = None) -> 
 
 
 def _first_line(model: type[BaseModel]) -> str:
-    doc = (model.__doc__ or "").strip().splitlines()[0]
-    return doc.split(": ", 1)[-1]
+    line = (model.__doc__ or "").strip().splitlines()[0].split(": ", 1)[-1]  # "422: the request ..." -> "The request ..."
+    return line[:1].upper() + line[1:]
 
 
 def _answer(body: ErrorAnswer, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -230,9 +233,72 @@ def _invalid_body(problems: list[dict[str, str]]) -> InvalidAnswer:
     return InvalidAnswer(problems=[Problem(**p) for p in problems])
 
 
+DOCS_ASSETS = "/docs/assets"
+# Swagger UI's own files, as the fastapi-offline package ships them: engage serves them itself.
+_SWAGGER_UI = files("fastapi_offline") / "static"
+_DOCS_JS = """\
+"use strict";
+// Starts Swagger UI on the page's own OpenAPI document. A file, not an inline script, so the
+// page works under a Content-Security-Policy of 'self'; no validator badge (it would call out).
+const root = document.getElementById("swagger-ui");
+window.ui = SwaggerUIBundle({
+  url: root.dataset.openapiUrl,
+  dom_id: "#swagger-ui",
+  layout: "BaseLayout",
+  deepLinking: true,
+  showExtensions: true,
+  showCommonExtensions: true,
+  validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
+});
+"""
+DOCS_POLICY = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Serve the OpenAPI document at ``/docs`` with Swagger UI from the service itself.
+
+    FastAPI's own pages load Swagger UI and ReDoc from a CDN, which fails offline (a laptop
+    at an outreach event) and under a strict Content-Security-Policy. Apps are built with
+    ``docs_url=None, redoc_url=None``; should an app still have FastAPI's pages, they are
+    taken out here so ``/docs`` is always this one.
+    """
+    cdn_pages = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url if app.docs_url else None} - {None}
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in cdn_pages]
+    app.docs_url = app.redoc_url = None
+    openapi_url = app.openapi_url or "/openapi.json"
+    page = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(app.title)}: API</title>
+<link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css">
+<link rel="icon" type="image/png" href="{DOCS_ASSETS}/favicon.png">
+</head>
+<body>
+<div id="swagger-ui" data-openapi-url="{html.escape(openapi_url)}"></div>
+<script src="{DOCS_ASSETS}/swagger-ui-bundle.js"></script>
+<script src="{DOCS_ASSETS}/docs.js"></script>
+</body>
+</html>
+"""
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": DOCS_POLICY})
+
+    @app.get(f"{DOCS_ASSETS}/docs.js", include_in_schema=False)
+    async def docs_js() -> Response:
+        return Response(_DOCS_JS, media_type="text/javascript")
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(_SWAGGER_UI)), name="docs-assets")
+
+
 def install(app: FastAPI, settings: Settings) -> None:
-    """Attach tokens, error handlers and ``GET /health`` to a service's app."""
+    """Attach tokens, error handlers, ``GET /health`` and ``GET /docs`` to a service's app."""
     app.state.tokens = settings.all_tokens()
+    install_docs(app)
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_r: Request, exc: Unauthorized) -> JSONResponse:

@@ -58,6 +58,8 @@ def build_app(settings: Settings) -> FastAPI:
         description="Writes engagement events to the log. Participants are known by opaque "
         "references; contact details for scheduling stay in intake's own deletable table.",
         lifespan=lifespan,
+        docs_url=None,  # install serves /docs with Swagger UI from the service itself, not a CDN
+        redoc_url=None,
     )
     install(app, settings)
     app.include_router(router)

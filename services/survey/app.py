@@ -46,6 +46,8 @@ def build_app(settings: Settings) -> FastAPI:
         summary="Records completed anonymous survey responses on the engagement event log.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # install serves /docs with Swagger UI from the service itself, not a CDN
+        redoc_url=None,
     )
     install(app, settings)
 
