@@ -24,8 +24,8 @@ from pathlib import Path
 
 import nats
 
-from services.analytics import store
-from services.analytics.projector import Projector
+from services.analytics.store import schema as store
+from services.analytics.engine.projector import Projector
 from shared.bus import ensure_streams, make_broker
 from shared.embedded import EmbeddedNats, EmbeddedPostgres
 from shared.events import Envelope

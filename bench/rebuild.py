@@ -30,7 +30,7 @@ from pathlib import Path
 import nats
 
 from bench.catchup import publish, raw_read, workload
-from services.analytics.replay import raw_batches
+from services.analytics.reading.replay import raw_batches
 from shared.embedded import EmbeddedNats, EmbeddedPostgres
 from shared.logging import configure_logging
 from shared.settings import Settings

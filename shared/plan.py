@@ -13,6 +13,7 @@ import re
 import tomllib
 from importlib.resources import files
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -102,16 +103,20 @@ class Plan(BaseModel):
         cat = self.dimensions.get(dimension, _NO_DIM).categories.get(category)
         return cat.label if cat else category
 
-    def target_of(self, dimension: str, category: str) -> Target | None:
-        """The category's target, if it has one."""
-        cat = self.dimensions.get(dimension, _NO_DIM).categories.get(category)
-        return cat.target if cat else None
-
     def derived_dimensions(self) -> dict[str, Dimension]:
         """The derived dimensions, in plan order."""
         return {key: dim for key, dim in self.dimensions.items() if dim.derived}
 
-    def matches(self, dimension_key: str, categories_of_participant: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    def derived_rules(self) -> dict[str, dict[str, dict[str, tuple[str, ...]]]]:
+        """The rule of every derived category, as data: dimension -> category -> {profile
+        dimension: codes}. A participant is in the category if any of their answers to a
+        listed profile dimension is one of its codes. :meth:`matches` applies the rule in
+        Python; the read models' SQL applies this same data (``store.reads``)."""
+        return {key: {code: {dim: tuple(wanted) for dim, wanted in (cat.when or {}).items()}
+                      for code, cat in spec.categories.items()}
+                for key, spec in self.derived_dimensions().items()}
+
+    def matches(self, dimension_key: str, categories_of_participant: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
         """The categories of derived dimension ``dimension_key`` a participant is in, in plan order.
 
         ``categories_of_participant`` is ``Profile.categories``: profile dimension -> chosen codes.

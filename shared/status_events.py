@@ -8,17 +8,27 @@ participants.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.events import ProcessId, Timestamp
 
-Status = Literal["under-reached", "watch", "on-track"]
-TYPE_OF_STATUS: dict[str, str] = {
-    "under-reached": "CommunityUnderReached",
-    "on-track": "CommunityReached",
-    "watch": "CommunityOnWatch",
+
+class Status(StrEnum):
+    """A category's status against its target: the words every answer and announcement use."""
+
+    UNDER_REACHED = "under-reached"  # below the threshold, and not by chance (the Wilson bound is below target)
+    WATCH = "watch"  # below the threshold, not yet significant
+    ON_TRACK = "on-track"
+    NO_TARGET = "no-target"  # the plan sets no target: nothing to judge, nothing to announce
+
+
+TYPE_OF_STATUS: dict[Status, str] = {
+    Status.UNDER_REACHED: "CommunityUnderReached",
+    Status.ON_TRACK: "CommunityReached",
+    Status.WATCH: "CommunityOnWatch",
 }
 
 
@@ -41,6 +51,13 @@ class CommunityStatusChanged(BaseModel):
     needed: int | None = Field(description="Fewest more participants that bring the ratio to the threshold.")
     sequence: int = Field(ge=0, description="The event-log sequence the judgement reflects.")
     judged_at: Timestamp
+
+    @field_validator("status", "previous")
+    @classmethod
+    def _announced(cls, value: Status | None) -> Status | None:
+        if value is Status.NO_TARGET:
+            raise ValueError("a category without a target has no status to announce")
+        return value
 
     @property
     def subject(self) -> str:

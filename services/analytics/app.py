@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from services.analytics import store
+from services.analytics.answers.queries import Sources
 from services.analytics.api import router
 from services.analytics.dashboard import routes as dashboard
-from services.analytics.projector import Projector
+from services.analytics.engine.projector import Projector
+from services.analytics.state import AnalyticsState
+from services.analytics.store import schema
 from shared import http
 from shared.bus import attach_streams, make_broker
 from shared.errors import ConfigError
@@ -41,19 +43,20 @@ def build_app(settings: Settings) -> FastAPI:
         raise ConfigError("ENGAGE_NATS_URL is not set: run `engage up`, or point it at a NATS server")
     if not settings.database_url:
         raise ConfigError("ENGAGE_DATABASE_URL is not set: run `engage up`, or point it at PostgreSQL")
+    nats_url, database_url = settings.nats_url, settings.database_url
     plans = load_plans(settings.plans or None)  # validated now: a bad plan stops the start
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+        broker = make_broker(nats_url)
         await broker.connect()
-        js = await attach_streams(broker.connection, settings)
-        pool = await store.open_pool(settings.database_url)  # type: ignore[arg-type]
-        applied = await store.migrate(pool)
+        await attach_streams(broker.connection, settings)
+        pool = await schema.open_pool(database_url)
+        applied = await schema.migrate(pool)
         if applied:
             log.info("migrations_applied", migrations=applied)
         projector = Projector(settings, broker.connection, pool, plans)
-        app.state.pool, app.state.js, app.state.projector = pool, js, projector
+        app.state.analytics = AnalyticsState(Sources(pool, broker.connection, settings, plans), projector)
         app.state.health_checks = {
             "nats": lambda: _true(broker.connection.is_connected),
             "database": lambda: _db_ok(pool),

@@ -11,15 +11,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from services.analytics.answers.models import CoverageAnswer, Target
 from shared.errors import EngageError
+from shared.status_events import Status
 
-STATUS_ORDER = {"under-reached": 0, "watch": 1, "on-track": 2, "no-target": 3}
-STATUS_STYLE = {"under-reached": "bold red", "watch": "yellow", "on-track": "green", "no-target": "dim"}
-STATUS_MARK = {"under-reached": "▼ under-reached", "watch": "● watch", "on-track": "✓ on track", "no-target": "– no target"}
+STATUS_ORDER = {Status.UNDER_REACHED: 0, Status.WATCH: 1, Status.ON_TRACK: 2, Status.NO_TARGET: 3}
+STATUS_STYLE = {Status.UNDER_REACHED: "bold red", Status.WATCH: "yellow", Status.ON_TRACK: "green",
+                Status.NO_TARGET: "dim"}
+STATUS_MARK = {Status.UNDER_REACHED: "▼ under-reached", Status.WATCH: "● watch", Status.ON_TRACK: "✓ on track",
+               Status.NO_TARGET: "– no target"}
 
 
 def fetch(url: str, token: str, process: str | None, segment: str | None,
-          as_of: str | None = None) -> dict[str, Any]:
+          as_of: str | None = None) -> CoverageAnswer:
     params = {k: v for k, v in {"process_id": process, "segment": segment, "as_of": as_of}.items() if v}
     try:
         resp = httpx.get(f"{url}/coverage", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10)
@@ -29,7 +33,7 @@ def fetch(url: str, token: str, process: str | None, segment: str | None,
         body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
         reason = body.get("reason") or "; ".join(f"{p['field']}: {p['reason']}" for p in body.get("problems", []))
         raise EngageError(f"analytics answered {resp.status_code}: {reason or resp.text[:200]}")
-    return resp.json()
+    return CoverageAnswer.model_validate_json(resp.content)
 
 
 def token_from(tokens_file: Path, name: str) -> str:
@@ -43,37 +47,35 @@ def _fmt(value: Any, suffix: str = "") -> str:
     return "—" if value is None else f"{value}{suffix}"
 
 
-def _target(target: dict | None) -> str:
+def _target(target: Target | None) -> str:
     if target is None:
         return "—"
-    value = f"{target['share']}%" if "share" in target else f"≥ {target['min_count']}"
-    return value + (" (goal)" if target["kind"] == "goal" else "")
+    value = f"{target.share}%" if target.share is not None else f"≥ {target.min_count}"
+    return value + (" (goal)" if target.kind == "goal" else "")
 
 
-def render(body: dict[str, Any], console: Console, show_all: bool = False) -> None:
-    as_of = body["as_of"]
-    behind = "up to date" if as_of["behind"] == 0 else f"{as_of['behind']} events behind"
-    title = body["plan"]["name"] if body.get("plan") else body["process_id"]
-    seg = body.get("segment")
+def render(body: CoverageAnswer, console: Console, show_all: bool = False) -> None:
+    as_of = body.as_of
+    behind = "up to date" if as_of.behind == 0 else f"{as_of.behind} events behind"
+    title = body.plan.name if body.plan else body.process_id
     console.print(Text(title, style="bold"))
-    if seg:
-        console.print(f"segment: {seg['label']}")
-    console.print(f"participants {body['participants']} · engagements {body['engagements']} · "
-                  + (f"as of {as_of['as_of']} (log read up to sequence {as_of['sequence']}; withdrawals always apply)"
-                     if as_of.get("as_of") else f"as of sequence {as_of['sequence']} ({behind})")
-                  + (f" · counts below {body['suppression']['k']} shown as <{body['suppression']['k']}"
-                     if body["suppression"]["applied"] else ""))
+    if body.segment:
+        console.print(f"segment: {body.segment.label}")
+    moment = getattr(as_of, "as_of", None)
+    console.print(f"participants {body.participants} · engagements {body.engagements} · "
+                  + (f"as of {moment.isoformat()} (log read up to sequence {as_of.sequence}; withdrawals always apply)"
+                     if moment else f"as of sequence {as_of.sequence} ({behind})")
+                  + (f" · counts below {body.suppression.k} shown as <{body.suppression.k}"
+                     if body.suppression.applied else ""))
     table = Table(show_lines=False, header_style="bold")
-    for name, justify in [("status", "left"), ("dimension", "left"), ("category", "left"), ("count", "right"),
-                          ("share", "right"), ("95% interval", "right"), ("target", "right"), ("ratio", "right"),
-                          ("needed", "right")]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    rows = [(d, c) for d in body["dimensions"] for c in d["categories"]
-            if show_all or c["status"] != "no-target"]
-    rows.sort(key=lambda dc: (STATUS_ORDER[dc[1]["status"]], dc[1]["ratio"] if dc[1]["ratio"] is not None else 9))
+    for name, right in [("status", False), ("dimension", False), ("category", False), ("count", True),
+                        ("share", True), ("95% interval", True), ("target", True), ("ratio", True), ("needed", True)]:
+        table.add_column(name, justify="right" if right else "left")
+    rows = [(d, c) for d in body.dimensions for c in d.categories if show_all or c.status is not Status.NO_TARGET]
+    rows.sort(key=lambda dc: (STATUS_ORDER[dc[1].status], dc[1].ratio if dc[1].ratio is not None else 9))
     for d, c in rows:
-        interval = f"{c['interval'][0]}–{c['interval'][1]}%" if c["interval"] else "—"
-        needed = "—" if c["needed"] is None else (f"≥ {c['needed']}" if c["needed_is_lower_bound"] else str(c["needed"]))
-        table.add_row(Text(STATUS_MARK[c["status"]], style=STATUS_STYLE[c["status"]]), d["label"], c["label"],
-                      str(c["count"]), _fmt(c["share"], "%"), interval, _target(c["target"]), _fmt(c["ratio"]), needed)
+        interval = f"{c.interval[0]}–{c.interval[1]}%" if c.interval else "—"
+        needed = "—" if c.needed is None else (f"≥ {c.needed}" if c.needed_is_lower_bound else str(c.needed))
+        table.add_row(Text(STATUS_MARK[c.status], style=STATUS_STYLE[c.status]), d.label, c.label,
+                      str(c.count), _fmt(c.share, "%"), interval, _target(c.target), _fmt(c.ratio), needed)
     console.print(table)

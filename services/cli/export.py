@@ -1,9 +1,4 @@
-"""`engage export`: replay the log in memory and write the analyst tables and their data dictionary.
-
-The log is read up to the last sequence it held when the export began, so the export
-reflects one exact point of the log, which the data dictionary names. Everything is
-built in memory before the first file is written.
-"""
+"""`engage export`: check the options, run the export (``services.analytics.export.run``), say what it wrote."""
 
 from __future__ import annotations
 
@@ -18,49 +13,13 @@ from typing import TextIO
 
 from nats.aio.client import Client
 
-from services.analytics.export import FORMATS, Recorder, build, write
-from services.analytics.memory import MemoryProjection
-from services.analytics.projection import DEFAULT_TZ
-from services.analytics.replay import Window, events, last_sequence
+from services.analytics.export.run import Exported, export_log
+from services.analytics.export.tables import FORMATS
 from services.cli.replay import nats_url_of, with_stream
 from shared.errors import EngageError
 from shared.ids import PROCESS_ID
 from shared.plan import Plan, load_plan, load_plans
 from shared.settings import Settings
-
-
-@dataclass(frozen=True)
-class Exported:
-    """What an export wrote, and the point of the log it reflects."""
-
-    files: list[Path]
-    sequence: int
-    participants: int
-    engagements: int
-    unreadable: int
-
-
-async def export_log(nc: Client, directory: Path, plan: Plan, *, stream: str = "ENGAGEMENT",
-                     tz: tzinfo = DEFAULT_TZ, formats: Sequence[str] = FORMATS, k: int = 5,
-                     report: TextIO | None = None) -> Exported:
-    """Replay ``plan``'s process from the log on ``nc`` and write its export into ``directory``."""
-    unreadable = 0
-
-    def skipped(seq: int, subject: str, reason: str) -> None:
-        nonlocal unreadable
-        unreadable += 1
-        if report is not None:
-            report.write(f"unreadable: sequence {seq} on {subject}: {reason}\n")
-
-    last = await last_sequence(nc, stream)
-    recorder = Recorder(MemoryProjection(tz))
-    async with aclosing(events(nc, stream, Window(to_seq=last, process_id=plan.process_id), skipped)) as found:
-        async for seq, event in found:
-            recorder.add(seq, event)
-    recorder.flush(last)
-    made = build(recorder, plan, tz=tz, stream=stream, formats=formats, k=k)
-    files = write(directory, made, formats)
-    return Exported(files, last, made.participants, made.engagements, unreadable)
 
 
 def formats_of(value: str) -> tuple[str, ...]:

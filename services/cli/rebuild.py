@@ -25,7 +25,7 @@ class RateColumn(ProgressColumn):
 
 
 def run(settings: Settings) -> None:
-    from services.analytics.rebuild import RebuildBusy, RebuildCheckFailed, rebuild
+    from services.analytics.engine.rebuild import RebuildBusy, RebuildCheckFailed, rebuild
 
     console = Console(stderr=True)
     with Progress(TextColumn("rebuilding"), BarColumn(), TaskProgressColumn(), TextColumn("{task.completed:,}/{task.total:,}"),

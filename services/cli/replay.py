@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
-from services.analytics.replay import Window, events, last_sequence, parse_time
+from services.analytics.reading.replay import Window, events, last_sequence, parse_time
 from shared.errors import EngageError
 from shared.ids import PROCESS_ID
 from shared.settings import Settings

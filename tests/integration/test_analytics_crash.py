@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.analytics import store
+from services.analytics.store import reads, schema
 from shared.bus import ensure_streams, make_broker
 from shared.embedded import free_port
 from shared.settings import Settings
@@ -39,7 +39,7 @@ async def wait_checkpoint(dsn: str, consumer: str, predicate: Callable[[int], bo
         try:
             conn = await asyncpg.connect(dsn, server_settings={"search_path": "analytics"})
             try:
-                seq = await store.checkpoint(conn, consumer)
+                seq = await reads.checkpoint(conn, consumer)
             finally:
                 await conn.close()
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
@@ -53,10 +53,10 @@ async def wait_checkpoint(dsn: str, consumer: str, predicate: Callable[[int], bo
 
 async def counts(dsn: str, consumer: str) -> tuple:
     """Everything the read models say about the process (and the sequence reached)."""
-    pool = await store.open_pool(dsn)
+    pool = await schema.open_pool(dsn)
     try:
-        c = await store.counts(pool, "shfa-2018", consumer)
-        sequence, _, days = await store.daily(pool, "shfa-2018", consumer)
+        c = await reads.counts(pool, "shfa-2018", consumer, None)
+        sequence, _, days = await reads.daily(pool, "shfa-2018", consumer)
     finally:
         await pool.close()
     return c.sequence, c.participants, c.engagements, c.categories, c.channels, sequence, days

@@ -12,7 +12,8 @@ import nats
 import pytest
 from faststream.nats import NatsBroker
 
-from services.analytics import store
+from services.analytics.engine.batch import BatchEngine
+from services.analytics.store import reads, schema
 from services.analytics.app import build_app
 from shared.bus import DEADLETTER_STREAM, ensure_streams, make_broker, publish_event
 from shared.events import Envelope
@@ -107,13 +108,14 @@ async def test_a_malformed_message_is_parked_and_its_neighbours_counted(make_set
 
 async def test_a_redelivered_batch_changes_no_count(make_settings, database_url) -> None:
     """Applying the same stream sequences twice (a lost ack) counts them once."""
-    pool = await store.open_pool(database_url)
-    await store.migrate(pool)
+    pool = await schema.open_pool(database_url)
+    await schema.migrate(pool)
+    engine = BatchEngine(pool, "analytics")
     events = [(i + 1, f.survey(region="southwest")) for i in range(4)]
-    assert await store.apply_batch(pool, "analytics", events, 4) == 4
-    assert await store.apply_batch(pool, "analytics", events, 4) == 0
-    assert await store.apply_batch(pool, "analytics", events[2:], 4) == 0
-    counted = await store.counts(pool, "shfa-2018", "analytics")
+    assert await engine.apply(events, 4) == 4
+    assert await engine.apply(events, 4) == 0
+    assert await engine.apply(events[2:], 4) == 0
+    counted = await reads.counts(pool, "shfa-2018", "analytics", None)
     await pool.close()
     assert counted.participants == 4 and counted.sequence == 4
     assert counted.categories[("region", "southwest")] == 4

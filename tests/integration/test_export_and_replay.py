@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from services.analytics.app import build_app
-from services.analytics.replay import replay
+from services.analytics.reading.replay import replay
 from services.cli.export import export_log
 from shared.bus import attach_streams, make_broker, publish_event
 from shared.events import (

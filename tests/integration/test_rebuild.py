@@ -13,8 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
-from services.analytics import rebuild as rebuilding
-from services.analytics import store
+from services.analytics.engine import rebuild as rebuilding
+from services.analytics.store import schema as store
 from services.analytics.app import build_app
 from shared.bus import attach_streams, make_broker, publish_event
 from shared.events import (

@@ -17,7 +17,7 @@ import nats
 import orjson
 import pytest
 
-from services.analytics import replay
+from services.analytics.reading import replay
 from services.analytics.app import build_app
 from shared import upcasting
 from shared.bus import DEADLETTER_STREAM, attach_streams

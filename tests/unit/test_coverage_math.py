@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from services.analytics.coverage import View, coverage
-from services.analytics.projection import ALONE, ANSWERED
-from services.analytics.store import Counts
+from datetime import UTC, datetime
+from typing import Any
+
+from services.analytics.answers.coverage import View, coverage
+from services.analytics.answers.models import Freshness
+from services.analytics.projection.fold import ALONE, ANSWERED
+from services.analytics.projection.counts import Counts
 from shared.plan import shipped_plans
 
 PLAN = shipped_plans()["shfa-2018"]
@@ -13,6 +17,13 @@ PLAN = shipped_plans()["shfa-2018"]
 def counts(categories: dict[tuple[str, str], int], participants: int) -> Counts:
     return Counts(sequence=7, participants=participants, engagements=participants,
                   channels={"survey": participants}, categories=categories)
+
+
+def answer(c: Counts, plan: Any, view: View) -> dict[str, Any]:
+    """The coverage answer as /coverage sends it (JSON)."""
+    fresh = Freshness(sequence=c.sequence, stream_sequence=c.sequence, behind=0, projected_at=None,
+                      answered_at=datetime.now(UTC))
+    return coverage(c, "shfa-2018", plan, view, fresh).model_dump(mode="json")
 
 
 def dim(body: dict, key: str) -> dict:
@@ -25,7 +36,7 @@ def cat(body: dict, key: str, code: str) -> dict:
 
 def test_shares_are_of_those_who_answered_and_labels_come_from_the_plan() -> None:
     """Declined and unanswered people are reported, but are not in the denominator."""
-    body = coverage(counts({("region", "northeast"): 60, ("region", "central"): 20, ("region", ANSWERED): 80,
+    body = answer(counts({("region", "northeast"): 60, ("region", "central"): 20, ("region", ANSWERED): 80,
                             ("region", "declined"): 10}, 100), PLAN, View(5, suppressed=False))
     region = dim(body, "region")
     assert (region["answered"], region["declined"], region["not_answered"]) == (80, 10, 10)
@@ -35,7 +46,7 @@ def test_shares_are_of_those_who_answered_and_labels_come_from_the_plan() -> Non
 
 
 def test_multi_select_shares_can_add_past_100_and_alone_is_beside_them() -> None:
-    body = coverage(counts({("race_ethnicity", "white"): 60, ("race_ethnicity", "black"): 60,
+    body = answer(counts({("race_ethnicity", "white"): 60, ("race_ethnicity", "black"): 60,
                             ("race_ethnicity", ALONE + "white"): 40, ("race_ethnicity", ANSWERED): 100}, 100),
                     PLAN, View(5, suppressed=False))
     white, black = cat(body, "race_ethnicity", "white"), cat(body, "race_ethnicity", "black")
@@ -44,7 +55,7 @@ def test_multi_select_shares_can_add_past_100_and_alone_is_beside_them() -> None
 
 
 def test_under_reached_communities_come_first_lowest_ratio_first() -> None:
-    body = coverage(counts({("region", "twin_cities_west_metro"): 90, ("region", "northwest"): 2,
+    body = answer(counts({("region", "twin_cities_west_metro"): 90, ("region", "northwest"): 2,
                             ("region", "west_central"): 8, ("region", ANSWERED): 100}, 100), PLAN,
                     View(5, suppressed=False))
     regions = [c["category"] for c in body["under_reached"] if c["dimension"] == "region"]
@@ -58,7 +69,7 @@ def test_under_reached_communities_come_first_lowest_ratio_first() -> None:
 
 def test_a_coordinator_sees_no_count_from_1_to_k_minus_1_anywhere() -> None:
     """Primary and complementary suppression; a hidden cell's share and ratio are withheld."""
-    body = coverage(counts({("region", "twin_cities_west_metro"): 3, ("region", "central"): 40, ("region", "southwest"): 9,
+    body = answer(counts({("region", "twin_cities_west_metro"): 3, ("region", "central"): 40, ("region", "southwest"): 9,
                             ("region", ANSWERED): 52, ("region", "declined"): 1}, 60), PLAN, View(5, suppressed=True))
     northeast, southwest = cat(body, "region", "twin_cities_west_metro"), cat(body, "region", "southwest")
     assert northeast["count"] == "<5" and northeast["share"] is None and northeast["ratio"] is None
@@ -87,13 +98,13 @@ def test_a_coordinator_sees_no_count_from_1_to_k_minus_1_anywhere() -> None:
 
 
 def test_an_analyst_sees_every_number() -> None:
-    body = coverage(counts({("region", "northeast"): 3, ("region", ANSWERED): 3}, 3), PLAN, View(5, suppressed=False))
+    body = answer(counts({("region", "northeast"): 3, ("region", ANSWERED): 3}, 3), PLAN, View(5, suppressed=False))
     assert body["participants"] == 3 and cat(body, "region", "northeast")["count"] == 3
 
 
 def test_a_tiny_process_is_all_suppressed_without_error() -> None:
     """Two participants: every count is hidden, and judging a hidden cell cannot overflow."""
-    body = coverage(counts({("region", "northeast"): 1, ("region", "central"): 1, ("region", ANSWERED): 2}, 2),
+    body = answer(counts({("region", "northeast"): 1, ("region", "central"): 1, ("region", ANSWERED): 2}, 2),
                     PLAN, View(5, suppressed=True))
     assert body["participants"] == "<5"
     assert {cat(body, "region", c)["count"] for c in ("northeast", "central")} == {"<5"}

@@ -11,13 +11,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.analytics import activity
-from services.analytics.coverage import View, coverage
+from services.analytics.projection import activity
+from services.analytics.answers.coverage import View, coverage
+from services.analytics.answers.models import Freshness
 from services.analytics.dashboard import session
 from services.analytics.dashboard.snapshot import days_of_outreach, snapshot
-from services.analytics.projection import ALONE, ANSWERED
-from services.analytics.store import Counts
-from services.analytics.timeline import timeline
+from services.analytics.projection.fold import ALONE, ANSWERED
+from services.analytics.projection.counts import Counts
+from services.analytics.answers.timeline import timeline
 from shared.events import (
     Envelope,
     InterviewCompleted,
@@ -143,10 +144,8 @@ def test_a_snapshot_never_carries_a_count_from_1_to_k_minus_1(c: Counts, days: l
     """Whatever the counts, every count field of the dashboard is 0, at least k, or hidden."""
     k = 5
     rows = [(date(2018, 1, 1 + d), ch, e, p) for d, ch, e, p in days]
-    body = {"process_id": "shfa-2018", "segment": None,
-            "as_of": {"sequence": 10, "stream_sequence": 10, "behind": 0, "projected_at": None,
-                      "answered_at": datetime.now(UTC)},
-            **coverage(c, PLAN, View(k, suppressed=True))}
+    fresh = Freshness(sequence=10, stream_sequence=10, behind=0, projected_at=None, answered_at=datetime.now(UTC))
+    body = coverage(c, "shfa-2018", PLAN, View(k, suppressed=True), fresh)
     snap = snapshot(body, timeline(rows, "week", k, True), [], sorted({r[0] for r in rows}), PLAN, k=k,
                     behind_seconds=None, tz=ZoneInfo("America/Chicago"))
     assert small_counts_in(snap, k) == []
@@ -156,9 +155,8 @@ def test_the_checker_finds_a_small_count_when_there_is_one() -> None:
     """The check above can fail: unsuppressed numbers trip it."""
     c = Counts(sequence=1, participants=3, engagements=3, channels={"survey": 3},
                categories={("region", "central"): 3, ("region", ANSWERED): 3})
-    body = {"process_id": "shfa-2018", "segment": None,
-            "as_of": {"sequence": 1, "stream_sequence": 1, "behind": 0, "projected_at": None, "answered_at": None},
-            **coverage(c, PLAN, View(5, suppressed=False))}
+    fresh = Freshness(sequence=1, stream_sequence=1, behind=0, projected_at=None, answered_at=datetime.now(UTC))
+    body = coverage(c, "shfa-2018", PLAN, View(5, suppressed=False), fresh)
     snap = snapshot(body, [], [], [], PLAN, k=5, behind_seconds=None, tz=ZoneInfo("UTC"))
     assert "tiles.participants=3" in small_counts_in(snap, 5)
     assert any(p.startswith("dimensions[].categories[].count=3") for p in small_counts_in(snap, 5))

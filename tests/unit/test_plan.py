@@ -60,9 +60,9 @@ def test_every_shipped_target_says_where_its_number_comes_from(shfa: Plan) -> No
             assert "goal" in target.source  # a goal never passes for a population fact
     regions = [c.target.share for c in shfa.dimension("region").categories.values() if c.target]
     assert sum(regions) <= 1.0
-    assert shfa.target_of("lived_experience", "yes").share == 0.40
-    assert shfa.target_of("mandated_group", "victims_survivors").min_count == 60
-    assert shfa.target_of("region", "declined") is None
+    assert shfa.dimension("lived_experience").categories["yes"].target.share == 0.40
+    assert shfa.dimension("mandated_group").categories["victims_survivors"].target.min_count == 60
+    assert "declined" not in shfa.dimension("region").categories
 
 
 def test_matches_places_participants_in_the_mandated_groups(shfa: Plan) -> None:
@@ -145,7 +145,7 @@ def test_multi_select_shares_may_add_past_one(tmp_path: Path) -> None:
     body = HEAD + '[dimensions.race_ethnicity]\nlabel = "R"\nmulti_select = true\n' + "".join(
         f'[dimensions.race_ethnicity.categories.{c}]\nlabel = "{c}"\n'
         f'target = {{ share = 0.6, kind = "benchmark", source = "s", vintage = "2020" }}\n' for c in ("black", "white"))
-    assert load_plan(write(tmp_path, body)).target_of("race_ethnicity", "white").share == 0.6
+    assert load_plan(write(tmp_path, body)).dimension("race_ethnicity").categories["white"].target.share == 0.6
 
 
 def test_a_missing_source_is_refused(tmp_path: Path) -> None:

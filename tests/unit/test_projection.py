@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from services.analytics.projection import ALONE, ANSWERED, ParticipantState, keys_of, person_key, project
+from services.analytics.projection.engages import keys_of, person_key
+from services.analytics.projection.fold import ALONE, ANSWERED, ParticipantState, project
 from shared.profile import Profile
 from tests import factories as f
 

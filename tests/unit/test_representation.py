@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.analytics.representation import (
+from services.analytics.answers.representation import (
     NO_TARGET,
     ON_TRACK,
     UNDER_REACHED,

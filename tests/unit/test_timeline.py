@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from services.analytics.timeline import period_of, timeline
+from services.analytics.answers.timeline import period_of, timeline
 
 ROWS = [
     (date(2018, 3, 5), "survey", 12, 12),          # a Monday
@@ -22,7 +22,7 @@ def test_a_week_is_named_by_its_monday() -> None:
 
 
 def test_weekly_totals_for_an_analyst() -> None:
-    weeks = timeline(ROWS, "week", k=5, suppressed=False)
+    weeks = [w.model_dump() for w in timeline(ROWS, "week", k=5, suppressed=False)]
     assert [w["period"] for w in weeks] == ["2018-03-05", "2018-03-12"]
     assert weeks[0]["engagements"] == {"interview_phone": 2, "survey": 21}
     assert weeks[0]["total_engagements"] == 23
@@ -31,7 +31,7 @@ def test_weekly_totals_for_an_analyst() -> None:
 
 def test_a_coordinator_sees_no_small_count_and_cannot_work_one_out() -> None:
     """The week with 2 phone interviews hides them, and enough else that 23 - 21 cannot give them away."""
-    weeks = timeline(ROWS, "week", k=5, suppressed=True)
+    weeks = [w.model_dump() for w in timeline(ROWS, "week", k=5, suppressed=True)]
     first = weeks[0]
     assert first["engagements"]["interview_phone"] == "<5"
     hidden = [v for w in weeks for v in (*w["engagements"].values(), w["total_engagements"]) if isinstance(v, str)]

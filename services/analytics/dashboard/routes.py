@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime
 from importlib import resources
 from string import Template
@@ -26,13 +26,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
-from services.analytics import store
-from services.analytics.api import PROCESS, as_of, coverage_answer, parse_segment
-from services.analytics.coverage import View
+from services.analytics.answers import queries
+from services.analytics.answers.coverage import View
+from services.analytics.answers.freshness import behind_seconds
+from services.analytics.answers.segments import BadSegment, parse_segment
+from services.analytics.answers.timeline import timeline
 from services.analytics.dashboard import session
 from services.analytics.dashboard.snapshot import snapshot
-from services.analytics.timeline import timeline
+from services.analytics.state import state_of
+from services.analytics.store import reads
 from shared.http import invalid
+from shared.ids import PROCESS_ID_PATTERN
 from shared.logging import get_logger
 from shared.plan import Plan
 from shared.profile import CATEGORIES
@@ -40,6 +44,7 @@ from shared.profile import CATEGORIES
 log = get_logger("engage.analytics.dashboard")
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 _HERE = resources.files("services.analytics.dashboard")
+PROCESS = Query(None, pattern=PROCESS_ID_PATTERN, description="The process; default ENGAGE_PROCESS_ID.")
 SEGMENT = Query(None, description="Only participants in one category of another dimension, `dimension:category`.")
 HEARTBEAT = 5.0  # seconds between freshness updates when nothing is committed
 MIN_GAP = 0.25  # seconds between two snapshots to one page while the projection races ahead
@@ -123,7 +128,7 @@ async def logout() -> RedirectResponse:
     return response
 
 
-def _choices(plans: dict[str, Plan], process: str, segment: str | None) -> tuple[str, str]:
+def _choices(plans: Mapping[str, Plan], process: str, segment: str | None) -> tuple[str, str]:
     """<option>s for the process and segment pickers."""
     processes = "".join(
         f'<option value="{html.escape(pid)}"{" selected" if pid == process else ""}>{html.escape(p.name)}</option>'
@@ -141,10 +146,10 @@ def _choices(plans: dict[str, Plan], process: str, segment: str | None) -> tuple
 
 
 def _process(request: Request, process_id: str | None) -> str:
-    state = request.app.state
-    process = process_id or state.settings.process_id
-    if process not in state.plans:
-        raise invalid("process_id", f"{process!r} has no plan here (one of: {', '.join(state.plans)})")
+    src = state_of(request).sources
+    process, plan = src.process(process_id)
+    if plan is None:
+        raise invalid("process_id", f"{process!r} has no plan here (one of: {', '.join(src.plans)})")
     return process
 
 
@@ -153,41 +158,40 @@ async def page(request: Request, process_id: str | None = PROCESS, segment: str 
     if _signed_in(request) is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/dashboard/login?next={quote(target)}", status_code=303)
+    src = state_of(request).sources
     process = _process(request, process_id)
-    parse_segment(request.app.state.plans.get(process), segment)  # a bad segment is a 422 now
-    processes, segments = _choices(request.app.state.plans, process, segment)
+    _segment(src.plans.get(process), segment)  # a bad segment is a 422 now
+    processes, segments = _choices(src.plans, process, segment)
     body = _template("dashboard.html").substitute(
-        process_name=html.escape(request.app.state.plans[process].name), processes=processes, segments=segments,
-        k=request.app.state.settings.small_cell_k)
+        process_name=html.escape(src.plans[process].name), processes=processes, segments=segments,
+        k=src.settings.small_cell_k)
     return HTMLResponse(body, headers=SECURITY_HEADERS)
 
 
-def _view(request: Request) -> View:
-    return View(request.app.state.settings.small_cell_k, suppressed=True)  # always: this is the coordinators' page
-
-
-async def _behind_seconds(state: Any, answered: dict[str, Any]) -> float | None:
-    """How long the oldest event not yet projected has waited (None when up to date)."""
-    if not answered["behind"]:
-        return None
+def _segment(plan: Plan | None, segment: str | None) -> None:
     try:
-        msg = await state.js.get_msg(state.settings.stream_name, answered["sequence"] + 1)
-        recorded = datetime.fromisoformat(orjson.loads(msg.data)["recorded_at"])
-        return max(0.0, (datetime.now(UTC) - recorded).total_seconds())
-    except Exception:  # noqa: BLE001 - an unreadable event is the dead-letter stream's business
-        return None
+        parse_segment(plan, segment)
+    except BadSegment as exc:
+        raise invalid("segment", str(exc)) from None
+
+
+def _view(request: Request) -> View:
+    return View(state_of(request).sources.settings.small_cell_k, suppressed=True)  # always: this is the coordinators' page
 
 
 async def build_snapshot(request: Request, process: str, segment: str | None) -> dict[str, Any]:
-    state = request.app.state
-    settings = state.settings
+    src = state_of(request).sources
+    settings = src.settings
     view = _view(request)
-    body = await coverage_answer(state, process, segment, view)
-    _, _, rows = await store.daily(state.pool, process, settings.consumer_name)
-    feed = await store.recent_activity(state.pool, process, FEED_LENGTH)
+    try:
+        body = await queries.coverage_now(src, process, segment, view)
+    except BadSegment as exc:
+        raise invalid("segment", str(exc)) from None
+    _, _, rows = await reads.daily(src.pool, process, settings.consumer_name)
+    feed = await reads.recent_activity(src.pool, process, FEED_LENGTH)
     days: list[date] = sorted({row[0] for row in rows})
-    return snapshot(body, timeline(rows, "week", view.k, True), feed, days, state.plans.get(process),
-                    k=view.k, behind_seconds=await _behind_seconds(state, body["as_of"]), tz=settings.tz)
+    return snapshot(body, timeline(rows, "week", view.k, True), feed, days, src.plans.get(process),
+                    k=view.k, behind_seconds=await behind_seconds(src.js, settings.stream_name, body.as_of), tz=settings.tz)
 
 
 def _json(value: Any) -> bytes:
@@ -209,7 +213,8 @@ async def stream(request: Request, process_id: str | None = PROCESS, segment: st
     if _signed_in(request) is None:
         return _unauthorized()
     process = _process(request, process_id)
-    pulse = request.app.state.projector.pulse
+    src = state_of(request).sources
+    pulse = state_of(request).projector.pulse
     # The beat is read before the snapshot is built: a commit in between then makes another one.
     seen = pulse.count
     first = await build_snapshot(request, process, segment)  # a bad segment is a 422 before streaming
@@ -224,11 +229,10 @@ async def stream(request: Request, process_id: str | None = PROCESS, segment: st
                 yield b"event: signed-out\ndata: {}\n\n"
                 return
             if now == beat:  # nothing committed for a while: say how fresh the numbers are
-                answered = await as_of(request.app.state, *await store.reached(
-                    request.app.state.pool, request.app.state.settings.consumer_name))
-                if answered["sequence"] == sent:
-                    answered["behind_seconds"] = await _behind_seconds(request.app.state, answered)
-                    yield b"event: as_of\ndata: " + _json(answered) + b"\n\n"
+                fresh = await src.current()
+                if fresh.sequence == sent:
+                    late = await behind_seconds(src.js, src.settings.stream_name, fresh)
+                    yield b"event: as_of\ndata: " + _json({**fresh.model_dump(), "behind_seconds": late}) + b"\n\n"
                     continue
                 # The numbers moved without a beat reaching us (another projector wrote them): send them.
             beat = now

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from datetime import date, tzinfo
 from typing import Any
 
-from services.analytics.activity import LABELS as ACTIVITY_LABELS
+from services.analytics.answers.models import CategoryRow, CoverageAnswer, Period
+from services.analytics.projection.activity import LABELS as ACTIVITY_LABELS
 from shared.plan import Plan
 
 CHANNEL_LABELS = {
@@ -38,17 +39,13 @@ def days_of_outreach(days: Sequence[date]) -> int | None:
     return (max(days) - min(days)).days + 1 if days else None
 
 
-def _share_of(body: Mapping[str, Any], dimension: str, category: str) -> float | None:
-    for dim in body["dimensions"]:
-        if dim["dimension"] == dimension:
-            for row in dim["categories"]:
-                if row["category"] == category:
-                    return row["share"]
-    return None
+def _share_of(body: CoverageAnswer, dimension: str, category: str) -> float | None:
+    row = body.row(dimension, category)
+    return row.share if row else None
 
 
-def _row(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = {name: row[name] for name in ROW_FIELDS}
+def _row(row: CategoryRow) -> dict[str, Any]:
+    out = row.model_dump(mode="json", include=set(ROW_FIELDS))
     if out["target"] is not None:
         out["target"] = {k: v for k, v in out["target"].items() if v is not None}
     return out
@@ -68,22 +65,22 @@ def feed_item(row: Mapping[str, Any], plan: Plan | None) -> dict[str, Any]:
     }
 
 
-def over_time(periods: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def over_time(periods: Sequence[Period]) -> dict[str, Any]:
     """Engagements per week and channel, as the chart draws them (suppressed cells stay "<k")."""
     order = list(CHANNEL_LABELS)
-    channels = sorted({c for p in periods for c in p["engagements"]},
+    channels = sorted({c for p in periods for c in p.engagements},
                       key=lambda c: (order.index(c) if c in order else len(order), c))
     return {
         "by": "week",
         "channels": [{"channel": c, "label": CHANNEL_LABELS.get(c, humanize(c))} for c in channels],
-        "periods": [{"period": p["period"], "engagements": p["engagements"], "total": p["total_engagements"]}
+        "periods": [{"period": p.period, "engagements": p.engagements, "total": p.total_engagements}
                     for p in periods],
     }
 
 
 def snapshot(
-    body: Mapping[str, Any],
-    periods: Sequence[Mapping[str, Any]],
+    body: CoverageAnswer,
+    periods: Sequence[Period],
     feed: Sequence[Mapping[str, Any]],
     days: Sequence[date],
     plan: Plan | None,
@@ -93,17 +90,17 @@ def snapshot(
     tz: tzinfo,
 ) -> dict[str, Any]:
     """The dashboard's whole state for one process (and segment), for coordinators."""
-    as_of = dict(body["as_of"])
+    as_of = body.as_of.model_dump()
     as_of["behind_seconds"] = behind_seconds
     return {
-        "process_id": body["process_id"],
-        "process_name": plan.name if plan else body["process_id"],
-        "segment": body["segment"],
+        "process_id": body.process_id,
+        "process_name": plan.name if plan else body.process_id,
+        "segment": body.segment.model_dump() if body.segment else None,
         "k": k,
         "as_of": as_of,
         "tiles": {
-            "participants": body["participants"],
-            "engagements": body["engagements"],
+            "participants": body.participants,
+            "engagements": body.engagements,
             "lived_experience_share": _share_of(body, "lived_experience", "yes"),
             "days_of_outreach": days_of_outreach(days),
             "first_day": min(days).isoformat() if days else None,
@@ -111,15 +108,15 @@ def snapshot(
         },
         "engagements_by_channel": [
             {"channel": c, "label": CHANNEL_LABELS.get(c, humanize(c)), "engagements": n}
-            for c, n in body["engagements_by_channel"].items()],
+            for c, n in body.engagements_by_channel.items()],
         "under_reached": [
-            {"dimension": u["dimension"], "dimension_label": u["dimension_label"], **_row(u)}
-            for u in body["under_reached"]],
+            {"dimension": u.dimension, "dimension_label": u.dimension_label, **_row(u)}
+            for u in body.under_reached],
         "dimensions": [
-            {"dimension": d["dimension"], "label": d["label"], "multi_select": d["multi_select"],
-             "derived": d["derived"], "answered": d["answered"], "declined": d["declined"],
-             "not_answered": d["not_answered"], "categories": [_row(r) for r in d["categories"]]}
-            for d in body["dimensions"]],
+            {"dimension": d.dimension, "label": d.label, "multi_select": d.multi_select,
+             "derived": d.derived, "answered": d.answered, "declined": d.declined,
+             "not_answered": d.not_answered, "categories": [_row(r) for r in d.categories]}
+            for d in body.dimensions],
         "over_time": over_time(periods),
         "feed": [feed_item(row, plan) for row in feed],
         "timezone": getattr(tz, "key", str(tz)),

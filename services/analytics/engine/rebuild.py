@@ -25,9 +25,11 @@ import nats
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from services.analytics import store
-from services.analytics.fastpath import BatchProjector
-from services.analytics.replay import last_sequence, raw_batches
+from services.analytics.engine.batch import BatchEngine
+from services.analytics.reading.decode import decode_batch
+from services.analytics.reading.replay import last_sequence, raw_batches
+from services.analytics.store import reads
+from services.analytics.store import schema as db_schema
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -70,16 +72,20 @@ class Result:
 
 async def project_range(nc: Client, pool: asyncpg.Pool, settings: Settings, start: int, end: int,
                         result: Result, progress: Progress | None = None, batch: int = 5000) -> None:
-    """Project stream sequences ``start``..``end`` into the tables ``pool`` points at."""
-    projector = BatchProjector(pool, settings.consumer_name, settings.tz)
+    """Project stream sequences ``start``..``end`` into the tables ``pool`` points at.
+
+    Unreadable events are skipped: the live projector has parked them already."""
+    engine = BatchEngine(pool, settings.consumer_name, settings.tz, overlap=True)
     async for raw in raw_batches(nc, settings.stream_name, start, end, batch=batch):
-        await projector.submit(raw)
+        events, unreadable = decode_batch(raw)
+        for skipped in unreadable:
+            log.warning("event_skipped", sequence=skipped.sequence, subject=skipped.subject, reason=skipped.reason)
+        await engine.submit(events, raw[-1][0])
         result.events += len(raw)
-        result.unreadable = projector.unreadable
+        result.unreadable += len(unreadable)
         if progress is not None:
             progress(raw[-1][0], end)
-    await projector.flush()
-    result.unreadable = projector.unreadable
+    await engine.flush()
 
 
 async def check(conn: asyncpg.Connection, schema: str) -> list[str]:
@@ -136,39 +142,39 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
         await nc.close()
         raise RebuildBusy(f"the event log (stream {settings.stream_name}) is not on that NATS server: "
                           "nothing to rebuild from") from None
-    live = await store.open_pool(dsn)
+    live = await db_schema.open_pool(dsn)
     guard = await live.acquire()  # holds the rebuild's lock for as long as it runs
     if not await guard.fetchval("SELECT pg_try_advisory_lock($1)", _REBUILD_LOCK):
         await live.release(guard)
         await live.close()
         await nc.close()
         raise RebuildBusy("another rebuild of these read models is running; wait for it to finish")
-    await store.migrate(live)
+    await db_schema.migrate(live)
     async with live.acquire() as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{REBUILD_SCHEMA}" CASCADE; '
                            f'DROP SCHEMA IF EXISTS "{RETIRED_SCHEMA}" CASCADE')
-    fresh = await store.open_pool(dsn, schema=REBUILD_SCHEMA, max_size=3)
+    fresh = await db_schema.open_pool(dsn, schema=REBUILD_SCHEMA, max_size=3)
     started = time.perf_counter()
     try:
-        await store.migrate(fresh)
+        await db_schema.migrate(fresh)
         end = await last_sequence(nc, settings.stream_name)
         await project_range(nc, fresh, settings, 1, end, result, progress)
         result.seconds = time.perf_counter() - started
         async with live.acquire() as conn, conn.transaction():
             # From here the live projector waits: its checkpoint cannot move until the swap commits.
-            await conn.execute("LOCK TABLE " + ", ".join(f"{store.SCHEMA}.{t}" for t in TABLES)
+            await conn.execute("LOCK TABLE " + ", ".join(f"{db_schema.SCHEMA}.{t}" for t in TABLES)
                                + " IN ACCESS EXCLUSIVE MODE")
-            target = await store.checkpoint(conn, settings.consumer_name)
-            reached = await store.checkpoint(fresh, settings.consumer_name)
+            target = await reads.checkpoint(conn, settings.consumer_name)
+            reached = await reads.checkpoint(fresh, settings.consumer_name)
             if target > reached:  # the live side went on while the rebuild ran: catch up to it
                 await project_range(nc, fresh, settings, reached + 1, target, result, progress)
-            result.sequence = await store.checkpoint(fresh, settings.consumer_name)
+            result.sequence = await reads.checkpoint(fresh, settings.consumer_name)
             result.checks = await check(conn, REBUILD_SCHEMA)
-            result.before, result.after = await _totals(conn, store.SCHEMA), await _totals(conn, REBUILD_SCHEMA)
+            result.before, result.after = await _totals(conn, db_schema.SCHEMA), await _totals(conn, REBUILD_SCHEMA)
             await conn.execute(f'CREATE SCHEMA "{RETIRED_SCHEMA}"')
             for table in TABLES:
-                await conn.execute(f'ALTER TABLE {store.SCHEMA}.{table} SET SCHEMA "{RETIRED_SCHEMA}"')
-                await conn.execute(f'ALTER TABLE "{REBUILD_SCHEMA}".{table} SET SCHEMA {store.SCHEMA}')
+                await conn.execute(f'ALTER TABLE {db_schema.SCHEMA}.{table} SET SCHEMA "{RETIRED_SCHEMA}"')
+                await conn.execute(f'ALTER TABLE "{REBUILD_SCHEMA}".{table} SET SCHEMA {db_schema.SCHEMA}')
         log.info("rebuild_swapped", events=result.events, sequence=result.sequence, seconds=round(result.seconds, 2))
     finally:
         await fresh.close()

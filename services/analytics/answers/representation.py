@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
+from shared.status_events import Status
+
 Z95 = 1.959963984540054
 
-ON_TRACK, WATCH, UNDER_REACHED, NO_TARGET = "on-track", "watch", "under-reached", "no-target"
+ON_TRACK, WATCH, UNDER_REACHED, NO_TARGET = Status.ON_TRACK, Status.WATCH, Status.UNDER_REACHED, Status.NO_TARGET
 
 
 def percent(count: int, of: int) -> float | None:
@@ -71,7 +73,7 @@ def needed_for_count(count: int, minimum: int, threshold: float) -> int:
 @dataclass(frozen=True)
 class Judgement:
     ratio: float | None
-    status: str
+    status: Status
     needed: int | None
     interval: tuple[float, float] | None
 

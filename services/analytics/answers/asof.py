@@ -2,7 +2,7 @@
 
 The read models only know the present, so an as-of view replays the log instead: every
 event up to the stream's last sequence now, through the same pure projection kept in
-memory (:class:`~services.analytics.memory.MemoryProjection`), so it counts exactly as the
+memory (:class:`~services.analytics.projection.memory.MemoryProjection`), so it counts exactly as the
 live numbers do. An engagement counts if it happened (``occurred_at``) at or before the
 moment asked about; events recorded after the fact are found wherever they sit in the log.
 
@@ -20,11 +20,12 @@ from datetime import UTC, datetime, tzinfo
 
 from nats.aio.client import Client
 
-from services.analytics import replay
-from services.analytics.memory import MemoryProjection
-from services.analytics.projection import Changes, add_contribution
-from services.analytics.store import Counts
-from shared.events import Envelope, ParticipantWithdrawn
+from services.analytics.answers.models import Replayed
+from services.analytics.answers.segments import Segment, members
+from services.analytics.projection.counts import Counts, counts_of
+from services.analytics.projection.memory import BATCH, MemoryProjection
+from services.analytics.reading import replay
+from shared.events import Envelope
 from shared.plan import Plan
 
 
@@ -37,6 +38,12 @@ class AsOf:
     counts: Counts
     unreadable: int  # events the replay could not read (the projector parks them too)
     replayed_at: datetime
+
+    def freshness(self) -> Replayed:
+        """What an as-of answer reflects: the moment, and the log read up to its last sequence
+        (so it is never behind)."""
+        return Replayed(as_of=self.moment, sequence=self.sequence, stream_sequence=self.sequence, behind=0,
+                        unreadable=self.unreadable, projected_at=self.replayed_at, answered_at=datetime.now(UTC))
 
 
 def parse_moment(value: str, now: datetime | None = None) -> datetime:
@@ -60,7 +67,7 @@ def parse_moment(value: str, now: datetime | None = None) -> datetime:
 def counted_at(event: Envelope, moment: datetime) -> bool:
     """Whether an event belongs in the view as of ``moment``: it had happened by then, or it
     is a withdrawal, which removes the person from every view."""
-    return event.occurred_at <= moment or isinstance(event.payload, ParticipantWithdrawn)
+    return event.occurred_at <= moment or event.payload.type == "ParticipantWithdrawn"
 
 
 async def replay_to(nc: Client, stream: str, process_id: str, moment: datetime, tz: tzinfo,
@@ -85,7 +92,7 @@ async def replay_to(nc: Client, stream: str, process_id: str, moment: datetime, 
         if event.occurred_at <= moment:  # a later withdrawal does not stretch the view's span
             first = event.occurred_at if first is None else min(first, event.occurred_at)
             last = event.occurred_at if last is None else max(last, event.occurred_at)
-        if len(kept) >= 1000:
+        if len(kept) >= BATCH:  # the window's events are projected as they come, never all held at once
             memory.feed(kept)
             kept = []
     memory.feed(kept)
@@ -93,42 +100,11 @@ async def replay_to(nc: Client, stream: str, process_id: str, moment: datetime, 
     return memory, AsOf(moment, sequence, counts, unreadable, datetime.now(UTC))
 
 
-def segment_counts(memory: MemoryProjection, process_id: str, dimension: str, category: str,
-                   plan: Plan | None, sequence: int) -> Counts:
-    """A segment's counts from the in-memory participants, by the rule ``segments`` uses
-    on the stored ones: each participant whose answer includes ``category`` adds their
-    contribution."""
-    changes = Changes()
-    derived = list(plan.derived_dimensions()) if plan else []
-    for _, state in memory.participants(process_id):
-        profile = state.profile
-        if category not in profile.categories.get(dimension, ()):
-            continue
-        add_contribution(changes, process_id, state, tz=memory.tz)
-        for name in derived:
-            for code in plan.matches(name, profile.categories):  # type: ignore[union-attr]
-                changes.categories[(process_id, name, code)] += 1
-    return Counts(
-        sequence=sequence,
-        participants=changes.totals[(process_id, "participants")],
-        engagements=changes.totals[(process_id, "engagements")],
-        channels={c: n for (_, c), n in changes.engagements.items() if n},
-        categories={(d, c): n for (_, d, c), n in changes.categories.items() if n},
-    )
-
-
 async def coverage_counts(nc: Client, stream: str, process_id: str, moment: datetime, tz: tzinfo,
-                          plan: Plan | None, segment: tuple[str, str] | None) -> AsOf:
+                          plan: Plan | None, segment: Segment | None) -> AsOf:
     """The counts of a process (or of one segment of it) as they stood at ``moment``."""
     memory, result = await replay_to(nc, stream, process_id, moment, tz, plan)
     if segment is None:
         return result
-    return replace(result, counts=segment_counts(memory, process_id, *segment, plan, result.sequence))
-
-
-def as_of_block(result: AsOf) -> dict[str, object]:
-    """What an as-of answer reflects: the moment, and the log read up to its last sequence
-    (so it is never behind)."""
-    return {"as_of": result.moment, "sequence": result.sequence, "stream_sequence": result.sequence,
-            "behind": 0, "unreadable": result.unreadable, "projected_at": result.replayed_at,
-            "answered_at": datetime.now(UTC)}
+    chosen = members((state for _, state in memory.participants(process_id)), segment)
+    return replace(result, counts=counts_of(chosen, plan, sequence=result.sequence))

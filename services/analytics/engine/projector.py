@@ -16,27 +16,18 @@ from dataclasses import dataclass
 import asyncpg
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
-from services.analytics import store
-from services.analytics.pulse import Pulse
-from services.analytics.status import judge_and_announce
-from services.analytics.reader import GapError, PullReader, attach_consumer, stream_sequence
-from shared.events import Envelope
+from services.analytics.engine.announce import judge_and_announce
+from services.analytics.engine.batch import BatchEngine
+from services.analytics.engine.pulse import Pulse
+from services.analytics.reading.decode import Skipped, decode_batch
+from services.analytics.reading.reader import GapError, PullReader, attach_consumer, stream_sequence
+from services.analytics.store import reads
 from shared.logging import get_logger
 from shared.plan import Plan
 from shared.settings import Settings
-from shared.upcasting import decode_event
 
 log = get_logger("engage.analytics.projector")
-
-
-def reason_of(exc: Exception) -> str:
-    """Why a message could not be read: field paths and reasons, never the input values."""
-    if isinstance(exc, ValidationError):
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()[:10]]
-        return "invalid event: " + "; ".join(parts)
-    return str(exc)[:500]
 
 
 @dataclass
@@ -57,10 +48,11 @@ class Projector:
         self.progress = Progress()
         self.pulse = Pulse()  # beats after every commit: the dashboard shows fresh numbers at once
         self._reader: PullReader | None = None
+        self.engine = BatchEngine(pool, settings.consumer_name, settings.tz)
 
     async def run(self) -> None:
         s = self.settings
-        self.progress.checkpoint = await store.checkpoint(self.pool, s.consumer_name)
+        self.progress.checkpoint = await reads.checkpoint(self.pool, s.consumer_name)
         await attach_consumer(self.js, s.stream_name, s.consumer_name, self.progress.checkpoint, s.batch_size)
         self._reader = PullReader(self.nc, s.stream_name, s.consumer_name, s.batch_size)
         await self._reader.start()
@@ -74,7 +66,7 @@ class Projector:
             await self._reader.stop()
 
     async def handle(self, msgs: list[Msg]) -> None:
-        events: list[tuple[int, Envelope]] = []
+        raw: list[tuple[int, str, bytes]] = []
         reached = self.progress.checkpoint
         for msg in msgs:
             seq = stream_sequence(msg)
@@ -84,18 +76,19 @@ class Projector:
                 # Never skip ahead: the checkpoint would pass events not yet projected.
                 raise GapError(f"expected sequence {reached + 1}, got {seq}")
             reached = seq
-            try:
-                events.append((seq, decode_event(msg.data)))
-            except ValueError as exc:
-                await self.park(msg, seq, reason_of(exc))
+            raw.append((seq, msg.subject, msg.data))
+        events, unreadable = decode_batch(raw)
+        if unreadable:
+            data_of = {seq: data for seq, _, data in raw}
+            for skipped in unreadable:
+                await self.park(skipped, data_of[skipped.sequence])
         if reached <= self.progress.checkpoint:
             await msgs[-1].ack()
             return
         delay = 0.2
         while True:
             try:
-                fresh = await store.apply_batch(self.pool, self.settings.consumer_name, events, reached,
-                                                self.settings.tz)
+                fresh = await self.engine.apply(events, reached)
                 break
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("batch_retry", error_type=type(exc).__name__, retry_in=delay)
@@ -118,16 +111,16 @@ class Projector:
         except Exception as exc:  # noqa: BLE001 - counting goes on; the next judgement retries
             log.warning("judging_failed", error_type=type(exc).__name__, error=str(exc)[:300])
 
-    async def park(self, msg: Msg, seq: int, reason: str) -> None:
+    async def park(self, skipped: Skipped, data: bytes | None) -> None:
         """Put an unreadable message on the dead-letter stream, with its reason."""
         stream = self.settings.stream_name
         headers = {
-            "Nats-Msg-Id": f"dlq-{stream}-{seq}",  # a redelivery parks it once
-            "Engage-Reason": reason.replace("\n", " ")[:1000],
-            "Engage-Original-Subject": msg.subject,
-            "Engage-Original-Sequence": str(seq),
+            "Nats-Msg-Id": f"dlq-{stream}-{skipped.sequence}",  # a redelivery parks it once
+            "Engage-Reason": skipped.reason.replace("\n", " ")[:1000],
+            "Engage-Original-Subject": skipped.subject,
+            "Engage-Original-Sequence": str(skipped.sequence),
         }
-        await self.js.publish(f"deadletter.{msg.subject}", msg.data or b"", headers=headers,
+        await self.js.publish(f"deadletter.{skipped.subject}", data or b"", headers=headers,
                               timeout=self.settings.publish_timeout_seconds)
         self.progress.parked += 1
-        log.warning("event_parked", sequence=seq, reason=reason)
+        log.warning("event_parked", sequence=skipped.sequence, reason=skipped.reason)

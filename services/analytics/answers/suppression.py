@@ -16,7 +16,6 @@ is a bridge; a bridge is broken by hiding the smallest shown entry that closes a
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from typing import Final
 
 Cell = Hashable
@@ -50,12 +49,6 @@ def show(count: int, hidden: bool, k: int) -> int | str:
     if not hidden:
         return count
     return f"<{k}" if count < k else SUPPRESSED
-
-
-def hidden_total(hidden: AbstractSet[object]) -> bool:
-    """Whether a row's total must be shown as "<k" too, given ``suppress_row``'s result.
-    For a single row that happens exactly when the total is itself 1..k-1."""
-    return TOTAL in hidden
 
 
 def _fix_line(line: Sequence[Hashable], value: Mapping[Hashable, int], hidden: set[Hashable]) -> bool:

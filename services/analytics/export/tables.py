@@ -15,18 +15,26 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from services.analytics.activity import regions_scheduled
-from services.analytics.coverage import View, coverage
-from services.analytics.export_dictionary import (COVERAGE_COLUMNS, TOTALS_COLUMNS, Column, dictionary,
-                                                  engagement_columns, markdown)
-from services.analytics.memory import MemoryProjection
-from services.analytics.projection import DEFAULT_TZ, Key, day_of, touches
+from services.analytics.answers.coverage import View, coverage
+from services.analytics.answers.models import CoverageAnswer, Freshness
+from services.analytics.export.dictionary import (
+    COVERAGE_COLUMNS,
+    TOTALS_COLUMNS,
+    Column,
+    dictionary,
+    engagement_columns,
+    markdown,
+)
+from services.analytics.projection.activity import regions_scheduled
+from services.analytics.projection.engages import Key, touches
+from services.analytics.projection.fold import DEFAULT_TZ, day_of
+from services.analytics.projection.memory import MemoryProjection
 from shared.events import Envelope, GatheringHeld, InterviewCompleted
 from shared.plan import Plan
 from shared.profile import DIMENSIONS
@@ -59,35 +67,25 @@ def engagements_of(seq: int, ev: Envelope) -> list[Engagement]:
 
 @dataclass
 class Recorder:
-    """Feeds events to a MemoryProjection in batches and remembers every participant-engagement."""
+    """Remembers every participant-engagement of the events the in-memory projection counts."""
 
     projection: MemoryProjection
-    batch: int = 1000
     engagements: list[Engagement] = field(default_factory=list)
     regions: dict[tuple[str, str], str] = field(default_factory=dict)
-    _pending: list[Envelope] = field(default_factory=list)
-    _last: int | None = None
 
-    def add(self, seq: int, ev: Envelope) -> None:
-        self.engagements.extend(engagements_of(seq, ev))
-        self.regions.update(regions_scheduled([ev]))
-        self._pending.append(ev)
-        self._last = seq
-        if len(self._pending) >= self.batch:
-            self.flush()
-
-    def feed(self, pairs: Iterable[tuple[int, Envelope]]) -> Recorder:
+    def record(self, pairs: Iterable[tuple[int, Envelope]]) -> Iterator[tuple[int, Envelope]]:
+        """Pass (sequence, event) pairs on to the projection, remembering what each one engaged."""
         for seq, ev in pairs:
-            self.add(seq, ev)
-        self.flush()
-        return self
+            self.engagements.extend(engagements_of(seq, ev))
+            self.regions.update(regions_scheduled([ev]))
+            yield seq, ev
 
-    def flush(self, sequence: int | None = None) -> None:
-        """Project what is pending; ``sequence``: the stream sequence the export reflects, if later."""
-        self.projection.apply(self._pending, self._last)
-        self._pending = []
-        if sequence is not None:
-            self.projection.apply([], sequence)
+    def feed(self, pairs: Iterable[tuple[int, Envelope]], reflects: int | None = None) -> Recorder:
+        """Project ``pairs``; ``reflects``: the stream sequence the export reflects, if later than the last."""
+        self.projection.feed(self.record(pairs))
+        if reflects is not None:
+            self.projection.apply([], reflects)
+        return self
 
 
 def pseudonymiser(secret: bytes | None = None) -> Callable[[Key], str]:
@@ -128,32 +126,33 @@ def engagement_rows(recorder: Recorder, plan: Plan, tz: tzinfo, pseudonym: Calla
     return rows
 
 
-def coverage_rows(answer: dict[str, Any]) -> list[Row]:
+def coverage_rows(answer: CoverageAnswer) -> list[Row]:
     """One row per dimension x category of the analyst coverage answer."""
     rows = []
-    for d in answer["dimensions"]:
-        for c in d["categories"]:
-            target, interval = c["target"] or {}, c["interval"] or (None, None)
+    for d in answer.dimensions:
+        for c in d.categories:
+            target, interval = c.target, c.interval or (None, None)
             rows.append({
-                "dimension": d["dimension"], "dimension_label": d["label"], "category": c["category"],
-                "label": c["label"], "count": c["count"], "alone": c["alone"], "share": c["share"],
+                "dimension": d.dimension, "dimension_label": d.label, "category": c.category,
+                "label": c.label, "count": c.count, "alone": c.alone, "share": c.share,
                 "interval_low": interval[0], "interval_high": interval[1],
-                "target_share": target.get("share"), "target_min_count": target.get("min_count"),
-                "target_kind": target.get("kind"), "target_source": target.get("source"),
-                "target_vintage": target.get("vintage"), "ratio": c["ratio"], "status": c["status"],
-                "needed": c["needed"],
+                "target_share": target.share if target else None,
+                "target_min_count": target.min_count if target else None,
+                "target_kind": target.kind if target else None, "target_source": target.source if target else None,
+                "target_vintage": target.vintage if target else None, "ratio": c.ratio, "status": c.status.value,
+                "needed": c.needed,
             })
     return rows
 
 
-def totals_rows(answer: dict[str, Any]) -> list[Row]:
+def totals_rows(answer: CoverageAnswer) -> list[Row]:
     """Participants, engagements (all and per channel), and each dimension's answered/declined/not answered."""
-    rows: list[Row] = [{"measure": "participants", "dimension": None, "channel": None, "count": answer["participants"]},
-                       {"measure": "engagements", "dimension": None, "channel": None, "count": answer["engagements"]}]
+    rows: list[Row] = [{"measure": "participants", "dimension": None, "channel": None, "count": answer.participants},
+                       {"measure": "engagements", "dimension": None, "channel": None, "count": answer.engagements}]
     rows += [{"measure": "engagements", "dimension": None, "channel": c, "count": n}
-             for c, n in answer["engagements_by_channel"].items()]
-    rows += [{"measure": m, "dimension": d["dimension"], "channel": None, "count": d[m]}
-             for d in answer["dimensions"] for m in ("answered", "declined", "not_answered")]
+             for c, n in answer.engagements_by_channel.items()]
+    rows += [{"measure": m, "dimension": d.dimension, "channel": None, "count": getattr(d, m)}
+             for d in answer.dimensions for m in ("answered", "declined", "not_answered")]
     return rows
 
 
@@ -172,14 +171,17 @@ def build(recorder: Recorder, plan: Plan, *, tz: tzinfo = DEFAULT_TZ, stream: st
           k: int = 5) -> Export:
     """The tables and the data dictionary of one process, from a recorder that has seen the log."""
     counts = recorder.projection.counts(plan.process_id, plan)
-    answer = coverage(counts, plan, View(k, suppressed=False))
+    made = made_at or datetime.now(UTC)
+    fresh = Freshness(sequence=counts.sequence, stream_sequence=counts.sequence, behind=0, projected_at=made,
+                      answered_at=made)
+    answer = coverage(counts, plan.process_id, plan, View(k, suppressed=False), fresh)
     tables = {
         "engagements": (engagement_columns(plan), engagement_rows(recorder, plan, tz, pseudonymiser(secret))),
         "coverage": (COVERAGE_COLUMNS, coverage_rows(answer)),
         "totals": (TOTALS_COLUMNS, totals_rows(answer)),
     }
     about = dictionary(plan, {name: cols for name, (cols, _) in tables.items()}, formats=formats, stream=stream,
-                       sequence=counts.sequence, made_at=made_at or datetime.now(UTC), tz=tz,
+                       sequence=counts.sequence, made_at=made, tz=tz,
                        first_event=counts.first_event, last_event=counts.last_event)
     return Export(tables, about, counts.participants, counts.engagements)
 

@@ -15,34 +15,27 @@ from datetime import UTC, datetime
 import asyncpg
 from nats.js import JetStreamContext
 
-from services.analytics import store
-from services.analytics.coverage import View, coverage
-from services.analytics.representation import NO_TARGET, UNDER_REACHED
+from services.analytics.answers.coverage import View, coverage
+from services.analytics.answers.models import CategoryRow, Freshness
+from services.analytics.store import reads, writes
 from shared.logging import get_logger
 from shared.plan import Plan
 from shared.settings import Settings
-from shared.status_events import TYPE_OF_STATUS, CommunityStatusChanged
+from shared.status_events import TYPE_OF_STATUS, CommunityStatusChanged, Status
 
 log = get_logger("engage.analytics.status")
 
 
-def derived_rules(plan: Plan | None) -> dict[str, dict[str, dict[str, list[str]]]]:
-    """dimension -> category -> {profile dimension: categories} for the plan's derived dimensions."""
-    if plan is None:
-        return {}
-    return {key: {code: dict(cat.when or {}) for code, cat in dim.categories.items()}
-            for key, dim in plan.dimensions.items() if dim.derived}
-
-
-def changes(judged: Mapping[tuple[str, str], str], before: Mapping[tuple[str, str], str]
-            ) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+def changes(judged: Mapping[tuple[str, str], Status], before: Mapping[tuple[str, str], str]
+            ) -> tuple[dict[tuple[str, str], Status], dict[tuple[str, str], Status]]:
     """(to announce, to remember silently): a first judgement is announced only if under-reached."""
-    announce, baseline = {}, {}
+    announce: dict[tuple[str, str], Status] = {}
+    baseline: dict[tuple[str, str], Status] = {}
     for key, status in judged.items():
         if key in before:
             if before[key] != status:
                 announce[key] = status
-        elif status == UNDER_REACHED:
+        elif status is Status.UNDER_REACHED:
             announce[key] = status
         else:
             baseline[key] = status
@@ -53,27 +46,30 @@ async def judge_and_announce(js: JetStreamContext, pool: asyncpg.Pool, plans: Ma
                              settings: Settings) -> list[CommunityStatusChanged]:
     published: list[CommunityStatusChanged] = []
     for process_id, plan in plans.items():
-        counts = await store.counts(pool, process_id, settings.consumer_name, derived_rules(plan))
+        counts = await reads.counts(pool, process_id, settings.consumer_name, plan)
         if not counts.participants:
             continue
-        body = coverage(counts, plan, View(settings.small_cell_k, suppressed=False))
-        rows = {(d["dimension"], c["category"]): c for d in body["dimensions"] for c in d["categories"]
-                if c["status"] != NO_TARGET}
-        before = await store.statuses(pool, process_id)
-        announce, baseline = changes({key: row["status"] for key, row in rows.items()}, before)
+        fresh = Freshness(sequence=counts.sequence, stream_sequence=counts.sequence, behind=0,
+                          projected_at=counts.projected_at, answered_at=datetime.now(UTC))
+        body = coverage(counts, process_id, plan, View(settings.small_cell_k, suppressed=False), fresh)
+        rows: dict[tuple[str, str], CategoryRow] = {
+            (d.dimension, c.category): c for d in body.dimensions for c in d.categories
+            if c.status is not Status.NO_TARGET}
+        before = await reads.statuses(pool, process_id)
+        announce, baseline = changes({key: row.status for key, row in rows.items()}, before)
         now = datetime.now(UTC)
         for (dimension, category), status in sorted(announce.items()):
             row = rows[(dimension, category)]
             event = CommunityStatusChanged(
                 type=TYPE_OF_STATUS[status], event_id=f"{process_id}.{dimension}.{category}.{status}.{counts.sequence}",
-                process_id=process_id, dimension=dimension, category=category, label=row["label"],
-                status=status, previous=before.get((dimension, category)), ratio=row["ratio"],
-                needed=row["needed"], sequence=counts.sequence, judged_at=now,
+                process_id=process_id, dimension=dimension, category=category, label=row.label,
+                status=status, previous=before.get((dimension, category)), ratio=row.ratio,
+                needed=row.needed, sequence=counts.sequence, judged_at=now,
             )
             await js.publish(event.subject, event.model_dump_json().encode(),
                              headers={"Nats-Msg-Id": event.event_id}, timeout=settings.publish_timeout_seconds)
             published.append(event)
             log.info("status_changed", process_id=process_id, dimension=dimension, category=category,
                      status=status, sequence=counts.sequence)
-        await store.save_statuses(pool, process_id, {**baseline, **announce}, counts.sequence)
+        await writes.save_statuses(pool, process_id, {**baseline, **announce}, counts.sequence)
     return published

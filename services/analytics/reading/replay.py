@@ -3,12 +3,12 @@
 The log is read through a throw-away pull consumer (no acknowledgements: a replay
 changes nothing on the stream) from ``from_seq`` up to ``to_seq``, or up to the last
 sequence the stream held when the read began, so a replay always ends. Events come back
-typed and upcast (:func:`shared.upcasting.decode_event`); one that cannot be read is
+typed and upcast (:func:`decode.decode`); one that cannot be read is
 reported through ``on_unreadable`` and skipped, exactly as the projector parks it.
 
 For notebooks::
 
-    from services.analytics.replay import replay
+    from services.analytics.reading.replay import replay
     for seq, event in replay("nats://127.0.0.1:4233", since="2018-03-01T00:00:00Z"):
         print(seq, event.type, event.occurred_at)
 """
@@ -29,12 +29,11 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from services.analytics.projector import reason_of
-from services.analytics.reader import PullReader, stream_sequence
+from services.analytics.reading.decode import Unreadable, decode
+from services.analytics.reading.reader import PullReader, stream_sequence
 from shared.events import Envelope
-from shared.upcasting import decode_event
 
-Unreadable = Callable[[int, str, str], None]  # (sequence, subject, reason)
+OnUnreadable = Callable[[int, str, str], None]  # (sequence, subject, reason)
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ async def raw_batches(nc: Client, stream: str, from_seq: int = 1, to_seq: int | 
 
 
 async def events(nc: Client, stream: str, window: Window = Window(),
-                 on_unreadable: Unreadable | None = None) -> AsyncIterator[tuple[int, Envelope]]:
+                 on_unreadable: OnUnreadable | None = None) -> AsyncIterator[tuple[int, Envelope]]:
     """Typed, upcast events in ``window``, in log order, with their stream sequences.
 
     An unreadable event's reason names fields and rules, never the values (they may be what
@@ -125,11 +124,10 @@ async def events(nc: Client, stream: str, window: Window = Window(),
     async with aclosing(raw_batches(nc, stream, window.from_seq, window.to_seq)) as batches:
         async for batch in batches:
             for seq, subject, data in batch:
-                try:
-                    event = decode_event(data)
-                except ValueError as exc:
+                event = decode(data)
+                if isinstance(event, Unreadable):
                     if on_unreadable is not None:
-                        on_unreadable(seq, subject, reason_of(exc))
+                        on_unreadable(seq, subject, event.reason)
                     continue
                 if window.admits(event):
                     yield seq, event

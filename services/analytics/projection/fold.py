@@ -1,4 +1,4 @@
-"""The projection: plain functions from events to count changes. No I/O, no awaits.
+"""The fold: events into participant states, and states into count changes. No I/O, no awaits.
 
 A participant's contribution to the counts is a function of their state alone (profile,
 engagements per channel, withdrawn or not). Projecting a batch touches some
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
-from shared.events import INTERVIEW_CHANNEL, Channel, Envelope
+from services.analytics.projection.engages import Key, person_key, touches
+from shared.events import Channel, Envelope
 from shared.profile import DECLINED, MULTI_SELECT, Profile
 
 ANSWERED = "__answered__"
@@ -24,7 +25,6 @@ DEFAULT_TZ = ZoneInfo("America/Chicago")
 PARTICIPANTS = "participants"
 ENGAGEMENTS = "engagements"
 
-Key = tuple[str, str]  # (process id, participant key)
 
 
 @dataclass(frozen=True)
@@ -52,53 +52,6 @@ class Changes:
     daily: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     firsts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     event_times: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
-
-
-def person_key(ref: str) -> str:
-    return f"ref:{ref}"
-
-
-def survey_key(response_id: str) -> str:
-    return f"survey:{response_id}"
-
-
-def attendee_key(gathering_id: str, index: int) -> str:
-    return f"gathering:{gathering_id}:{index}"
-
-
-Touch = tuple[str, Channel, "Profile | None"]  # (participant key, channel, what they said this time)
-
-
-def touches(ev: Envelope) -> list[Touch]:
-    """The participants one event engages, each with its channel and profile: the one place
-    that says who an event counts (the projection, its key look-up and exports use it)."""
-    p = ev.payload
-    kind = p.type  # a plain string: isinstance against model classes goes through ABCMeta, slowly
-    if kind == "SurveyCompleted":
-        return [(survey_key(p.response_id), Channel.survey, p.profile)]
-    if kind == "InterviewCompleted":
-        channel = INTERVIEW_CHANNEL[p.format]
-        return [(person_key(a.participant_ref), channel, a.profile) for a in p.participants]
-    if kind == "GatheringHeld":
-        channel, profiles = Channel(p.kind._value_), p.profiles
-        return [(attendee_key(p.gathering_id, i), channel, profiles[i] if i < len(profiles) else None)
-                for i in range(p.attendee_count)]
-    if kind == "AdvisoryMemberJoined":
-        return [(person_key(p.participant_ref), Channel.advisory, p.profile)]
-    if kind == "AdvisoryFeedbackLogged":
-        return [(person_key(ref), Channel.advisory, None) for ref in p.member_refs]
-    return []  # interview scheduling changes no participation count; a withdrawal engages no one
-
-
-def keys_of(events: Iterable[Envelope]) -> set[Key]:
-    """Participants already known to the read model that a batch may touch."""
-    keys: set[Key] = set()
-    for ev in events:
-        if ev.payload.type == "ParticipantWithdrawn":
-            keys.add((ev.process_id, person_key(ev.payload.participant_ref)))
-        else:
-            keys.update((ev.process_id, key) for key, _, _ in touches(ev))
-    return keys
 
 
 def add_contribution(

@@ -1,0 +1,57 @@
+"""The counts participant states make: the one count builder.
+
+A participant's contribution is :func:`fold.add_contribution` of their state; the counts
+of any set of participants (a whole process, a segment of it, the log as of a moment) are
+the sum of their contributions, plus the derived groups they fall in by the plan's rule
+(:meth:`shared.plan.Plan.matches`). The read models hold the same sums as running
+counters, and ``store.reads.counts`` is this function's SQL twin (a test holds them equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, Changes, ParticipantState, add_contribution
+from shared.plan import Plan
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Participation counts of one process, or of one segment of it."""
+
+    sequence: int  # the stream sequence they reflect
+    participants: int
+    engagements: int
+    channels: dict[str, int]  # channel -> engagements
+    categories: dict[tuple[str, str], int]  # (dimension, category) -> participants; see ``fold``
+    first_event: datetime | None = None
+    last_event: datetime | None = None
+    projected_at: datetime | None = None
+
+
+def counts_of(states: Iterable[ParticipantState], plan: Plan | None, *, sequence: int,
+              first_event: datetime | None = None, last_event: datetime | None = None,
+              projected_at: datetime | None = None) -> Counts:
+    """The counts ``states`` make together (withdrawn participants make none)."""
+    changes = Changes()
+    derived = [(plan, dimension) for dimension in plan.derived_dimensions()] if plan else []
+    process = ""  # one process at a time: the key's process part is the same for every state
+    for state in states:
+        if state.withdrawn:
+            continue
+        add_contribution(changes, process, state)
+        for rules, dimension in derived:
+            for code in rules.matches(dimension, state.profile.categories):
+                changes.categories[(process, dimension, code)] += 1
+    return Counts(
+        sequence=sequence,
+        participants=changes.totals[(process, PARTICIPANTS)],
+        engagements=changes.totals[(process, ENGAGEMENTS)],
+        channels={c: n for (_, c), n in changes.engagements.items() if n},
+        categories={(d, c): n for (_, d, c), n in changes.categories.items() if n},
+        first_event=first_event,
+        last_event=last_event,
+        projected_at=projected_at,
+    )

@@ -1,0 +1,68 @@
+"""The one way analytics reads an event: typed and upcast, or a reason it cannot be.
+
+Every reader of the log (the live projector, the rebuild, replays, as-of views and
+exports) decodes through :func:`decode`. A reason names fields and rules, never the
+values: an unreadable event may carry exactly what must not be shown (a name typed into
+the wrong field), and reasons go to the logs and the dead-letter stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from shared.events import Envelope
+from shared.upcasting import UnknownSchemaVersion, decode_event
+
+MAX_PROBLEMS = 10
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Why an event could not be read; safe to log and to publish."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An unreadable event of a batch: where it sits on the log, and why it was left out."""
+
+    sequence: int
+    subject: str
+    reason: str
+
+
+def reason_of(exc: Exception) -> str:
+    """Field paths and reasons, never the input values."""
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()[:MAX_PROBLEMS]]
+        return "invalid event: " + "; ".join(parts)
+    if isinstance(exc, UnknownSchemaVersion):
+        return str(exc)  # the upcaster's own words: the versions, never anything the event said
+    if isinstance(exc, ValueError) and str(exc) in ("not JSON", "not a JSON object"):
+        return str(exc)
+    return f"unreadable event ({type(exc).__name__})"
+
+
+def decode(data: bytes) -> Envelope | Unreadable:
+    """The event in ``data``, upcast to today's schema, or why it cannot be read."""
+    try:
+        return decode_event(data)
+    except Exception as exc:  # noqa: BLE001 - any failure to read one event is that event's, and is reported
+        return Unreadable(reason_of(exc))
+
+
+def decode_batch(raw: Iterable[tuple[int, str, bytes]]) -> tuple[list[tuple[int, Envelope]], list[Skipped]]:
+    """(sequence, subject, data) -> the readable events with their sequences, and the skipped ones."""
+    events: list[tuple[int, Envelope]] = []
+    skipped: list[Skipped] = []
+    for seq, subject, data in raw:
+        found = decode(data)
+        if isinstance(found, Unreadable):
+            skipped.append(Skipped(seq, subject, found.reason))
+        else:
+            events.append((seq, found))
+    return events, skipped

@@ -1,0 +1,43 @@
+"""The analytics schema in PostgreSQL: connection pools and the migrations that make the tables.
+
+Each pool works in one schema (``search_path``): ``analytics`` holds the live read models,
+and a rebuild fills ``analytics_rebuild`` beside them before it swaps them in.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import asyncpg
+
+SCHEMA = "analytics"
+_MIGRATION_LOCK = 7_310_001
+
+
+async def open_pool(dsn: str, schema: str = SCHEMA, max_size: int = 8) -> asyncpg.Pool:
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    finally:
+        await admin.close()
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, server_settings={"search_path": schema})
+
+
+async def migrate(pool: asyncpg.Pool) -> list[str]:
+    """Apply the SQL files in ``migrations/`` not yet applied, in name order; return them."""
+    files = sorted(
+        (f for f in resources.files("services.analytics.store").joinpath("migrations").iterdir() if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+                           "applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        for f in files:
+            if f.name not in done:
+                await conn.execute(f.read_text())
+                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", f.name)
+                applied.append(f.name)
+    return applied

@@ -1,0 +1,180 @@
+"""Writing the read models: the participants' states and the count changes of a batch.
+
+Only the batch engine (``engine.batch``) calls these, inside the transaction that also
+moves the checkpoint; announcing statuses remembers them with ``save_statuses``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import date
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.analytics.projection import activity
+from services.analytics.projection.engages import Key
+from services.analytics.projection.fold import Changes, ParticipantState
+from shared.events import Envelope
+from shared.profile import Profile
+
+
+async def load(conn: asyncpg.Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
+    if not keys:
+        return {}
+    procs, parts = zip(*keys, strict=True)
+    rows = await conn.fetch(
+        "SELECT p.process_id, p.participant, p.profile::text AS profile, p.channels::text AS channels, "
+        "p.days::text AS days, p.first_channel, p.withdrawn, p.first_seen, p.last_seen FROM participants p "
+        "JOIN unnest($1::text[], $2::text[]) AS k(process_id, participant) USING (process_id, participant)",
+        list(procs), list(parts),
+    )
+    return {
+        (r["process_id"], r["participant"]): ParticipantState(
+            profile=Profile.model_validate_json(r["profile"]),
+            channels=orjson.loads(r["channels"]),
+            days=orjson.loads(r["days"]),
+            first_channel=r["first_channel"],
+            withdrawn=r["withdrawn"],
+            first_seen=r["first_seen"],
+            last_seen=r["last_seen"],
+        )
+        for r in rows
+    }
+
+
+async def write(conn: asyncpg.Connection, changes: Changes) -> None:
+    if changes.participants:
+        keys, states = zip(*changes.participants.items(), strict=True)
+        await conn.execute(
+            """
+            INSERT INTO participants (process_id, participant, profile, channels, days, first_channel,
+                                      withdrawn, first_seen, last_seen)
+            SELECT p, k, pr::jsonb, ch::jsonb, d::jsonb, fc, w, f, l
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
+                          $8::timestamptz[], $9::timestamptz[]) AS t(p, k, pr, ch, d, fc, w, f, l)
+            ON CONFLICT (process_id, participant) DO UPDATE
+               SET profile = EXCLUDED.profile, channels = EXCLUDED.channels, days = EXCLUDED.days,
+                   first_channel = EXCLUDED.first_channel, withdrawn = EXCLUDED.withdrawn,
+                   first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen
+            """,
+            [k[0] for k in keys], [k[1] for k in keys],
+            [s.profile.model_dump_json(exclude_none=True) for s in states],
+            [orjson.dumps(s.channels).decode() for s in states],
+            [orjson.dumps(s.days).decode() for s in states],
+            [s.first_channel for s in states],
+            [s.withdrawn for s in states], [s.first_seen for s in states], [s.last_seen for s in states],
+        )
+    if changes.categories:
+        (procs, dims, cats), deltas = _columns(changes.categories, 3)
+        await conn.execute(
+            """
+            INSERT INTO category_counts AS c (process_id, dimension, category, participants)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+            ON CONFLICT (process_id, dimension, category) DO UPDATE
+               SET participants = c.participants + EXCLUDED.participants
+            """,
+            procs, dims, cats, deltas,
+        )
+    if changes.engagements:
+        (procs, channels), deltas = _columns(changes.engagements, 2)
+        await conn.execute(
+            """
+            INSERT INTO engagement_counts AS e (process_id, channel, engagements)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+            ON CONFLICT (process_id, channel) DO UPDATE SET engagements = e.engagements + EXCLUDED.engagements
+            """,
+            procs, channels, deltas,
+        )
+    if changes.daily or changes.firsts:
+        keys = sorted(set(changes.daily) | set(changes.firsts))
+        await conn.execute(
+            """
+            INSERT INTO daily_counts AS d (process_id, day, channel, engagements, participants)
+            SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[], $5::bigint[])
+            ON CONFLICT (process_id, day, channel) DO UPDATE
+               SET engagements = d.engagements + EXCLUDED.engagements,
+                   participants = d.participants + EXCLUDED.participants
+            """,
+            [k[0] for k in keys], [date.fromisoformat(k[1]) for k in keys], [k[2] for k in keys],
+            [changes.daily[k] for k in keys], [changes.firsts[k] for k in keys],
+        )
+    for proc, (first, last) in changes.event_times.items():
+        await conn.execute(
+            """
+            INSERT INTO totals AS t (process_id, participants, engagements, first_event, last_event)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (process_id) DO UPDATE
+               SET participants = t.participants + EXCLUDED.participants,
+                   engagements = t.engagements + EXCLUDED.engagements,
+                   first_event = LEAST(t.first_event, EXCLUDED.first_event),
+                   last_event = GREATEST(t.last_event, EXCLUDED.last_event)
+            """,
+            proc, changes.totals[(proc, "participants")], changes.totals[(proc, "engagements")], first, last,
+        )
+
+
+async def write_activity(conn: asyncpg.Connection, events: Sequence[tuple[int, Envelope]]) -> None:
+    """Remember where interviews take place, add the batch's feed items, keep the latest few."""
+    scheduled = activity.regions_scheduled(ev for _, ev in events)
+    if scheduled:
+        keys = sorted(scheduled)
+        await conn.execute(
+            """
+            INSERT INTO interview_regions (process_id, interview_id, region)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+            ON CONFLICT (process_id, interview_id) DO UPDATE SET region = EXCLUDED.region
+            """,
+            [k[0] for k in keys], [k[1] for k in keys], [scheduled[k] for k in keys])
+    items = activity.items(events, scheduled)
+    # Interviews scheduled in earlier batches: their region is in the table.
+    wanted = {(i.process_id, i.interview_id) for i in items if i.region is None and i.interview_id}
+    if wanted:
+        procs, ids = zip(*wanted, strict=True)
+        rows = await conn.fetch(
+            "SELECT process_id, interview_id, region FROM interview_regions "
+            "JOIN unnest($1::text[], $2::text[]) AS k(process_id, interview_id) USING (process_id, interview_id)",
+            list(procs), list(ids))
+        found = {(r["process_id"], r["interview_id"]): r["region"] for r in rows}
+        items = [replace(i, region=found.get((i.process_id, i.interview_id))) if i.region is None else i
+                 for i in items]
+    if not items:
+        return
+    await conn.execute(
+        """
+        INSERT INTO activity (process_id, sequence, kind, channel, region, topic, occurred_at, recorded_at)
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                             $7::timestamptz[], $8::timestamptz[])
+        ON CONFLICT DO NOTHING
+        """,
+        [i.process_id for i in items], [i.sequence for i in items], [i.kind for i in items],
+        [i.channel for i in items], [i.region for i in items], [i.topic for i in items],
+        [i.occurred_at for i in items], [i.recorded_at for i in items])
+    for process_id in {i.process_id for i in items}:
+        await conn.execute(
+            "DELETE FROM activity WHERE process_id = $1 AND sequence < ("
+            "SELECT sequence FROM activity WHERE process_id = $1 ORDER BY sequence DESC OFFSET $2 LIMIT 1)",
+            process_id, activity.KEEP - 1)
+
+
+def _columns(counter: Any, width: int) -> tuple[list[list[str]], list[int]]:
+    items = sorted(counter.items())  # a fixed order keeps concurrent writers from deadlocking
+    return [[k[i] for k, _ in items] for i in range(width)], [v for _, v in items]
+
+
+async def save_statuses(pool: asyncpg.Pool, process_id: str, changed: Mapping[tuple[str, str], str],
+                        sequence: int) -> None:
+    if not changed:
+        return
+    keys = sorted(changed)
+    await pool.execute(
+        """
+        INSERT INTO category_status AS s (process_id, dimension, category, status, sequence)
+        SELECT $1, d, c, st, $5 FROM unnest($2::text[], $3::text[], $4::text[]) AS t(d, c, st)
+        ON CONFLICT (process_id, dimension, category) DO UPDATE
+           SET status = EXCLUDED.status, sequence = EXCLUDED.sequence, changed_at = now()
+        """,
+        process_id, [k[0] for k in keys], [k[1] for k in keys], [changed[k] for k in keys], sequence,
+    )
