@@ -27,7 +27,7 @@ import nats
 from services.analytics.store import schema as store
 from services.analytics.engine.projector import Projector
 from shared.bus import ensure_streams, make_broker
-from shared.embedded import EmbeddedNats, EmbeddedPostgres
+from services.cli.embedded import EmbeddedNats, EmbeddedPostgres
 from shared.events import Envelope
 from shared.logging import configure_logging
 from shared.settings import Settings

@@ -31,7 +31,7 @@ import nats
 
 from bench.catchup import publish, raw_read, workload
 from services.analytics.reading.replay import raw_batches
-from shared.embedded import EmbeddedNats, EmbeddedPostgres
+from services.cli.embedded import EmbeddedNats, EmbeddedPostgres
 from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.upcasting import decode_event

@@ -18,7 +18,7 @@ import asyncpg
 import nats
 import pytest
 
-from shared.embedded import EmbeddedNats, EmbeddedPostgres
+from services.cli.embedded import EmbeddedNats, EmbeddedPostgres
 from shared.settings import Settings, TokenSpec
 
 TOKENS = {

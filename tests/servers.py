@@ -16,7 +16,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from shared.embedded import free_port
+from services.cli.embedded import free_port
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from shared.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from services.cli.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from shared.errors import ConfigError
 from shared.settings import Settings
 

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from shared.embedded import free_port
+from services.cli.embedded import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ import pytest
 
 from services.analytics.store import reads, schema
 from shared.bus import ensure_streams, make_broker
-from shared.embedded import free_port
+from services.cli.embedded import free_port
 from shared.settings import Settings
 from tests import factories as f
 

@@ -15,7 +15,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from services.survey.app import build_app
 from shared.bus import ensure_streams
-from shared.embedded import _wait_for_port, free_port, nats_server_binary
+from services.cli.embedded import _wait_for_port, free_port, nats_server_binary
 from shared.errors import ConfigError
 from shared.settings import Settings
 

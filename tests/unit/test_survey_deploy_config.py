@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.embedded import nats_server_binary
+from services.cli.embedded import nats_server_binary
 from shared.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
