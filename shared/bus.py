@@ -18,6 +18,7 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.errors import (
     ConnectionClosedError,
+    ConnectionReconnectingError,
     NoRespondersError,
     OutboundBufferLimitError,
     TimeoutError as NatsTimeout,
@@ -119,6 +120,22 @@ def make_broker(nats_url: str) -> NatsBroker:
     """A FastStream broker for one service; the streams are declared by ``ensure_streams``."""
     servers = [u.strip() for u in nats_url.split(",") if u.strip()]  # a cluster: several seed URLs
     return NatsBroker(servers, connect_timeout=5, max_reconnect_attempts=-1, logger=None)
+
+
+async def stop_broker(broker: NatsBroker) -> None:
+    """Stop ``broker``, also while its NATS server is unreachable.
+
+    FastStream drains the connection, which nats-py refuses while it is reconnecting; a
+    service must still stop then. The connection is closed without draining: nothing is
+    lost, since a write answered 2xx only after its PubAck. Closing may still fail to flush
+    what a refused request left buffered for the dead server; that is dropped.
+    """
+    client = broker.connection
+    try:
+        await broker.stop()
+    except (ConnectionReconnectingError, ConnectionClosedError):
+        with contextlib.suppress(OSError):
+            await client.close()
 
 
 async def publish_event(

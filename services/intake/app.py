@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from services.intake import contacts
 from services.intake.api import router
 from services.intake.context import IntakeState
-from shared.bus import EventLog, attach_streams, make_broker
+from shared.bus import EventLog, attach_streams, make_broker, stop_broker
 from shared.errors import ConfigError
 from shared.http import health_checks, install
 from shared.logging import get_logger
@@ -49,7 +49,7 @@ def build_app(settings: Settings) -> FastAPI:
         finally:
             if pool is not None:
                 await pool.close()
-            await broker.stop()
+            await stop_broker(broker)
 
     app = FastAPI(
         title="engage intake",

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from services.survey.api import router
 from services.survey.state import SurveyState
-from shared.bus import EventLog, attach_streams, make_broker
+from shared.bus import EventLog, attach_streams, make_broker, stop_broker
 from shared.errors import ConfigError
 from shared.http import health_checks, install
 from shared.logging import get_logger
@@ -39,7 +39,7 @@ def build_app(settings: Settings) -> FastAPI:
             log.info("survey_started", stream=settings.stream_name)
             yield
         finally:
-            await broker.stop()
+            await stop_broker(broker)
 
     app = FastAPI(
         title="engage survey",
