@@ -131,7 +131,8 @@ def error_responses(*statuses: int, described: dict[int, str] | None = None) -> 
 
 
 def _first_line(model: type[BaseModel]) -> str:
-    line = (model.__doc__ or "").strip().splitlines()[0].split(": ", 1)[-1]  # "422: the request ..." -> "The request ..."
+    # "422: the request was refused ..." -> "The request was refused ..."
+    line = (model.__doc__ or "").strip().splitlines()[0].split(": ", 1)[-1]
     return line[:1].upper() + line[1:]
 
 

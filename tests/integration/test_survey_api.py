@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 import nats
 import pytest
+import structlog
 
 from services.survey.app import build_app
 from shared.errors import ConfigError
@@ -182,12 +184,19 @@ async def test_logs_carry_ids_never_the_profile(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = make_settings()
+    root = logging.getLogger()
+    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
     configure_logging(settings.log_format, settings.log_level)  # as `engage serve` does, onto the captured stderr
-    app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://survey") as client:
-            r = await client.post("/responses", json={"profile": PROFILE}, headers=auth_headers("survey"))
-    err = capsys.readouterr().err
+    try:
+        app = build_app(settings)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://survey") as client:
+                r = await client.post("/responses", json={"profile": PROFILE}, headers=auth_headers("survey"))
+        err = capsys.readouterr().err
+    finally:  # the captured stderr closes after this test: later tests must not log into it
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**config)
     lines = [line for line in err.splitlines() if "survey_response_recorded" in line]
     assert len(lines) == 1 and r.json()["response_id"] in lines[0]
     assert "indigenous" not in err and "northeast" not in err and "survivor" not in err
