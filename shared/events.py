@@ -281,7 +281,7 @@ class Envelope(BaseModel):
     @model_validator(mode="after")
     def _type_matches_payload(self) -> Envelope:
         if self.type != self.payload.type:
-            raise ValueError(f"type {self.type!r} does not match payload type {self.payload.type!r}")
+            raise ValueError(f"does not match the payload's type ({self.payload.type})")
         return self
 
     @classmethod

@@ -8,8 +8,9 @@ the wrong field), and reasons go to the logs and the dead-letter stream.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -35,11 +36,25 @@ class Skipped:
     reason: str
 
 
+# pydantic errors whose message or path can carry what the event said, and what to say instead.
+_QUOTES_INPUT = {
+    "union_tag_invalid": "is not a known event type",  # its message repeats the tag it was given
+    "union_tag_not_found": "names no event type",
+}
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    if error["type"] == "extra_forbidden" and loc:
+        loc[-1] = "<a field not in the schema>"  # the field's name came from the event
+    return f"{'.'.join(loc) or 'event'}: {_QUOTES_INPUT.get(error['type'], error['msg'])}"
+
+
 def reason_of(exc: Exception) -> str:
     """Field paths and reasons, never the input values."""
     if isinstance(exc, ValidationError):
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()[:MAX_PROBLEMS]]
-        return "invalid event: " + "; ".join(parts)
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        return "invalid event: " + "; ".join(_problem(e) for e in errors[:MAX_PROBLEMS])
     if isinstance(exc, UnknownSchemaVersion):
         return str(exc)  # the upcaster's own words: the versions, never anything the event said
     if isinstance(exc, ValueError) and str(exc) in ("not JSON", "not a JSON object"):
