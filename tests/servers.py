@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.cli.embedded import free_port
+from tests.polling import eventually, eventually_sync
 
 
 @contextlib.asynccontextmanager
@@ -26,10 +26,13 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
                                            timeout_graceful_shutdown=1))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+
+    async def started() -> bool:
         if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
+            task.result()  # it stopped before it started: raise its error
+        return server.started
+
+    await eventually(started, what=f"uvicorn to listen on port {port}", timeout=30, interval=0.02)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -52,16 +55,20 @@ class Service:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "serve", self.name],
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc.poll() is None, f"{self.name} exited: {self.log.read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"{self.name} never became healthy: {self.log.read_text()[-2000:]}"
-            time.sleep(0.1)
+        proc = self.proc
+
+        def health() -> int:
+            assert proc.poll() is None, f"{self.name} exited: {self.log.read_text()[-2000:]}"
+            return httpx.get(f"{self.url}/health", timeout=1).status_code
+
+        try:
+            eventually_sync(health, lambda status: status == 200, what=f"{self.name} to answer /health",
+                            timeout=timeout, interval=0.1, ignoring=(httpx.HTTPError,))
+        except AssertionError as failed:
+            if proc.poll() is None:  # still running but never healthy: its log says why
+                failed.add_note(self.log.read_text()[-2000:])
+            raise
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
