@@ -20,9 +20,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from services.cli.embedded import EmbeddedNats
 from services.intake.app import build_app as build_intake
 from services.survey.app import build_app as build_survey
-from services.cli.embedded import EmbeddedNats
 from shared.http import (
     ConflictAnswer,
     ForbiddenAnswer,
