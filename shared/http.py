@@ -213,7 +213,7 @@ def health_checks(
         db = database
 
         async def database_ok() -> bool:
-            return await db.fetchval("SELECT 1") == 1
+            return bool(await db.fetchval("SELECT 1") == 1)
 
         checks["database"] = _never_raises(database_ok, timeout)
     return checks
