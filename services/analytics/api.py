@@ -16,7 +16,7 @@ from services.analytics.answers.coverage import View
 from services.analytics.answers.models import CoverageAnswer, OverTimeAnswer
 from services.analytics.answers.segments import BadSegment
 from services.analytics.state import state_of
-from shared.http import invalid, require_scope
+from shared.http import error_responses, invalid, require_scope
 from shared.ids import PROCESS_ID_PATTERN
 
 router = APIRouter(tags=["coverage"])
@@ -32,7 +32,7 @@ def view_for(request: Request, token: str) -> View:
     return View(request.app.state.settings.small_cell_k, suppressed=not analyst)
 
 
-@router.get("/coverage", response_model=CoverageAnswer)
+@router.get("/coverage", response_model=CoverageAnswer, responses=error_responses(401, 403, 422))
 async def get_coverage(
     request: Request,
     process_id: str | None = PROCESS,
@@ -58,7 +58,7 @@ async def get_coverage(
         raise invalid("segment", str(exc)) from None
 
 
-@router.get("/coverage/over-time", response_model=OverTimeAnswer)
+@router.get("/coverage/over-time", response_model=OverTimeAnswer, responses=error_responses(401, 403, 422))
 async def get_over_time(
     request: Request,
     process_id: str | None = PROCESS,

@@ -15,7 +15,7 @@ from services.analytics.engine.projector import Projector
 from services.analytics.state import AnalyticsState
 from services.analytics.store import schema
 from shared import http
-from shared.bus import attach_streams, make_broker
+from shared.bus import attach_streams, make_broker, stop_broker
 from shared.errors import ConfigError
 from shared.logging import get_logger
 from shared.plan import load_plans
@@ -57,20 +57,17 @@ def build_app(settings: Settings) -> FastAPI:
             log.info("migrations_applied", migrations=applied)
         projector = Projector(settings, broker.connection, pool, plans)
         app.state.analytics = AnalyticsState(Sources(pool, broker.connection, settings, plans), projector)
-        app.state.health_checks = {
-            "nats": lambda: _true(broker.connection.is_connected),
-            "database": lambda: _db_ok(pool),
-        }
+        app.state.health_checks = http.health_checks(nats=broker.connection, database=pool)
         task = asyncio.create_task(_supervise(projector), name="projector")
         try:
             yield
         finally:
             task.cancel()
             await asyncio.wait({task}, timeout=10)  # bounded: shutting down must never hang
-            await broker.stop()
+            await stop_broker(broker)
             await pool.close()
 
-    app = FastAPI(title="engage analytics", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="engage analytics", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Participation and representation counts projected from the event log.")
     app.state.settings, app.state.plans = settings, plans
     http.install(app, settings)
@@ -79,13 +76,3 @@ def build_app(settings: Settings) -> FastAPI:
     app.mount("/dashboard/static", dashboard.static_files(), name="dashboard-static")
     return app
 
-
-async def _true(value: bool) -> bool:
-    return value
-
-
-async def _db_ok(pool: object) -> bool:
-    try:
-        return await pool.fetchval("SELECT 1") == 1  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - health reports, it does not raise
-        return False

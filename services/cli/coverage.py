@@ -38,7 +38,7 @@ def fetch(url: str, token: str, process: str | None, segment: str | None,
 
 def token_from(tokens_file: Path, name: str) -> str:
     try:
-        return orjson.loads(tokens_file.read_bytes())[name]["token"]
+        return str(orjson.loads(tokens_file.read_bytes())[name]["token"])
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise EngageError(f"--tokens-file {tokens_file}: no token named {name!r} ({exc.__class__.__name__})") from exc
 

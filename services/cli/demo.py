@@ -85,7 +85,8 @@ class Outreach:
 
     def plan(self) -> list[tuple[datetime, str, dict[str, Any]]]:
         """The whole outreach as (when, what, details), in time order."""
-        rng, steps = self.rng, []
+        rng = self.rng
+        steps: list[tuple[datetime, str, dict[str, Any]]] = []
         for _ in range(35):  # the Process Advisory Group, more than 60% with lived experience
             when = START + timedelta(days=rng.uniform(0, 10))
             steps.append((when, "advisory", {"profile": self.profile(lived=rng.random() < 0.63)}))
@@ -110,7 +111,8 @@ async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any], token
         resp = await client.post(url, content=orjson.dumps(body), headers={**headers, "content-type": "application/json"})
         if resp.status_code < 500:
             resp.raise_for_status()
-            return resp.json()
+            answer: dict[str, Any] = resp.json()
+            return answer
         await asyncio.sleep(0.2 * (attempt + 1))
     resp.raise_for_status()
     return {}

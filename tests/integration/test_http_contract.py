@@ -1,4 +1,4 @@
-"""What /openapi.json promises about errors is what intake and survey really send, and /docs
+"""What /openapi.json promises about errors is what intake, survey and analytics really send, and /docs
 needs nothing from outside the service.
 
 Each error is provoked for real against real servers (a 503 by stopping the nats-server),
@@ -20,6 +20,8 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from services.analytics.answers.models import CoverageAnswer, OverTimeAnswer
+from services.analytics.app import build_app as build_analytics
 from services.cli.embedded import EmbeddedNats
 from services.intake.app import build_app as build_intake
 from services.survey.app import build_app as build_survey
@@ -39,7 +41,8 @@ SOON = (datetime.now(UTC) + timedelta(days=3)).isoformat()
 CANCEL = {"reason": "scheduling"}
 BY_STATUS: dict[int, type[BaseModel]] = {401: UnauthorizedAnswer, 403: ForbiddenAnswer, 404: NotFoundAnswer,
                                          409: ConflictAnswer, 422: InvalidAnswer, 503: UnavailableAnswer}
-BUILDERS: dict[str, Callable[[Settings], FastAPI]] = {"intake": build_intake, "survey": build_survey}
+BUILDERS: dict[str, Callable[[Settings], FastAPI]] = {"intake": build_intake, "survey": build_survey,
+                                                       "analytics": build_analytics}
 
 
 @asynccontextmanager
@@ -155,7 +158,29 @@ async def test_a_log_that_does_not_answer_is_a_documented_503(
 URL = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
 
 
-@pytest.mark.parametrize("name", ["intake", "survey"])
+async def test_analytics_answers_and_errors_match_its_openapi(make_settings: Callable[..., Settings],
+                                                              auth_headers: Callable[[str], dict[str, str]]) -> None:
+    """The typed coverage answers are what /openapi.json documents, and so are its errors."""
+    async with running(build_analytics(make_settings()), "analytics") as analytics:
+        schemas = (await analytics.get("/openapi.json")).json()["components"]["schemas"]
+        for route, model, query in (("/coverage", CoverageAnswer, {}),
+                                    ("/coverage", CoverageAnswer, {"segment": "lived_experience:yes"}),
+                                    ("/coverage/over-time", OverTimeAnswer, {"by": "day"})):
+            answer = await analytics.get(route, params=query, headers=auth_headers("coordinator"))
+            assert answer.status_code == 200, answer.text
+            operation = (await analytics.get("/openapi.json")).json()["paths"][route]["get"]
+            ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref == f"#/components/schemas/{model.__name__}" and model.__name__ in schemas
+            model.model_validate(answer.json())
+        for status, query, who in ((401, {}, None), (403, {}, "intake"), (422, {"segment": "region:atlantis"}, "analyst"),
+                                   (422, {"as_of": "yesterday"}, "analyst"), (422, {"process_id": "Not A Process"},
+                                                                               "coordinator")):
+            answer = await analytics.get("/coverage", params=query, headers=auth_headers(who) if who else {})
+            assert answer.status_code == status, answer.text
+            await check_contract(analytics, "get", "/coverage", answer)
+
+
+@pytest.mark.parametrize("name", ["intake", "survey", "analytics"])
 async def test_docs_need_nothing_from_outside_the_service(
     name: str, make_settings: Callable[..., Settings]
 ) -> None:

@@ -16,11 +16,8 @@ is a bridge; a bridge is broken by hiding the smallest shown entry that closes a
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
-Cell = Hashable
-Row = Hashable
-Col = Hashable
 _Check = Callable[[int, Hashable], bool]  # (axis, index) -> does that line show its total?
 
 
@@ -51,7 +48,7 @@ def show(count: int, hidden: bool, k: int) -> int | str:
     return f"<{k}" if count < k else SUPPRESSED
 
 
-def _fix_line(line: Sequence[Hashable], value: Mapping[Hashable, int], hidden: set[Hashable]) -> bool:
+def _fix_line(line: Sequence[Any], value: Mapping[Any, int], hidden: set[Any]) -> bool:
     """Hide one more entry if exactly one of the line's is hidden; the total is last in line."""
     if sum(e in hidden for e in line) != 1:
         return False
@@ -63,7 +60,7 @@ def _fix_line(line: Sequence[Hashable], value: Mapping[Hashable, int], hidden: s
     return True
 
 
-def suppress_row(cells: Mapping[Cell, int], total: int | None, k: int) -> set[Cell]:
+def suppress_row(cells: Mapping[Any, int], total: int | None, k: int) -> set[Any]:
     """Cells to hide in one row whose total (sum of cells, or None if the row has no shown total,
     e.g. a multi-select dimension whose cells overlap) is shown. Returns the hidden cell keys.
     Primary: 1..k-1. Complementary: if exactly one is hidden and a total is shown, hide the
@@ -74,7 +71,7 @@ def suppress_row(cells: Mapping[Cell, int], total: int | None, k: int) -> set[Ce
     unshown remainder, protected like a cell); one below it raises ValueError, since no rule
     can protect numbers that do not add up.
     """
-    value: dict[Hashable, int] = dict(cells)
+    value: dict[Any, int] = dict(cells)
     if any(n < 0 for n in value.values()):
         raise ValueError("counts cannot be negative")
     hidden = {c for c, n in value.items() if 0 < n < k}
@@ -90,8 +87,8 @@ def suppress_row(cells: Mapping[Cell, int], total: int | None, k: int) -> set[Ce
     return hidden - {_REST}
 
 
-def suppress_table(cells: Mapping[tuple[Row, Col], int], k: int, *, row_totals: bool = True,
-                   col_totals: bool = True) -> set[tuple[Row, Col]]:
+def suppress_table(cells: Mapping[tuple[Any, Any], int], k: int, *, row_totals: bool = True,
+                   col_totals: bool = True) -> set[tuple[Any, Any]]:
     """The same for a 2-D table (e.g. weeks x channels) whose row and/or column totals are shown;
     iterates until every shown-total line has 0 or >= 2 hidden cells.
 
@@ -102,7 +99,7 @@ def suppress_table(cells: Mapping[tuple[Row, Col], int], k: int, *, row_totals: 
     Finally no hidden entry may be recoverable by combining several lines (see module doc).
     """
     rows, cols = list(dict.fromkeys(r for r, _ in cells)), list(dict.fromkeys(c for _, c in cells))
-    value: dict[tuple[Hashable, Hashable], int] = {(r, c): cells.get((r, c), 0) for r in rows for c in cols}
+    value: dict[tuple[Any, Any], int] = {(r, c): cells.get((r, c), 0) for r in rows for c in cols}
     if any(n < 0 for n in value.values()):
         raise ValueError("counts cannot be negative")
     if row_totals:

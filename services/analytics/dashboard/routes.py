@@ -107,7 +107,7 @@ async def login_form(next: str | None = None) -> HTMLResponse:  # noqa: A002 - t
 async def login(request: Request) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=5)
     presented = (form.get("token") or [""])[0].strip()
-    next_url = _safe_next((form.get("next") or [None])[0])
+    next_url = _safe_next((form.get("next") or [""])[0] or None)
     if not presented:
         return _login_page(next_url, "is required: paste the coordinator token you were given", 422)
     name = session.token_name(request.app.state.tokens, presented)

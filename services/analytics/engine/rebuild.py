@@ -15,6 +15,8 @@ of announced statuses stays as it is, so a rebuild does not announce them again.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gc
 import time
 from collections.abc import Callable
@@ -32,6 +34,9 @@ from services.analytics.store import reads
 from services.analytics.store import schema as db_schema
 from shared.logging import get_logger
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from services.analytics.store.schema import Connection
 
 log = get_logger("engage.analytics.rebuild")
 
@@ -88,7 +93,7 @@ async def project_range(nc: Client, pool: asyncpg.Pool, settings: Settings, star
     await engine.flush()
 
 
-async def check(conn: asyncpg.Connection, schema: str) -> list[str]:
+async def check(conn: Connection, schema: str) -> list[str]:
     """Invariants every correct projection keeps; raises if one fails."""
     s = f'"{schema}"'
     problems = []
@@ -121,7 +126,7 @@ async def check(conn: asyncpg.Connection, schema: str) -> list[str]:
     return passed
 
 
-async def _totals(conn: asyncpg.Connection, schema: str) -> dict[str, int]:
+async def _totals(conn: Connection, schema: str) -> dict[str, int]:
     rows = await conn.fetch(f'SELECT process_id, participants FROM "{schema}".totals ORDER BY 1')
     return {r["process_id"]: r["participants"] for r in rows}
 

@@ -137,7 +137,7 @@ def _targets(plan: Plan) -> list[dict[str, Any]]:
 
 
 def dictionary(plan: Plan, tables: dict[str, list[Column]], *, formats: Any, stream: str, sequence: int,
-               made_at: datetime, tz: tzinfo, first_event: datetime | None, last_event: datetime | None) -> dict:
+               made_at: datetime, tz: tzinfo, first_event: datetime | None, last_event: datetime | None) -> dict[str, Any]:
     """The data dictionary as plain JSON-ready data."""
     about = {
         "engagements": "One row per participant-engagement: an interview participant, a gathering attendee, a "

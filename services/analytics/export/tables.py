@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
@@ -160,7 +160,7 @@ def totals_rows(answer: CoverageAnswer) -> list[Row]:
 class Export:
     """Everything one export writes, built in memory first."""
 
-    tables: dict[str, tuple[Sequence[Column], list[Row]]]
+    tables: Mapping[str, tuple[Sequence[Column], list[Row]]]
     dictionary: dict[str, Any]
     participants: int
     engagements: int
@@ -186,7 +186,7 @@ def build(recorder: Recorder, plan: Plan, *, tz: tzinfo = DEFAULT_TZ, stream: st
     return Export(tables, about, counts.participants, counts.engagements)
 
 
-def _atomically(path: Path, write: Callable[[Path], None]) -> Path:
+def _atomically(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         write(tmp)

@@ -33,19 +33,19 @@ def touches(ev: Envelope) -> list[Touch]:
     """The participants one event engages, each with its channel and profile: the one place
     that says who an event counts (the projection, its key look-up and exports use it)."""
     p = ev.payload
-    kind = p.type  # a plain string: isinstance against model classes goes through ABCMeta, slowly
-    if kind == "SurveyCompleted":
+    # Dispatch on the type tag, a plain string: isinstance against model classes goes through ABCMeta, slowly.
+    if p.type == "SurveyCompleted":
         return [(survey_key(p.response_id), Channel.survey, p.profile)]
-    if kind == "InterviewCompleted":
+    if p.type == "InterviewCompleted":
         channel = INTERVIEW_CHANNEL[p.format]
         return [(person_key(a.participant_ref), channel, a.profile) for a in p.participants]
-    if kind == "GatheringHeld":
+    if p.type == "GatheringHeld":
         channel, profiles = Channel(p.kind._value_), p.profiles
         return [(attendee_key(p.gathering_id, i), channel, profiles[i] if i < len(profiles) else None)
                 for i in range(p.attendee_count)]
-    if kind == "AdvisoryMemberJoined":
+    if p.type == "AdvisoryMemberJoined":
         return [(person_key(p.participant_ref), Channel.advisory, p.profile)]
-    if kind == "AdvisoryFeedbackLogged":
+    if p.type == "AdvisoryFeedbackLogged":
         return [(person_key(ref), Channel.advisory, None) for ref in p.member_refs]
     return []  # interview scheduling changes no participation count; a withdrawal engages no one
 
@@ -54,8 +54,9 @@ def keys_of(events: Iterable[Envelope]) -> set[Key]:
     """Participants already known to the read model that a batch may touch."""
     keys: set[Key] = set()
     for ev in events:
-        if ev.payload.type == "ParticipantWithdrawn":
-            keys.add((ev.process_id, person_key(ev.payload.participant_ref)))
+        p = ev.payload
+        if p.type == "ParticipantWithdrawn":
+            keys.add((ev.process_id, person_key(p.participant_ref)))
         else:
             keys.update((ev.process_id, key) for key, _, _ in touches(ev))
     return keys

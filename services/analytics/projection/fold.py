@@ -158,8 +158,8 @@ def project(
             state = current(key)
             now[key] = replace(state, withdrawn=True, first_seen=state.first_seen or at, last_seen=at)
             continue
-        for key, channel, profile in touches(ev):
-            engage((proc, key), channel, profile, at)
+        for who, channel, profile in touches(ev):
+            engage((proc, who), channel, profile, at)
 
     changes = Changes(participants=now, event_times=times)
     for key, state in now.items():

@@ -17,6 +17,7 @@ from collections import deque
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -74,7 +75,7 @@ class PullReader:
         self._arrived = asyncio.Event()
         self._outstanding = 0  # messages still owed by the open pull request
         self._inbox = ""
-        self._sub = None
+        self._sub: Subscription | None = None
         self._requested_at = 0.0
 
     async def start(self) -> None:

@@ -19,7 +19,7 @@ import asyncio
 import queue
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,7 +76,7 @@ async def last_sequence(nc: Client, stream: str) -> int:
 
 
 async def raw_batches(nc: Client, stream: str, from_seq: int = 1, to_seq: int | None = None,
-                      batch: int = 2000) -> AsyncIterator[list[tuple[int, str, bytes]]]:
+                      batch: int = 2000) -> AsyncGenerator[list[tuple[int, str, bytes]], None]:
     """Batches of (sequence, subject, data) from ``from_seq`` through ``to_seq`` (default: the
     stream's last sequence now), in order."""
     js = nc.jetstream()
@@ -115,7 +115,7 @@ async def raw_batches(nc: Client, stream: str, from_seq: int = 1, to_seq: int | 
 
 
 async def events(nc: Client, stream: str, window: Window = Window(),
-                 on_unreadable: OnUnreadable | None = None) -> AsyncIterator[tuple[int, Envelope]]:
+                 on_unreadable: OnUnreadable | None = None) -> AsyncGenerator[tuple[int, Envelope], None]:
     """Typed, upcast events in ``window``, in log order, with their stream sequences.
 
     An unreadable event's reason names fields and rules, never the values (they may be what

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import asyncpg
 import orjson
@@ -19,12 +19,15 @@ from services.analytics.projection.fold import ParticipantState
 from shared.plan import Plan
 from shared.profile import Profile
 
+if TYPE_CHECKING:
+    from services.analytics.store.schema import Connection
 
-async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool, consumer: str) -> int:
+
+async def checkpoint(conn: Connection | asyncpg.Pool, consumer: str) -> int:
     return (await reached(conn, consumer))[0]
 
 
-async def reached(conn: asyncpg.Connection | asyncpg.Pool, consumer: str) -> tuple[int, datetime | None]:
+async def reached(conn: Connection | asyncpg.Pool, consumer: str) -> tuple[int, datetime | None]:
     """The stream sequence the read models reflect, and when they last moved."""
     mark = await conn.fetchrow("SELECT stream_seq, updated_at FROM checkpoint WHERE consumer = $1", consumer)
     return (mark["stream_seq"], mark["updated_at"]) if mark else (0, None)
@@ -65,9 +68,11 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan 
     )
 
 
-async def _derived_counts(conn: asyncpg.Connection, process_id: str,
+async def _derived_counts(conn: Connection, process_id: str,
                           derived: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]]) -> dict[tuple[str, str], int]:
-    filters, args, names = [], [process_id], []
+    filters: list[str] = []
+    args: list[object] = [process_id]
+    names: list[tuple[str, str]] = []
     for dimension, categories in derived.items():
         for category, when in categories.items():
             ors = []
@@ -80,6 +85,7 @@ async def _derived_counts(conn: asyncpg.Connection, process_id: str,
         return {}
     row = await conn.fetchrow(
         f"SELECT {', '.join(filters)} FROM participants WHERE process_id = $1 AND NOT withdrawn", *args)
+    assert row is not None  # an aggregate always answers one row
     return {name: row[i] for i, name in enumerate(names) if row[i]}
 
 

@@ -7,8 +7,15 @@ and a rebuild fills ``analytics_rebuild`` beside them before it swaps them in.
 from __future__ import annotations
 
 from importlib import resources
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A connection of our own, or one borrowed from a pool: the read models' functions take either.
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 SCHEMA = "analytics"
 _MIGRATION_LOCK = 7_310_001

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import asyncpg
 import orjson
@@ -20,8 +20,11 @@ from services.analytics.projection.fold import Changes, ParticipantState
 from shared.events import Envelope
 from shared.profile import Profile
 
+if TYPE_CHECKING:
+    from services.analytics.store.schema import Connection
 
-async def load(conn: asyncpg.Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
+
+async def load(conn: Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
     if not keys:
         return {}
     procs, parts = zip(*keys, strict=True)
@@ -45,7 +48,7 @@ async def load(conn: asyncpg.Connection, keys: set[Key]) -> dict[Key, Participan
     }
 
 
-async def write(conn: asyncpg.Connection, changes: Changes) -> None:
+async def write(conn: Connection, changes: Changes) -> None:
     if changes.participants:
         keys, states = zip(*changes.participants.items(), strict=True)
         await conn.execute(
@@ -89,7 +92,7 @@ async def write(conn: asyncpg.Connection, changes: Changes) -> None:
             procs, channels, deltas,
         )
     if changes.daily or changes.firsts:
-        keys = sorted(set(changes.daily) | set(changes.firsts))
+        days = sorted(set(changes.daily) | set(changes.firsts))
         await conn.execute(
             """
             INSERT INTO daily_counts AS d (process_id, day, channel, engagements, participants)
@@ -98,8 +101,8 @@ async def write(conn: asyncpg.Connection, changes: Changes) -> None:
                SET engagements = d.engagements + EXCLUDED.engagements,
                    participants = d.participants + EXCLUDED.participants
             """,
-            [k[0] for k in keys], [date.fromisoformat(k[1]) for k in keys], [k[2] for k in keys],
-            [changes.daily[k] for k in keys], [changes.firsts[k] for k in keys],
+            [k[0] for k in days], [date.fromisoformat(k[1]) for k in days], [k[2] for k in days],
+            [changes.daily[k] for k in days], [changes.firsts[k] for k in days],
         )
     for proc, (first, last) in changes.event_times.items():
         await conn.execute(
@@ -116,7 +119,7 @@ async def write(conn: asyncpg.Connection, changes: Changes) -> None:
         )
 
 
-async def write_activity(conn: asyncpg.Connection, events: Sequence[tuple[int, Envelope]]) -> None:
+async def write_activity(conn: Connection, events: Sequence[tuple[int, Envelope]]) -> None:
     """Remember where interviews take place, add the batch's feed items, keep the latest few."""
     scheduled = activity.regions_scheduled(ev for _, ev in events)
     if scheduled:
