@@ -262,8 +262,8 @@ def _template_subject(aggregate: str, id_field: str) -> str:
 
 def _template_status_subject() -> str:
     """The status subject as an AsyncAPI address, built by ``CommunityStatusChanged.subject`` itself."""
-    placeholder = CommunityStatusChanged.model_construct(
-        process_id="{process_id}", dimension="{dimension}", category="{category}")
+    fields: dict[str, Any] = {"process_id": "{process_id}", "dimension": "{dimension}", "category": "{category}"}
+    placeholder = CommunityStatusChanged.model_construct(**fields)  # only the fields the subject is made of
     return placeholder.subject
 
 

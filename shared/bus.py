@@ -42,30 +42,16 @@ _T = TypeVar("_T")
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
-    keep_forever = dict(retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD, storage=StorageType.FILE,
-                        num_replicas=settings.stream_replicas)
+    def kept_forever(name: str, subjects: str, description: str) -> StreamConfig:
+        return StreamConfig(name=name, subjects=[subjects], description=description,
+                            duplicate_window=float(settings.dedupe_window_seconds), retention=RetentionPolicy.LIMITS,
+                            discard=DiscardPolicy.OLD, storage=StorageType.FILE, num_replicas=settings.stream_replicas)
+
     return [
-        StreamConfig(
-            name=settings.stream_name,
-            subjects=["engagement.>"],
-            duplicate_window=float(settings.dedupe_window_seconds),
-            description="The engagement event log: the source of truth.",
-            **keep_forever,
-        ),
-        StreamConfig(
-            name=DEADLETTER_STREAM,
-            subjects=["deadletter.>"],
-            duplicate_window=float(settings.dedupe_window_seconds),
-            description="Events analytics could not read, each with the reason.",
-            **keep_forever,
-        ),
-        StreamConfig(
-            name=STATUS_STREAM,
-            subjects=["status.>"],
-            duplicate_window=float(settings.dedupe_window_seconds),
-            description="Status changes analytics derives (e.g. a community becoming under-reached).",
-            **keep_forever,
-        ),
+        kept_forever(settings.stream_name, "engagement.>", "The engagement event log: the source of truth."),
+        kept_forever(DEADLETTER_STREAM, "deadletter.>", "Events analytics could not read, each with the reason."),
+        kept_forever(STATUS_STREAM, "status.>",
+                     "Status changes analytics derives (e.g. a community becoming under-reached)."),
     ]
 
 
@@ -73,7 +59,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     """Create the streams if missing; an existing stream keeps its data and gets this config."""
     for config in stream_configs(settings):
         try:
-            await js.stream_info(config.name)
+            await js.stream_info(config.name or "")
         except JsNotFound:
             await js.add_stream(config)
         else:

@@ -137,7 +137,7 @@ class InterviewScheduled(_Payload):
     interview_id: AggregateId
     format: InterviewFormat = Field(description="One-on-one in person, by phone, or a small group.")
     scheduled_for: Timestamp = Field(description="When the interview is to take place.")
-    region: Profile.model_fields["region"].annotation = Field(  # type: ignore[valid-type]
+    region: Profile.model_fields["region"].annotation = Field(  # type: ignore[valid-type]  # the profile's own type
         None, description="Region where the interview takes place, if known."
     )
     expected_participants: int = Field(1, ge=1, le=50, description="How many people are expected.")
@@ -181,7 +181,7 @@ class GatheringHeld(_Payload):
     type: Literal["GatheringHeld"] = "GatheringHeld"
     gathering_id: AggregateId
     kind: GatheringKind = Field(description="Art-of-Hosting event or small-group meeting.")
-    region: Profile.model_fields["region"].annotation = Field(  # type: ignore[valid-type]
+    region: Profile.model_fields["region"].annotation = Field(  # type: ignore[valid-type]  # the profile's own type
         None, description="Region where the gathering was held."
     )
     attendee_count: int = Field(ge=1, le=5000, description="Everyone who attended, profiled or not.")
@@ -263,6 +263,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+Source = Literal["intake", "survey", "advisory", "demo"]
+
+
 class Envelope(BaseModel):
     """One event on the log: metadata around exactly one payload."""
 
@@ -274,7 +277,7 @@ class Envelope(BaseModel):
     process_id: ProcessId
     occurred_at: Timestamp = Field(description="When it happened in the world.")
     recorded_at: Timestamp = Field(description="When a service recorded it.")
-    source: Literal["intake", "survey", "advisory", "demo"] = Field(description="The service that recorded it.")
+    source: Source = Field(description="The service that recorded it.")
     correlation_id: str = Field(max_length=64, pattern=r"^[0-9A-Za-z._-]+$", description="Ties related events.")
     payload: Payload
 
@@ -287,10 +290,10 @@ class Envelope(BaseModel):
     @classmethod
     def wrap(
         cls,
-        payload: _Payload,
+        payload: Payload,
         *,
         process_id: str,
-        source: str,
+        source: Source,
         event_id: uuid.UUID | str | None = None,
         occurred_at: datetime | None = None,
         correlation_id: str | None = None,
@@ -300,13 +303,13 @@ class Envelope(BaseModel):
         event_id = str(event_id or uuid.uuid4())
         return cls(
             event_id=event_id,
-            type=payload.type,  # type: ignore[attr-defined]
+            type=payload.type,
             process_id=process_id,
             occurred_at=occurred_at or now,
             recorded_at=now,
-            source=source,  # type: ignore[arg-type]
+            source=source,
             correlation_id=correlation_id or event_id.replace("-", ""),
-            payload=payload,  # type: ignore[arg-type]
+            payload=payload,
         )
 
     @property
@@ -315,7 +318,7 @@ class Envelope(BaseModel):
 
     @property
     def aggregate_id(self) -> str:
-        return getattr(self.payload, AGGREGATE_OF[self.type][1])
+        return str(getattr(self.payload, AGGREGATE_OF[self.type][1]))
 
     @property
     def subject(self) -> str:

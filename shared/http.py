@@ -313,7 +313,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 
     @app.exception_handler(ValidationError)
     async def _invalid_model(_r: Request, exc: ValidationError) -> JSONResponse:
-        return _answer(_invalid_body(problems_of(exc.errors())), 422)
+        return _answer(_invalid_body(problems_of([dict(e) for e in exc.errors()])), 422)
 
     @app.exception_handler(BadIdempotencyKey)
     async def _bad_key(_r: Request, exc: BadIdempotencyKey) -> JSONResponse:
@@ -340,10 +340,10 @@ def install(app: FastAPI, settings: Settings) -> None:
         return _answer(InternalAnswer(reason="something went wrong on our side", request_id=request_id), 500)
 
     @app.get("/health", tags=["health"])
-    async def health(request: Request) -> dict[str, Any]:
+    async def health(request: Request) -> JSONResponse:
         """Liveness and readiness: 200 once the service is connected to what it needs."""
         checks = getattr(request.app.state, "health_checks", {})
         results = {name: await fn() for name, fn in checks.items()}
         ok = all(results.values())
         return JSONResponse({"status": "ok" if ok else "degraded", "checks": results},
-                            status_code=200 if ok else 503)  # type: ignore[return-value]
+                            status_code=200 if ok else 503)

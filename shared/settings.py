@@ -91,7 +91,7 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read settings; a bad value raises ConfigError naming the variable, value and reason."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)  # type: ignore[arg-type]  # pydantic checks the values, and says which is wrong
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from rich.table import Table
 from shared.errors import EngageError
 from shared.logging import configure_logging
 from shared.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from services.cli.stack import Stack
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="engage: who has the process heard from?")
 console = Console(stderr=True)
@@ -67,18 +70,18 @@ def up(
         console.print("stopped; data kept in " + str(settings.data_dir))
 
 
-def _print_urls(stack: object) -> None:
+def _print_urls(stack: Stack) -> None:
     table = Table(title="engage is up", show_header=True)
     table.add_column("service")
     table.add_column("url")
-    for name, url in stack.urls.items():  # type: ignore[attr-defined]
+    for name, url in stack.urls.items():
         table.add_row(name, url)
-    table.add_row("dashboard", stack.urls["analytics"] + "/dashboard  (sign in with the coordinator token)")  # type: ignore[attr-defined]
+    table.add_row("dashboard", stack.urls["analytics"] + "/dashboard  (sign in with the coordinator token)")
     Console().print(table)
-    tokens = stack.env.get("ENGAGE_TOKENS_FILE")  # type: ignore[attr-defined]
+    tokens = stack.env.get("ENGAGE_TOKENS_FILE")
     if tokens:
         Console().print(f"local tokens: {tokens}")
-    Console().print(f"NATS: {stack.env['ENGAGE_NATS_URL']}   Ctrl-C stops everything")  # type: ignore[attr-defined]
+    Console().print(f"NATS: {stack.env['ENGAGE_NATS_URL']}   Ctrl-C stops everything")
 
 
 @app.command()

@@ -150,7 +150,8 @@ async def complete_interview(interview_id: InterviewId, body: CompleteInterview,
         else:
             # intake's table lost the row (e.g. a fresh database): the log still knows the format.
             first = await intake.log.first(subject)
-            fmt, scheduled_ref = getattr(first[0].payload, "format", InterviewFormat.small_group), None
+            created = first[0].payload if first is not None else None
+            fmt, scheduled_ref = getattr(created, "format", InterviewFormat.small_group), None
         attendees = _attendees(body.participants, fmt, scheduled_ref, key, interview_id)
         return InterviewCompleted(interview_id=interview_id, format=fmt, participants=attendees)
 

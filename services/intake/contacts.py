@@ -10,8 +10,15 @@ default to the participant reference issued when it was scheduled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
+
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 MIGRATION = """
 CREATE SCHEMA IF NOT EXISTS intake;
@@ -68,7 +75,7 @@ async def migrate(pool: asyncpg.Pool) -> None:
         await conn.execute(MIGRATION)
 
 
-async def remember_interview(conn: asyncpg.Connection, row: InterviewRow) -> None:
+async def remember_interview(conn: Connection, row: InterviewRow) -> None:
     """Record the ids issued at scheduling; a retry leaves the first row as it is."""
     await conn.execute(
         "INSERT INTO intake.interviews (interview_id, process_id, format, participant_ref)"
@@ -77,7 +84,7 @@ async def remember_interview(conn: asyncpg.Connection, row: InterviewRow) -> Non
     )
 
 
-async def find_interview(conn: asyncpg.Pool | asyncpg.Connection, interview_id: str) -> InterviewRow | None:
+async def find_interview(conn: asyncpg.Pool | Connection, interview_id: str) -> InterviewRow | None:
     rec = await conn.fetchrow(
         "SELECT interview_id, process_id, format, participant_ref FROM intake.interviews WHERE interview_id = $1",
         interview_id,
@@ -85,7 +92,7 @@ async def find_interview(conn: asyncpg.Pool | asyncpg.Connection, interview_id: 
     return InterviewRow(**dict(rec)) if rec else None
 
 
-async def save_contact(conn: asyncpg.Connection, interview_id: str, participant_ref: str, contact: Contact) -> None:
+async def save_contact(conn: Connection, interview_id: str, participant_ref: str, contact: Contact) -> None:
     """Keep contact details for scheduling this interview (a retry does not overwrite them)."""
     if contact.is_empty():
         return
@@ -96,13 +103,13 @@ async def save_contact(conn: asyncpg.Connection, interview_id: str, participant_
     )
 
 
-async def forget_interview_contact(conn: asyncpg.Pool | asyncpg.Connection, interview_id: str) -> int:
+async def forget_interview_contact(conn: asyncpg.Pool | Connection, interview_id: str) -> int:
     """Delete the contact details kept for one interview; returns how many rows went."""
     status = await conn.execute("DELETE FROM intake.contacts WHERE interview_id = $1", interview_id)
     return int(status.split()[-1])
 
 
-async def forget_participant_contacts(conn: asyncpg.Pool | asyncpg.Connection, participant_ref: str) -> int:
+async def forget_participant_contacts(conn: asyncpg.Pool | Connection, participant_ref: str) -> int:
     """Delete every contact detail kept for one participant (on withdrawal)."""
     status = await conn.execute("DELETE FROM intake.contacts WHERE participant_ref = $1", participant_ref)
     return int(status.split()[-1])

@@ -102,7 +102,8 @@ def day_of(at: datetime, tz: tzinfo) -> str:
     if offset is None:
         if len(_OFFSETS) > 100_000:
             _OFFSETS.clear()
-        offset = _OFFSETS[key] = at.astimezone(tz).utcoffset().total_seconds()  # type: ignore[union-attr]
+        delta = at.astimezone(tz).utcoffset()  # never None: an aware time in a zone
+        offset = _OFFSETS[key] = delta.total_seconds() if delta is not None else 0.0
     day = int((ts + offset) // 86_400)
     text = _DAYS.get(day)
     if text is None:

@@ -23,6 +23,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import nats
 from nats.aio.client import Client
@@ -163,4 +164,4 @@ def replay(nats_url: str, *, stream: str = "ENGAGEMENT", from_seq: int = 1, to_s
     while (item := out.get()) is not done:
         if isinstance(item, BaseException):
             raise item
-        yield item  # type: ignore[misc]
+        yield cast(tuple[int, Envelope], item)  # the pump puts only pairs, exceptions and ``done``
