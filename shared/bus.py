@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,11 +21,12 @@ from nats.errors import (
     ConnectionReconnectingError,
     NoRespondersError,
     OutboundBufferLimitError,
-    TimeoutError as NatsTimeout,
 )
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError as JsNotFound, ServiceUnavailableError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
+from nats.js.errors import NotFoundError as JsNotFound
 
 from shared.errors import ConfigError, ConflictError, NotFoundError, PublishError
 from shared.events import Envelope
@@ -259,6 +260,29 @@ class EventLog:
                 return await request
         except _UNAVAILABLE as exc:
             raise PublishError("the event log did not answer in time; nothing was stored") from exc
+
+
+@contextlib.asynccontextmanager
+async def connected_log(nats_url: str, settings: Settings) -> AsyncIterator[EventLog]:
+    """A service's event log while it runs: connect a broker, attach the streams, and stop the broker on exit."""
+    broker = make_broker(nats_url)
+    await broker.connect()
+    try:
+        yield EventLog(broker, await attach_streams(broker.connection, settings), settings)
+    finally:
+        await stop_broker(broker)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """A running service that writes to the log: its settings and its ``EventLog``.
+
+    Made once by the app's lifespan and kept on ``app.state``; routes get it typed through
+    a dependency (``shared.http.app_state``) instead of reading loose attributes off ``app.state``.
+    """
+
+    settings: Settings
+    log: EventLog
 
 
 def _ours_or_conflict(found: tuple[Envelope, int], event: Envelope, exists: str, differs: str | None) -> Stored:

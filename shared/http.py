@@ -12,15 +12,16 @@ import asyncio
 import hmac
 import html
 import uuid
-from importlib.resources import files
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from contextlib import AbstractAsyncContextManager
+from importlib.resources import files
+from typing import Any, Literal, Protocol, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,6 +34,7 @@ log = get_logger("engage.http")
 _bearer = HTTPBearer(auto_error=False)
 
 HealthCheck = Callable[[], Awaitable[bool]]
+_State = TypeVar("_State")
 HEALTH_TIMEOUT_SECONDS = 2.0
 
 
@@ -64,46 +66,47 @@ class InvalidAnswer(ErrorAnswer):
     problems: list[Problem]
 
 
-class UnauthorizedAnswer(ErrorAnswer):
+class RefusalAnswer(ErrorAnswer):
+    """An error code and a reason a person can read; each status below fixes its own code."""
+
+    error: str
+    reason: str
+
+
+class UnauthorizedAnswer(RefusalAnswer):
     """401: no bearer token, or one this service does not know."""
 
     error: Literal["unauthorized"] = "unauthorized"
-    reason: str
 
 
-class ForbiddenAnswer(ErrorAnswer):
+class ForbiddenAnswer(RefusalAnswer):
     """403: the token is known but lacks the scope this endpoint needs."""
 
     error: Literal["forbidden"] = "forbidden"
-    reason: str
 
 
-class NotFoundAnswer(ErrorAnswer):
+class NotFoundAnswer(RefusalAnswer):
     """404: the record does not exist."""
 
     error: Literal["not_found"] = "not_found"
-    reason: str
 
 
-class ConflictAnswer(ErrorAnswer):
+class ConflictAnswer(RefusalAnswer):
     """409: the record's state does not allow this, or someone else changed it at the same moment."""
 
     error: Literal["conflict"] = "conflict"
-    reason: str
 
 
-class UnavailableAnswer(ErrorAnswer):
+class UnavailableAnswer(RefusalAnswer):
     """503: the event log did not confirm the write; nothing was stored, retry with the same key."""
 
     error: Literal["unavailable"] = "unavailable"
-    reason: str
 
 
-class InternalAnswer(ErrorAnswer):
+class InternalAnswer(RefusalAnswer):
     """500: something went wrong on our side; the request id finds it in the service's log."""
 
     error: Literal["internal"] = "internal"
-    reason: str
     request_id: str
 
 
@@ -141,7 +144,7 @@ def _answer(body: ErrorAnswer, status: int, headers: dict[str, str] | None = Non
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
-class Unauthorized(Exception):
+class UnauthorizedError(Exception):
     def __init__(self, status: int, reason: str) -> None:
         self.status, self.reason = status, reason
 
@@ -178,15 +181,27 @@ def require_scope(scope: str) -> Callable[..., Any]:
     async def check(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
         tokens: dict[str, TokenSpec] = request.app.state.tokens
         if creds is None or creds.scheme.lower() != "bearer":
-            raise Unauthorized(401, "a bearer token is required")
+            raise UnauthorizedError(401, "a bearer token is required")
         for name, spec in tokens.items():
             if hmac.compare_digest(spec.token.encode(), creds.credentials.encode()):
                 if scope in spec.scopes or "admin" in spec.scopes:
                     return name
-                raise Unauthorized(403, f"this token lacks the scope {scope!r}")
-        raise Unauthorized(401, "unknown token")
+                raise UnauthorizedError(403, f"this token lacks the scope {scope!r}")
+        raise UnauthorizedError(401, "unknown token")
 
     return check
+
+
+def app_state(name: str, kind: type[_State]) -> Callable[[Request], _State]:
+    """A dependency handing a route ``app.state.<name>``, typed; it is there only while the app is started."""
+
+    def state(request: Request) -> _State:
+        value = getattr(request.app.state, name, None)
+        if not isinstance(value, kind):
+            raise RuntimeError(f"{name} is not started: its lifespan has not set app.state.{name}")
+        return value
+
+    return state
 
 
 def health_checks(
@@ -296,13 +311,32 @@ def install_docs(app: FastAPI) -> None:
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(_SWAGGER_UI)), name="docs-assets")
 
 
+def service_app(
+    settings: Settings,
+    *,
+    title: str,
+    version: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    summary: str | None = None,
+    description: str = "",
+) -> FastAPI:
+    """A service's FastAPI app, ``install``ed: its own ``/docs`` (no CDN pages), error bodies and ``/health``.
+
+    The caller includes its routers.
+    """
+    app = FastAPI(title=title, version=version, summary=summary, description=description, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    install(app, settings)
+    return app
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     """Attach tokens, error handlers, ``GET /health`` and ``GET /docs`` to a service's app."""
     app.state.tokens = settings.all_tokens()
     install_docs(app)
 
-    @app.exception_handler(Unauthorized)
-    async def _unauthorized(_r: Request, exc: Unauthorized) -> JSONResponse:
+    @app.exception_handler(UnauthorizedError)
+    async def _unauthorized(_r: Request, exc: UnauthorizedError) -> JSONResponse:
         if exc.status == 401:
             return _answer(UnauthorizedAnswer(reason=exc.reason), 401, {"WWW-Authenticate": "Bearer"})
         return _answer(ForbiddenAnswer(reason=exc.reason), exc.status)

@@ -108,7 +108,8 @@ class Outreach:
 async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
     for attempt in range(5):  # the same key makes a retry harmless
-        resp = await client.post(url, content=orjson.dumps(body), headers={**headers, "content-type": "application/json"})
+        resp = await client.post(url, content=orjson.dumps(body),
+                                 headers={**headers, "content-type": "application/json"})
         if resp.status_code < 500:
             resp.raise_for_status()
             answer: dict[str, Any] = resp.json()
@@ -145,7 +146,8 @@ async def _step(client: httpx.AsyncClient, o: Outreach, intake: str, survey: str
                 when: datetime, kind: str, d: dict[str, Any]) -> int:
     at = when.isoformat()
     if kind == "advisory":
-        await _post(client, f"{intake}/advisory/members", {"profile": d["profile"], "occurred_at": at}, tokens["intake"])
+        await _post(client, f"{intake}/advisory/members", {"profile": d["profile"], "occurred_at": at},
+                    tokens["intake"])
         return 1
     if kind == "survey":
         await _post(client, f"{survey}/responses", {"profile": d["profile"], "submitted_at": at}, tokens["survey"])
@@ -166,8 +168,8 @@ async def _step(client: httpx.AsyncClient, o: Outreach, intake: str, survey: str
     outcome = o.rng.random()
     done_at = (when + timedelta(days=3)).isoformat()
     if outcome < 0.06:
-        await _post(client, f"{intake}/interviews/{iv}/cancel", {"reason": "participant_request", "occurred_at": done_at},
-                    tokens["intake"])
+        await _post(client, f"{intake}/interviews/{iv}/cancel",
+                    {"reason": "participant_request", "occurred_at": done_at}, tokens["intake"])
         return 2
     if outcome < 0.10:
         await _post(client, f"{intake}/interviews/{iv}/no-show", {"occurred_at": done_at}, tokens["intake"])

@@ -26,13 +26,27 @@ from shared.settings import Settings, load_settings
 if TYPE_CHECKING:
     from services.cli.stack import Stack
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="engage: who has the process heard from?")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="engage: who has the process heard from?")
 console = Console(stderr=True)
 SERVICE_NAMES = ("intake", "survey", "analytics")
+
+# Options several commands take, declared once.
+NatsUrlOption = Annotated[str | None, typer.Option(help="NATS (default ENGAGE_NATS_URL, else `engage up`'s).")]
+StreamOption = Annotated[str | None, typer.Option(help="The log's stream (default ENGAGE_STREAM_NAME).")]
+TokensFileOption = Annotated[Path, typer.Option(help="Tokens file written by `engage up`.")]
+LOCAL_TOKENS = Path(".engage/tokens.json")
 
 
 def _settings(**overrides: object) -> Settings:
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _tool_settings(**overrides: object) -> Settings:
+    """Settings for a command that is not a service: it logs only warnings and worse."""
+    settings = _settings(**overrides)
+    configure_logging(settings.log_format, "warning")
+    return settings
 
 
 @app.command()
@@ -43,8 +57,7 @@ def up(
     """Start nats-server, PostgreSQL and the three services; Ctrl-C stops them all."""
     from services.cli.stack import Stack
 
-    settings = _settings(data_dir=data_dir)
-    configure_logging(settings.log_format, "warning")
+    settings = _tool_settings(data_dir=data_dir)
     stack = Stack(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -106,27 +119,30 @@ def serve(
 def demo(
     intake_url: Annotated[str, typer.Option(help="Intake's URL.")] = "http://127.0.0.1:8701",
     survey_url: Annotated[str, typer.Option(help="Survey's URL.")] = "http://127.0.0.1:8702",
-    tokens_file: Annotated[Path, typer.Option(help="Tokens file written by `engage up`.")] = Path(".engage/tokens.json"),
+    tokens_file: TokensFileOption = LOCAL_TOKENS,
     pace: Annotated[float, typer.Option(help="Seconds between requests.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed, for a repeatable outreach.")] = 2018,
 ) -> None:
     """Feed a realistic synthetic outreach (interviews, gatherings, surveys, advisory group)."""
     from services.cli.demo import feed
 
-    settings = _settings()
-    configure_logging(settings.log_format, "warning")
+    settings = _tool_settings()
     asyncio.run(feed({"intake": intake_url, "survey": survey_url}, tokens_file, settings, pace=pace, seed=seed))
 
 
 @app.command("coverage")
 def coverage_command(
     url: Annotated[str, typer.Option(help="Analytics' URL.")] = "http://127.0.0.1:8703",
-    tokens_file: Annotated[Path, typer.Option(help="Tokens file written by `engage up`.")] = Path(".engage/tokens.json"),
+    tokens_file: TokensFileOption = LOCAL_TOKENS,
     as_: Annotated[str, typer.Option("--as", help="Whose token: coordinator (suppressed) or analyst.")] = "coordinator",
     process: Annotated[str | None, typer.Option(help="Process id (default: analytics' default).")] = None,
-    segment: Annotated[str | None, typer.Option(help="Only one category of another dimension, e.g. lived_experience:yes.")] = None,
+    segment: Annotated[
+        str | None, typer.Option(help="Only one category of another dimension, e.g. lived_experience:yes.")
+    ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Also list categories without a target.")] = False,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="The numbers as they stood then, e.g. 2018-04-01T00:00Z.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="The numbers as they stood then, e.g. 2018-04-01T00:00Z.")
+    ] = None,
 ) -> None:
     """Coverage against the plan in the terminal: under-reached communities first, with how many more it takes."""
     from services.cli.coverage import fetch, render, token_from
@@ -138,33 +154,38 @@ def coverage_command(
 
 @app.command()
 def rebuild(
-    data_dir: Annotated[Path | None, typer.Option(help="The folder of a running `engage up` (default .engage/).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The folder of a running `engage up` (default .engage/).")
+    ] = None,
 ) -> None:
     """Replay the whole log into fresh read models beside the live ones, check them, and swap them in."""
     from services.cli.rebuild import run
     from services.cli.stack import with_local_servers
 
-    settings = with_local_servers(_settings(data_dir=data_dir))
-    configure_logging(settings.log_format, "warning")
-    run(settings)
+    run(with_local_servers(_tool_settings(data_dir=data_dir)))
 
 
 @app.command("replay")
 def replay_command(
-    since: Annotated[str | None, typer.Option(help="From this time, included (ISO with zone, on occurred_at).")] = None,
-    until: Annotated[str | None, typer.Option(help="Up to this time, excluded (ISO with zone, on occurred_at).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this time, included (ISO with zone, on occurred_at).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Up to this time, excluded (ISO with zone, on occurred_at).")
+    ] = None,
     from_seq: Annotated[int | None, typer.Option("--from-seq", help="First stream sequence (default 1).")] = None,
-    to_seq: Annotated[int | None, typer.Option("--to-seq", help="Last stream sequence, included (default: the last).")] = None,
+    to_seq: Annotated[
+        int | None, typer.Option("--to-seq", help="Last stream sequence, included (default: the last).")
+    ] = None,
     process: Annotated[str | None, typer.Option(help="Only this process's events (default: all).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
-    nats_url: Annotated[str | None, typer.Option(help="NATS (default ENGAGE_NATS_URL, else `engage up`'s).")] = None,
-    stream: Annotated[str | None, typer.Option(help="The log's stream (default ENGAGE_STREAM_NAME).")] = None,
+    nats_url: NatsUrlOption = None,
+    stream: StreamOption = None,
 ) -> None:
     """Write a window of the log as typed events, one JSON object a line; unreadable ones are reported on stderr."""
     from services.cli.replay import run_replay
 
-    settings = _settings()
-    configure_logging(settings.log_format, "warning")
+    settings = _tool_settings()
     run_replay(settings, since=since, until=until, from_seq=from_seq, to_seq=to_seq, process=process, out=out,
                nats_url=nats_url, stream=stream)
 
@@ -174,15 +195,14 @@ def export_command(
     out: Annotated[Path, typer.Option(help="Folder to write the tables and the data dictionary into.")],
     process: Annotated[str | None, typer.Option(help="Process id (default ENGAGE_PROCESS_ID).")] = None,
     formats: Annotated[str, typer.Option("--format", help="csv, parquet, or csv,parquet.")] = "csv,parquet",
-    nats_url: Annotated[str | None, typer.Option(help="NATS (default ENGAGE_NATS_URL, else `engage up`'s).")] = None,
-    stream: Annotated[str | None, typer.Option(help="The log's stream (default ENGAGE_STREAM_NAME).")] = None,
+    nats_url: NatsUrlOption = None,
+    stream: StreamOption = None,
     plan: Annotated[Path | None, typer.Option(help="Plan file (default: the process's plan).")] = None,
 ) -> None:
     """Replay the log in memory and write pseudonymised engagement rows, coverage and a data dictionary."""
     from services.cli.export import run_export
 
-    settings = _settings()
-    configure_logging(settings.log_format, "warning")
+    settings = _tool_settings()
     run_export(settings, out=out, process=process, formats=formats, nats_url=nats_url, stream=stream, plan_file=plan)
 
 

@@ -17,8 +17,8 @@ from services.intake.interviews import EVENT_TYPE, STATUS_AFTER, Action, is_fina
 from services.intake.records import router as records_router
 from services.intake.schemas import (
     CancelInterview,
-    CompleteInterview,
     CompletedParticipant,
+    CompleteInterview,
     InterviewAnswer,
     MarkNoShow,
     RescheduleInterview,
@@ -101,40 +101,39 @@ async def _act(intake: IntakeDep, key: str | None, interview_id: str, action: Ac
     return stored, payload
 
 
+async def _change(intake: IntakeDep, key: str | None, interview_id: str, action: Action, body: Any,
+                  payload: Any) -> InterviewAnswer:
+    """Apply an ``action`` whose event needs nothing from the interview's record, and answer."""
+
+    async def made(_row: Any, _subject: str) -> Any:
+        return payload
+
+    stored, _ = await _act(intake, key, interview_id, action, body, made)
+    return _answer(interview_id, action, stored)
+
+
 @router.post("/interviews/{interview_id}/reschedule", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
 async def reschedule_interview(interview_id: InterviewId, body: RescheduleInterview,
                                intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
     """Move an open (scheduled or rescheduled) interview to a new time."""
-
-    async def payload(_row: Any, _subject: str) -> InterviewRescheduled:
-        return InterviewRescheduled(interview_id=interview_id, scheduled_for=body.scheduled_for)
-
-    stored, _ = await _act(intake, key, interview_id, Action.reschedule, body, payload)
-    return _answer(interview_id, Action.reschedule, stored)
+    return await _change(intake, key, interview_id, Action.reschedule, body,
+                         InterviewRescheduled(interview_id=interview_id, scheduled_for=body.scheduled_for))
 
 
 @router.post("/interviews/{interview_id}/cancel", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
 async def cancel_interview(interview_id: InterviewId, body: CancelInterview,
                            intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
     """Cancel an open interview; its contact details are deleted."""
-
-    async def payload(_row: Any, _subject: str) -> InterviewCancelled:
-        return InterviewCancelled(interview_id=interview_id, reason=body.reason)
-
-    stored, _ = await _act(intake, key, interview_id, Action.cancel, body, payload)
-    return _answer(interview_id, Action.cancel, stored)
+    return await _change(intake, key, interview_id, Action.cancel, body,
+                         InterviewCancelled(interview_id=interview_id, reason=body.reason))
 
 
 @router.post("/interviews/{interview_id}/no-show", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
 async def mark_no_show(interview_id: InterviewId, intake: IntakeDep, key: KeyDep,
                        body: MarkNoShow | None = None) -> InterviewAnswer:
     """Record that nobody came to an open interview; its contact details are deleted."""
-
-    async def payload(_row: Any, _subject: str) -> InterviewNoShow:
-        return InterviewNoShow(interview_id=interview_id)
-
-    stored, _ = await _act(intake, key, interview_id, Action.no_show, body or MarkNoShow(), payload)
-    return _answer(interview_id, Action.no_show, stored)
+    return await _change(intake, key, interview_id, Action.no_show, body or MarkNoShow(),
+                         InterviewNoShow(interview_id=interview_id))
 
 
 @router.post("/interviews/{interview_id}/complete", response_model=InterviewAnswer, responses=CHANGE_ERRORS)

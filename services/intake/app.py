@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from services.intake import contacts
 from services.intake.api import router
 from services.intake.context import IntakeState
-from shared.bus import EventLog, attach_streams, make_broker, stop_broker
+from shared.bus import connected_log
 from shared.errors import ConfigError
-from shared.http import health_checks, install
+from shared.http import health_checks, service_app
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -35,32 +35,25 @@ def build_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = make_broker(nats_url)
-        await broker.connect()
-        pool: asyncpg.Pool | None = None
-        try:
-            js = await attach_streams(broker.connection, settings)
+        async with connected_log(nats_url, settings) as event_log:
             pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
-            await contacts.migrate(pool)
-            app.state.intake = IntakeState(settings=settings, log=EventLog(broker, js, settings), pool=pool)
-            app.state.health_checks = health_checks(nats=broker.connection, database=pool)
-            log.info("intake_started", process_id=settings.process_id)
-            yield
-        finally:
-            if pool is not None:
+            try:
+                await contacts.migrate(pool)
+                app.state.intake = IntakeState(settings=settings, log=event_log, pool=pool)
+                app.state.health_checks = health_checks(nats=event_log.broker.connection, database=pool)
+                log.info("intake_started", process_id=settings.process_id)
+                yield
+            finally:
                 await pool.close()
-            await stop_broker(broker)
 
-    app = FastAPI(
+    app = service_app(
+        settings,
         title="engage intake",
         version="1",
         summary="Schedule and record interviews, gatherings and the advisory group's work.",
         description="Writes engagement events to the log. Participants are known by opaque "
         "references; contact details for scheduling stay in intake's own deletable table.",
         lifespan=lifespan,
-        docs_url=None,  # install serves /docs with Swagger UI from the service itself, not a CDN
-        redoc_url=None,
     )
-    install(app, settings)
     app.include_router(router)
     return app

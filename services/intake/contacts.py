@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 
-
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 

@@ -7,39 +7,28 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends
 
-from shared.bus import EventLog, Stored
+from shared.bus import ServiceState, Stored
 from shared.events import Envelope
+from shared.http import app_state
 from shared.idempotency import derived_id, derived_uuid, idempotency_key
 from shared.logging import get_logger
-from shared.settings import Settings
 
 log = get_logger("engage.intake")
 
 
 @dataclass(frozen=True)
-class IntakeState:
+class IntakeState(ServiceState):
     """The running service: settings, the event log, and intake's own database (contacts).
 
-    Made once by the app's lifespan and kept on ``app.state.intake``; routes get it typed
-    through ``IntakeDep`` instead of reading loose attributes off ``app.state``.
+    Kept on ``app.state.intake``; routes get it through ``IntakeDep``.
     """
 
-    settings: Settings
-    log: EventLog
     pool: asyncpg.Pool
 
 
-def intake_state(request: Request) -> IntakeState:
-    """The running intake's state (a dependency); only there while the app is started."""
-    state = getattr(request.app.state, "intake", None)
-    if not isinstance(state, IntakeState):
-        raise RuntimeError("intake is not started: its lifespan has not set app.state.intake")
-    return state
-
-
-IntakeDep = Annotated[IntakeState, Depends(intake_state)]
+IntakeDep = Annotated[IntakeState, Depends(app_state("intake", IntakeState))]
 KeyDep = Annotated[str | None, Depends(idempotency_key)]
 
 

@@ -8,6 +8,7 @@ No I/O here, so the rules are tested on their own.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Action(StrEnum):
@@ -28,32 +29,24 @@ FINAL_STATES: dict[str, tuple[str, str]] = {
     "InterviewCompleted": ("was completed", "a completed interview"),
 }
 
-# The verb in "cannot be ...", and the status an allowed action leads to.
-_VERB = {
-    Action.reschedule: "rescheduled",
-    Action.cancel: "cancelled",
-    Action.no_show: "marked a no-show",
-    Action.complete: "completed",
+
+class _Effect(NamedTuple):
+    verb: str  # as in "cannot be ..."
+    status: str  # the status an allowed action leads to
+    event_type: str  # the event it writes
+
+
+_EFFECTS = {
+    Action.reschedule: _Effect("rescheduled", "scheduled", "InterviewRescheduled"),
+    Action.cancel: _Effect("cancelled", "cancelled", "InterviewCancelled"),
+    Action.no_show: _Effect("marked a no-show", "no_show", "InterviewNoShow"),
+    Action.complete: _Effect("completed", "completed", "InterviewCompleted"),
 }
-STATUS_AFTER = {
-    Action.reschedule: "scheduled",
-    Action.cancel: "cancelled",
-    Action.no_show: "no_show",
-    Action.complete: "completed",
-}
-EVENT_TYPE = {
-    Action.reschedule: "InterviewRescheduled",
-    Action.cancel: "InterviewCancelled",
-    Action.no_show: "InterviewNoShow",
-    Action.complete: "InterviewCompleted",
-}
-_STATUS_OF = {
-    "InterviewScheduled": "scheduled",
-    "InterviewRescheduled": "scheduled",
-    "InterviewCancelled": "cancelled",
-    "InterviewNoShow": "no_show",
-    "InterviewCompleted": "completed",
-}
+_VERB = {action: effect.verb for action, effect in _EFFECTS.items()}
+STATUS_AFTER = {action: effect.status for action, effect in _EFFECTS.items()}
+EVENT_TYPE = {action: effect.event_type for action, effect in _EFFECTS.items()}
+# Each event type's status: the one its action leads to; scheduling opens an interview.
+_STATUS_OF = {"InterviewScheduled": "scheduled", **{effect.event_type: effect.status for effect in _EFFECTS.values()}}
 
 
 def status_of(last_event_type: str) -> str:

@@ -25,8 +25,13 @@ from shared.events import (
 from shared.profile import Profile, Region
 
 
-class _Command(BaseModel):
+class _Body(BaseModel):
+    """A request body or a part of one: unknown fields are refused, and it is frozen once read."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Command(_Body):
 
     occurred_at: PastTimestamp | None = Field(
         None,
@@ -38,11 +43,9 @@ class _Command(BaseModel):
     )
 
 
-class ContactDetails(BaseModel):
+class ContactDetails(_Body):
     """How to reach the person to arrange the interview. Kept only in intake's own table,
     deleted when the interview ends; never written to the event log."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(None, min_length=1, max_length=200, description="Name to ask for.")
     phone: str | None = Field(None, min_length=1, max_length=50, description="Phone number to call or text.")
@@ -80,10 +83,8 @@ class MarkNoShow(_Command):
     """Record that nobody came to an open interview."""
 
 
-class CompletedParticipant(BaseModel):
+class CompletedParticipant(_Body):
     """One person who took part, with what they chose to say about themselves."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     participant_ref: ParticipantRef | None = Field(
         None,

@@ -13,9 +13,9 @@ from fastapi import FastAPI
 
 from services.survey.api import router
 from services.survey.state import SurveyState
-from shared.bus import EventLog, attach_streams, make_broker, stop_broker
+from shared.bus import connected_log
 from shared.errors import ConfigError
-from shared.http import health_checks, install
+from shared.http import health_checks, service_app
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -30,26 +30,13 @@ def build_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = make_broker(nats_url)
-        await broker.connect()
-        try:
-            js = await attach_streams(broker.connection, settings)
-            app.state.survey = SurveyState(settings=settings, log=EventLog(broker, js, settings))
-            app.state.health_checks = health_checks(nats=broker.connection)
+        async with connected_log(nats_url, settings) as event_log:
+            app.state.survey = SurveyState(settings=settings, log=event_log)
+            app.state.health_checks = health_checks(nats=event_log.broker.connection)
             log.info("survey_started", stream=settings.stream_name)
             yield
-        finally:
-            await stop_broker(broker)
 
-    app = FastAPI(
-        title="engage survey",
-        summary="Records completed anonymous survey responses on the engagement event log.",
-        version="1",
-        lifespan=lifespan,
-        docs_url=None,  # install serves /docs with Swagger UI from the service itself, not a CDN
-        redoc_url=None,
-    )
-    install(app, settings)
-
+    app = service_app(settings, title="engage survey", version="1", lifespan=lifespan,
+                      summary="Records completed anonymous survey responses on the engagement event log.")
     app.include_router(router)
     return app

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.events import PastTimestamp, ProcessId
 from shared.profile import Profile
 
+
 class RecordSurveyResponse(BaseModel):
     """Record one completed anonymous survey response.
 
