@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import resource
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import nats
 
-from services.analytics.store import schema as store
 from services.analytics.engine.projector import Projector
-from shared.bus import ensure_streams, make_broker
+from services.analytics.store import schema as store
 from services.cli.embedded import EmbeddedNats, EmbeddedPostgres
+from shared.bus import ensure_streams, make_broker
 from shared.events import Envelope
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -102,26 +103,38 @@ async def project(url: str, dsn: str, settings: Settings, n: int) -> float:
     return n / elapsed
 
 
+@contextlib.asynccontextmanager
+async def log_on_servers(n: int, folder: Path) -> AsyncIterator[tuple[Settings, float]]:
+    """Throw-away servers in ``folder`` with a log of ``n`` events; the settings, and the rate of the
+    baseline (a raw ordered consumer reading the whole log) measured on them."""
+    nats_server = EmbeddedNats(folder / f"nats-{n}")
+    postgres = EmbeddedPostgres(folder / f"pg-{n}", delete_on_stop=True)
+    url, dsn = nats_server.start(), postgres.start()
+    settings = Settings(nats_url=url, database_url=dsn)
+    try:
+        print(f"generating and publishing {n:,} events…", flush=True)
+        await publish(url, settings, workload(n))
+        yield settings, await raw_read(url, settings, n)
+    finally:
+        nats_server.stop()
+        postgres.stop()
+
+
 async def main(n: int) -> None:
     configure_logging("json", "warning")
     with tempfile.TemporaryDirectory(prefix="engage-bench-") as tmp:
-        nats_server = EmbeddedNats(Path(tmp) / "nats")
-        postgres = EmbeddedPostgres(Path(tmp) / "pg", delete_on_stop=True)
-        url, dsn = nats_server.start(), postgres.start()
-        settings = Settings(nats_url=url, database_url=dsn)
-        try:
-            print(f"generating and publishing {n:,} events…", flush=True)
-            await publish(url, settings, workload(n))
-            raw = await raw_read(url, settings, n)
-            rate = await project(url, dsn, settings, n)
-        finally:
-            nats_server.stop()
-            postgres.stop()
+        async with log_on_servers(n, Path(tmp)) as (settings, raw):
+            rate = await project(settings.nats_url or "", settings.database_url or "", settings, n)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"raw ordered consumer : {raw:>9,.0f} events/s")
-    print(f"analytics catch-up   : {rate:>9,.0f} events/s")
-    print(f"ratio                : {rate / raw:.2f}")
-    print(f"peak RSS (process)   : {peak:,.0f} MB")
+    print_figures({"raw ordered consumer": f"{raw:>9,.0f} events/s", "analytics catch-up": f"{rate:>9,.0f} events/s",
+                   "ratio": f"{rate / raw:.2f}", "peak RSS (process)": f"{peak:,.0f} MB"})
+
+
+def print_figures(figures: dict[str, str], indent: str = "") -> None:
+    """One aligned line per figure."""
+    width = max(map(len, figures))
+    for name, value in figures.items():
+        print(f"{indent}{name:<{width}} : {value}")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,11 @@ from pathlib import Path
 
 import nats
 
-from bench.catchup import publish, raw_read, workload
+from bench.catchup import log_on_servers, print_figures
+from services.analytics.reading.decode import decode
 from services.analytics.reading.replay import raw_batches
-from services.cli.embedded import EmbeddedNats, EmbeddedPostgres
 from shared.logging import configure_logging
 from shared.settings import Settings
-from shared.upcasting import decode_event
 
 DEFAULT_GC = gc.get_threshold()
 
@@ -65,7 +64,7 @@ async def read_and_validate(url: str, settings: Settings) -> float:
     start = time.perf_counter()
     async for batch in raw_batches(nc, settings.stream_name, batch=5000):
         for _, _, data in batch:
-            decode_event(data)
+            decode(data)
         seen += len(batch)
     elapsed = time.perf_counter() - start
     await nc.close()
@@ -74,19 +73,10 @@ async def read_and_validate(url: str, settings: Settings) -> float:
 
 
 async def measure(n: int, tmp: Path) -> tuple[float, float, float, float, float]:
-    nats_server = EmbeddedNats(tmp / f"nats-{n}")
-    postgres = EmbeddedPostgres(tmp / f"pg-{n}", delete_on_stop=True)
-    url, dsn = nats_server.start(), postgres.start()
-    settings = Settings(nats_url=url, database_url=dsn)
-    try:
-        print(f"publishing {n:,} events…", flush=True)
-        await publish(url, settings, workload(n))
-        raw = await raw_read(url, settings, n)
+    async with log_on_servers(n, tmp) as (settings, raw):
+        url, dsn = settings.nats_url or "", settings.database_url or ""
         ceiling = await read_and_validate(url, settings)
         rate, wall, peak = await asyncio.to_thread(rebuild_in_child, url, dsn)
-    finally:
-        nats_server.stop()
-        postgres.stop()
     return raw, ceiling, rate, wall, peak
 
 
@@ -98,11 +88,13 @@ async def main(sizes: list[int]) -> None:
             rows.append((n, *await measure(n, Path(tmp))))
     for n, raw, ceiling, rate, wall, peak in rows:
         print(f"\n{n:,} events")
-        print(f"  raw ordered consumer : {raw:>9,.0f} events/s")
-        print(f"  read + validate only : {ceiling:>9,.0f} events/s  (ratio {ceiling / raw:.2f}: no projection, no writes)")
-        print(f"  engage rebuild       : {rate:>9,.0f} events/s  ({wall:.1f} s for the whole command)")
-        print(f"  ratio                : {rate / raw:.2f}")
-        print(f"  rebuild peak RSS     : {peak:,.0f} MB")
+        print_figures({
+            "raw ordered consumer": f"{raw:>9,.0f} events/s",
+            "read + validate only": f"{ceiling:>9,.0f} events/s  (ratio {ceiling / raw:.2f}: no projection, no writes)",
+            "engage rebuild": f"{rate:>9,.0f} events/s  ({wall:.1f} s for the whole command)",
+            "ratio": f"{rate / raw:.2f}",
+            "rebuild peak RSS": f"{peak:,.0f} MB",
+        }, indent="  ")
 
 
 if __name__ == "__main__":

@@ -83,14 +83,18 @@ class Replayed(Freshness):
 
 
 class PlanInfo(_Answer):
-    name: str
-    threshold: float
+    """The plan the answer is judged against."""
+
+    name: str = Field(description="The process's name, as reports show it.")
+    threshold: float = Field(description="The representation ratio below which a category falls short.")
 
 
 class SegmentInfo(_Answer):
-    dimension: str
-    category: str
-    label: str
+    """The participants the answer is restricted to: those in one category of another dimension."""
+
+    dimension: str = Field(description="A profile question, e.g. `lived_experience`.")
+    category: str = Field(description="One of its categories, e.g. `yes`.")
+    label: str = Field(description="The category's label in the plan.")
 
 
 class Suppression(_Answer):
