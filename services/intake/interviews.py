@@ -45,13 +45,6 @@ _EFFECTS = {
 _VERB = {action: effect.verb for action, effect in _EFFECTS.items()}
 STATUS_AFTER = {action: effect.status for action, effect in _EFFECTS.items()}
 EVENT_TYPE = {action: effect.event_type for action, effect in _EFFECTS.items()}
-# Each event type's status: the one its action leads to; scheduling opens an interview.
-_STATUS_OF = {"InterviewScheduled": "scheduled", **{effect.event_type: effect.status for effect in _EFFECTS.values()}}
-
-
-def status_of(last_event_type: str) -> str:
-    """The interview's status after ``last_event_type`` ("unknown" for anything else)."""
-    return _STATUS_OF.get(last_event_type, "unknown")
 
 
 def is_final(last_event_type: str) -> bool:

@@ -13,7 +13,6 @@ from services.intake.interviews import (
     Action,
     is_final,
     refusal,
-    status_of,
 )
 
 IV = "iv-0123456789abcdef0123"
@@ -71,15 +70,8 @@ def test_final_and_open_states_cover_every_interview_event() -> None:
 
 
 @pytest.mark.parametrize("action", list(Action))
-def test_each_action_leads_to_its_event_and_status(action: Action) -> None:
+def test_only_rescheduling_leaves_an_interview_open(action: Action) -> None:
+    """Each action's event is final but a reschedule's, and its status says so."""
     event_type = EVENT_TYPE[action]
-    assert status_of(event_type) == STATUS_AFTER[action]
-    # Only rescheduling keeps the interview open.
     assert is_final(event_type) is (action is not Action.reschedule)
-
-
-def test_status_of() -> None:
-    assert status_of("InterviewScheduled") == "scheduled"
-    assert status_of("InterviewRescheduled") == "scheduled"
-    assert status_of("InterviewNoShow") == "no_show"
-    assert status_of("SurveyCompleted") == "unknown"
+    assert (STATUS_AFTER[action] == "scheduled") is (action is Action.reschedule)
