@@ -34,8 +34,9 @@ SERVICE_NAMES = ("intake", "survey", "analytics")
 # Options several commands take, declared once.
 NatsUrlOption = Annotated[str | None, typer.Option(help="NATS (default ENGAGE_NATS_URL, else `engage up`'s).")]
 StreamOption = Annotated[str | None, typer.Option(help="The log's stream (default ENGAGE_STREAM_NAME).")]
-TokensFileOption = Annotated[Path, typer.Option(help="Tokens file written by `engage up`.")]
-LOCAL_TOKENS = Path(".engage/tokens.json")
+TokensFileOption = Annotated[
+    Path | None, typer.Option(help="Tokens file written by `engage up` (default: tokens.json in ENGAGE_DATA_DIR).")
+]
 
 
 def _settings(**overrides: object) -> Settings:
@@ -117,9 +118,13 @@ def serve(
 
 @app.command()
 def demo(
-    intake_url: Annotated[str, typer.Option(help="Intake's URL.")] = "http://127.0.0.1:8701",
-    survey_url: Annotated[str, typer.Option(help="Survey's URL.")] = "http://127.0.0.1:8702",
-    tokens_file: TokensFileOption = LOCAL_TOKENS,
+    intake_url: Annotated[
+        str | None, typer.Option(help="Intake's URL (default: ENGAGE_HOST and ENGAGE_INTAKE_PORT).")
+    ] = None,
+    survey_url: Annotated[
+        str | None, typer.Option(help="Survey's URL (default: ENGAGE_HOST and ENGAGE_SURVEY_PORT).")
+    ] = None,
+    tokens_file: TokensFileOption = None,
     pace: Annotated[float, typer.Option(help="Seconds between requests.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed, for a repeatable outreach.")] = 2018,
 ) -> None:
@@ -127,13 +132,25 @@ def demo(
     from services.cli.demo import feed
 
     settings = _tool_settings()
-    asyncio.run(feed({"intake": intake_url, "survey": survey_url}, tokens_file, settings, pace=pace, seed=seed))
+    urls = {"intake": intake_url or _url(settings, settings.intake_port),
+            "survey": survey_url or _url(settings, settings.survey_port)}
+    asyncio.run(feed(urls, _tokens_file(settings, tokens_file), settings, pace=pace, seed=seed))
+
+
+def _url(settings: Settings, port: int) -> str:
+    return f"http://{settings.host}:{port}"
+
+
+def _tokens_file(settings: Settings, given: Path | None) -> Path:
+    return given or settings.tokens_file or settings.data_dir / "tokens.json"
 
 
 @app.command("coverage")
 def coverage_command(
-    url: Annotated[str, typer.Option(help="Analytics' URL.")] = "http://127.0.0.1:8703",
-    tokens_file: TokensFileOption = LOCAL_TOKENS,
+    url: Annotated[
+        str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
+    ] = None,
+    tokens_file: TokensFileOption = None,
     as_: Annotated[str, typer.Option("--as", help="Whose token: coordinator (suppressed) or analyst.")] = "coordinator",
     process: Annotated[str | None, typer.Option(help="Process id (default: analytics' default).")] = None,
     segment: Annotated[
@@ -147,7 +164,9 @@ def coverage_command(
     """Coverage against the plan in the terminal: under-reached communities first, with how many more it takes."""
     from services.cli.coverage import fetch, render, token_from
 
-    body = fetch(url, token_from(tokens_file, as_), process, segment, as_of)
+    settings = _settings()
+    token = token_from(_tokens_file(settings, tokens_file), as_)
+    body = fetch(url or _url(settings, settings.analytics_port), token, process, segment, as_of)
     out = Console()
     render(body, out if out.is_terminal else Console(width=150), show_all)
 
