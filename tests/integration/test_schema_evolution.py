@@ -8,8 +8,9 @@ and register the upcaster themselves, and a fixture puts both back.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -17,13 +18,14 @@ import nats
 import orjson
 import pytest
 
-from services.analytics.reading import replay
 from services.analytics.app import build_app
+from services.analytics.reading import replay
 from shared import upcasting
 from shared.bus import DEADLETTER_STREAM, attach_streams
 from shared.events import SCHEMA_VERSION
 from shared.profile import Profile
 from tests import factories as f
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -47,17 +49,28 @@ def survey_v1_to_v2(raw: dict) -> dict:
     return {**raw, "payload": {**payload, "profile": answers}}
 
 
-@pytest.fixture
-def reader_at_v2(monkeypatch: pytest.MonkeyPatch):
-    """The reader moved to schema version 2, with a registry of its own; both restored afterwards."""
-    monkeypatch.setattr(upcasting, "CURRENT_VERSION", 2)
-    monkeypatch.setattr(upcasting, "UPCASTERS", dict(upcasting.UPCASTERS))
-    return upcasting
+@contextlib.contextmanager
+def reader_moved_to_v2(*, with_upcaster: bool) -> Iterator[None]:
+    """The reader at schema version 2 with a registry of its own (holding the v1 -> v2 survey
+    upcaster if asked); today's version and registry are put back on leaving."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(upcasting, "CURRENT_VERSION", 2)
+        patch.setattr(upcasting, "UPCASTERS", dict(upcasting.UPCASTERS))
+        if with_upcaster:
+            upcasting.upcaster("SurveyCompleted", 1)(survey_v1_to_v2)
+        yield
 
 
 @pytest.fixture
-def upcaster_registered(reader_at_v2):
-    reader_at_v2.upcaster("SurveyCompleted", 1)(survey_v1_to_v2)
+def reader_at_v2() -> Iterator[None]:
+    with reader_moved_to_v2(with_upcaster=False):
+        yield
+
+
+@pytest.fixture
+def upcaster_registered() -> Iterator[None]:
+    with reader_moved_to_v2(with_upcaster=True):
+        yield
 
 
 def raw_of(event, version: int, at: datetime) -> tuple[str, dict]:
@@ -105,15 +118,14 @@ async def publish_raw(settings, log: list[tuple[str, dict]]) -> tuple[nats.NATS,
 async def project(settings, auth_headers, last: int) -> dict:
     """Run analytics until it has reached ``last``; its analyst coverage answer."""
     app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
-            deadline = asyncio.get_running_loop().time() + 15
-            while True:
-                body = (await client.get("/coverage", headers=auth_headers("analyst"))).json()
-                if body["as_of"]["sequence"] == last:
-                    return body
-                assert asyncio.get_running_loop().time() < deadline, "the projector did not reach the log's end"
-                await asyncio.sleep(0.05)
+    async with (app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client):
+
+        async def coverage() -> dict:
+            return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
+
+        return await eventually(coverage, lambda body: body["as_of"]["sequence"] == last,
+                                what=f"the projector to reach the log's end ({last})")
 
 
 def counts(body: dict, dimension: str) -> Counter:
@@ -191,7 +203,19 @@ async def test_an_event_newer_than_the_reader_is_parked_naming_schema_version(ma
     await nc.close()
 
 
-def test_the_reader_is_back_at_todays_schema_after_the_evolution_tests() -> None:
-    """The fixtures put the version and the registry back: no test leaks a v2 reader."""
-    assert upcasting.CURRENT_VERSION == SCHEMA_VERSION
-    assert ("SurveyCompleted", 1) not in upcasting.UPCASTERS
+def test_a_reader_moved_to_v2_for_a_test_is_back_at_todays_schema_afterwards() -> None:
+    """What the fixtures above do, done here: while moved, a v1 survey is read as v2; afterwards
+    the version, the registry and what a v1 survey reads as are today's again."""
+    todays_version, todays_registry = upcasting.CURRENT_VERSION, dict(upcasting.UPCASTERS)
+    assert todays_version == SCHEMA_VERSION and ("SurveyCompleted", 1) not in todays_registry
+    _, v1 = the_log()[0][0]
+    assert "answers" in v1["payload"] and v1["schema_version"] == 1
+
+    with reader_moved_to_v2(with_upcaster=True):
+        assert upcasting.CURRENT_VERSION == 2
+        assert upcasting.UPCASTERS[("SurveyCompleted", 1)] is survey_v1_to_v2
+        moved = upcasting.upcast(v1)
+        assert moved["schema_version"] == 2 and moved["payload"]["profile"]["lived_experience"] == "yes"
+
+    assert todays_version == upcasting.CURRENT_VERSION and todays_registry == upcasting.UPCASTERS
+    assert upcasting.upcast(v1) == v1  # today's reader leaves a v1 event as it is
