@@ -15,10 +15,11 @@ import asyncpg
 import pytest
 
 from services.analytics.store import reads, schema
-from shared.bus import ensure_streams, make_broker
 from services.cli.embedded import free_port
+from shared.bus import ensure_streams, make_broker
 from shared.settings import Settings
 from tests import factories as f
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 EVENTS = 30_000
@@ -33,22 +34,21 @@ def start_analytics(settings: Settings, consumer: str, database_url: str, log: P
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-async def wait_checkpoint(dsn: str, consumer: str, predicate: Callable[[int], bool], timeout: float) -> int:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+async def checkpoint(dsn: str, consumer: str) -> int:
+    """The sequence ``consumer`` has committed (0 before its tables exist)."""
+    try:
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": "analytics"})
         try:
-            conn = await asyncpg.connect(dsn, server_settings={"search_path": "analytics"})
-            try:
-                seq = await reads.checkpoint(conn, consumer)
-            finally:
-                await conn.close()
-        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-            seq = 0
-        if predicate(seq):
-            return seq
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"checkpoint stuck at {seq}")
-        await asyncio.sleep(0.02)
+            return await reads.checkpoint(conn, consumer)
+        finally:
+            await conn.close()
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return 0
+
+
+async def wait_until_projected(dsn: str, consumer: str, timeout: float = 120) -> int:
+    return await eventually(lambda: checkpoint(dsn, consumer), lambda seq: seq >= EVENTS,
+                            what=f"{consumer} to project all {EVENTS} events", timeout=timeout, interval=0.05)
 
 
 async def counts(dsn: str, consumer: str) -> tuple:
@@ -90,19 +90,25 @@ async def test_sigkill_mid_stream_then_restart_counts_every_event_once(
 
     log = tmp_path / "analytics.log"
     proc = start_analytics(settings, "analytics", database_url, log)
-    reached = await wait_checkpoint(database_url, "analytics", lambda s: s > 2_000, 60)
+    # Kill as soon as a first batch is committed: the checkpoint is then past the start and
+    # (with EVENTS batches of work ahead) far from the end.
+    started = await eventually(lambda: checkpoint(database_url, "analytics"), lambda seq: seq > 0,
+                               what="the first committed batch", timeout=60, interval=0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert reached < EVENTS, "the kill came too late to interrupt anything"
+    assert started < EVENTS, f"the projector had finished ({started}) before the kill was sent"
+    at_kill = await checkpoint(database_url, "analytics")  # the process is gone: this is where it died
+    print(f"killed at checkpoint {at_kill} of {EVENTS}")
+    assert 0 < at_kill < EVENTS, f"the kill landed at {at_kill} of {EVENTS}: not mid-stream"
     proc = start_analytics(settings, "analytics", database_url, log)
-    await wait_checkpoint(database_url, "analytics", lambda s: s >= EVENTS, 120)
+    await wait_until_projected(database_url, "analytics")
     proc.terminate()
     proc.wait(30)
 
     # The same log projected without interruption, into a database of its own.
     clean_dsn = await another_database()
     proc = start_analytics(settings, "clean", clean_dsn, log)
-    await wait_checkpoint(clean_dsn, "clean", lambda s: s >= EVENTS, 120)
+    await wait_until_projected(clean_dsn, "clean")
     proc.terminate()
     proc.wait(30)
     assert await counts(database_url, "analytics") == await counts(clean_dsn, "clean")
