@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import httpx
-import nats
 import pytest
 from faststream.nats import NatsBroker
 
@@ -20,6 +18,7 @@ from shared.events import Envelope
 from shared.profile import Profile
 from shared.settings import Settings
 from tests import factories as f
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +42,12 @@ async def publish_all(broker: NatsBroker, settings: Settings, events: list[Envel
 
 async def coverage(client: httpx.AsyncClient, headers: dict[str, str], until_seq: int) -> dict:
     """GET /coverage once the projection has reached ``until_seq``."""
-    for _ in range(200):
-        body = (await client.get("/coverage", headers=headers)).json()
-        if body["as_of"]["sequence"] >= until_seq:
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"projection never reached {until_seq}: {body['as_of']}")
+
+    async def body() -> dict:
+        return (await client.get("/coverage", headers=headers)).json()
+
+    return await eventually(body, lambda b: b["as_of"]["sequence"] >= until_seq,
+                            what=f"the projection to reach {until_seq}", interval=0.02)
 
 
 def dim(body: dict, key: str) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from shared.events import (
 )
 from shared.profile import Profile
 from tests import factories as f
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -132,15 +132,6 @@ def assert_matches(body: dict, expected: dict) -> None:
         assert head(body, dimension) == (sum(counted.values()) - counted["declined"], counted["declined"])
 
 
-async def wait_for(predicate, what: str, timeout: float = 15.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := await predicate()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
-
-
 @pytest.fixture
 async def outreach_app(make_settings):
     """A few hundred events spread over January to May 2018 on the log, and analytics running."""
@@ -166,11 +157,11 @@ async def test_as_of_coverage_matches_counts_made_from_the_events(outreach_app, 
     """At each cut-off, participants, channels, regions and lived experience equal a hand count."""
     client, events, _, last = outreach_app
 
-    async def projected():
-        body = (await client.get("/coverage", headers=auth_headers("analyst"))).json()
-        return body if body["as_of"]["sequence"] == last and body["as_of"]["behind"] == 0 else None
+    async def coverage() -> dict:
+        return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
 
-    live = await wait_for(projected, "the projection")
+    live = await eventually(coverage, lambda body: body["as_of"]["sequence"] == last and body["as_of"]["behind"] == 0,
+                            what=f"the projection to reach {last}")
     for cut in CUTS:
         r = await client.get("/coverage", params={"as_of": cut}, headers=auth_headers("analyst"))
         assert r.status_code == 200, r.text

@@ -38,6 +38,7 @@ from shared.plan import shipped_plans
 from shared.profile import Profile
 from shared.settings import Settings
 from tests import factories as f
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -81,15 +82,6 @@ def outreach(rng: random.Random) -> tuple[list[Envelope], str]:
     leaving = people[0]  # interviewed twice (returning), then withdraws
     events.append(f.withdrawn(leaving))
     return [at(ev, i) for i, ev in enumerate(events)], leaving
-
-
-async def wait_for(predicate, what: str, timeout: float = 30.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := await predicate()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-    return value
 
 
 def counted_from(rows: list[dict]) -> dict:
@@ -161,11 +153,11 @@ async def test_an_export_adds_up_to_the_analysts_coverage(make_settings: Callabl
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
-            async def caught_up():
-                body = (await client.get("/coverage", headers=auth_headers("analyst"))).json()
-                return body if body["as_of"]["sequence"] == last else None
+            async def coverage() -> dict:
+                return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
 
-            body = await wait_for(caught_up, f"the projection to reach {last}")
+            body = await eventually(coverage, lambda body: body["as_of"]["sequence"] == last,
+                                    what=f"the projection to reach {last}", timeout=30)
 
     nc = await nats.connect(settings.nats_url)
     made = await export_log(nc, tmp_path / "py", shipped_plans()["shfa-2018"], stream=settings.stream_name,

@@ -30,6 +30,7 @@ from shared.events import (
 )
 from shared.settings import Settings
 from tests import factories as f
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -125,12 +126,11 @@ async def test_a_rebuild_equals_the_live_read_models_and_is_swapped_in_while_the
                 await publish_event(broker, ev, settings)
 
     async def projected_to(client: httpx.AsyncClient, seq: int) -> dict:
-        for _ in range(600):
-            body = (await client.get("/coverage", headers=auth_headers("analyst"))).json()
-            if body["as_of"]["sequence"] >= seq:
-                return body
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"the projection never reached {seq}")
+        async def coverage() -> dict:
+            return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
+
+        return await eventually(coverage, lambda body: body["as_of"]["sequence"] >= seq,
+                                what=f"the projection to reach {seq}", timeout=30)
 
     await publish(events[:half])
     # A projector that stops mid-stream leaves messages delivered and never acknowledged: the next

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from shared.bus import STATUS_STREAM, attach_streams, make_broker, publish_event
 from shared.profile import Profile
 from shared.settings import Settings
 from tests import factories as f
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -69,17 +69,6 @@ async def status_events(js) -> list[dict]:
             for seq in range(info.state.first_seq, info.state.last_seq + 1)] if info.state.messages else []
 
 
-async def wait_for(predicate, what: str, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def row(body: dict, dimension: str, category: str) -> dict:
     dim = next(d for d in body["dimensions"] if d["dimension"] == dimension)
     return next(c for c in dim["categories"] if c["category"] == category)
@@ -109,11 +98,10 @@ async def test_two_under_reached_communities_are_flagged_announced_and_one_recov
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
-            async def coverage_at(n: int):
-                body = (await client.get("/coverage", headers=auth_headers("analyst"))).json()
-                return body if body["participants"] == n else None
+            async def coverage() -> dict:
+                return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
 
-            body = await wait_for(lambda: coverage_at(50), "50 participants")
+            body = await eventually(coverage, lambda body: body["participants"] == 50, what="50 participants")
             northeast, southwest = row(body, "region", "northeast"), row(body, "region", "southwest")
             assert northeast["status"] == southwest["status"] == "under-reached"
             assert northeast["needed"] == brute_force_needed(6, 50, 0.5) == 24
@@ -125,23 +113,20 @@ async def test_two_under_reached_communities_are_flagged_announced_and_one_recov
             assert row(body, "mandated_group", "police_probation")["count"] == 5
             assert row(body, "region", "central")["status"] == "no-target"
 
-            async def two_announced():
-                found = await status_events(js)
-                return found if len(found) >= 2 else None
-
-            announced = await wait_for(two_announced, "two status events")
+            announced = await eventually(lambda: status_events(js), lambda found: len(found) >= 2,
+                                         what="two status events")
             assert sorted((e["type"], e["category"], e["needed"]) for e in announced) == [
                 ("CommunityUnderReached", "northeast", 24), ("CommunityUnderReached", "southwest", 11)]
 
             for _ in range(11):
                 await publish_event(broker, person("southwest", "no"), settings)
-            body = await wait_for(lambda: coverage_at(61), "61 participants")
+            body = await eventually(coverage, lambda body: body["participants"] == 61, what="61 participants")
             assert row(body, "region", "southwest")["status"] == "on-track"
 
             async def reached():
                 return [e for e in await status_events(js) if e["type"] == "CommunityReached"]
 
-            recovered = await wait_for(reached, "CommunityReached")
+            recovered = await eventually(reached, what="a CommunityReached status event")
             assert [(e["category"], e["previous"], e["status"]) for e in recovered] == [
                 ("southwest", "under-reached", "on-track")]
             assert len(await status_events(js)) == 3  # northeast stayed under-reached: nothing new
@@ -168,13 +153,12 @@ async def test_a_segment_matches_counts_made_from_the_events(make_settings, auth
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
-            async def segment():
-                r = await client.get("/coverage", params={"segment": "lived_experience:yes"},
-                                     headers=auth_headers("analyst"))
-                body = r.json()
-                return body if body["as_of"]["behind"] == 0 and body["as_of"]["sequence"] == 400 else None
+            async def segment() -> dict:
+                return (await client.get("/coverage", params={"segment": "lived_experience:yes"},
+                                         headers=auth_headers("analyst"))).json()
 
-            body = await wait_for(segment, "the projection")
+            body = await eventually(segment, lambda body: body["as_of"]["behind"] == 0
+                                    and body["as_of"]["sequence"] == 400, what="the projection to reach 400")
             bad = await client.get("/coverage", params={"segment": "lived_experience:maybe"},
                                    headers=auth_headers("analyst"))
     await broker.stop()
@@ -213,11 +197,11 @@ async def test_participation_over_time_by_local_day_and_week(make_settings, auth
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
-            async def over_time(by: str, who: str = "analyst"):
-                body = (await client.get("/coverage/over-time", params={"by": by}, headers=auth_headers(who))).json()
-                return body if body["as_of"]["sequence"] == last else None
+            async def over_time(by: str, who: str = "analyst") -> dict:
+                return (await client.get("/coverage/over-time", params={"by": by}, headers=auth_headers(who))).json()
 
-            days = await wait_for(lambda: over_time("day"), "the projection")
+            days = await eventually(lambda: over_time("day"), lambda body: body["as_of"]["sequence"] == last,
+                                    what=f"the projection to reach {last}")
             weeks = await over_time("week")
             coordinator = await over_time("week", "coordinator")
     await broker.stop()
