@@ -1,8 +1,10 @@
-"""deploy/ says what it should: checked without YAML (PyYAML is not a dependency).
+"""The deploy configuration (deploy/: NATS users and permissions, the cluster, compose, the image)
+says what it should, read as files: checked without YAML (PyYAML is not a dependency).
 
 The NATS rules are checked two ways: parsed here with NATS's own wildcard semantics, and
-validated by the real nats-server binary (``nats-server -t``). A live check of the survey's
-rules is in tests/integration/test_survey_deploy_permissions.py.
+validated by the real nats-server binary (``nats-server -t`` only tests the file and exits;
+nothing is started). A live check of the survey's rules, on a running nats-server, is in
+tests/integration/test_survey_deploy_permissions.py.
 """
 
 from __future__ import annotations
@@ -92,14 +94,15 @@ def users() -> dict[str, str]:
     return found
 
 
-def test_subject_matcher() -> None:
+def test_the_subject_matcher_follows_nats_wildcards() -> None:
+    """``*`` is one token and ``>`` at least one, so the checks below read the rules as NATS does."""
     assert subject_matches("engagement.*.survey-response.>", "engagement.x.survey-response.sr-1")
     assert not subject_matches("engagement.*.survey-response.>", "engagement.x.survey-response")
     assert not subject_matches("engagement.*.survey-response.>", "engagement.x.interview.iv-1")
     assert subject_matches("$JS.API.>", "$JS.API.STREAM.UPDATE.ENGAGEMENT")
 
 
-def test_every_user_is_listed_with_env_passwords() -> None:
+def test_every_user_is_listed_with_its_password_from_the_environment() -> None:
     assert users() == {"admin": "", "intake": "INTAKE_PERMISSIONS", "survey": "SURVEY_PERMISSIONS",
                        "analytics": "ANALYTICS_PERMISSIONS"}
 
@@ -148,14 +151,14 @@ def _nats_server_test(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30, check=False)
 
 
-def test_nats_server_accepts_the_config() -> None:
+def test_nats_server_accepts_the_config_when_every_password_is_set() -> None:
     env = {**os.environ, "NATS_SERVER_NAME": "nats-1", **{p: "pw-" + p.lower() for p in PASSWORDS}}
     result = _nats_server_test(env)
     assert result.returncode == 0, result.stderr + result.stdout
 
 
 def test_nats_server_refuses_to_start_without_a_password() -> None:
-    env = {**os.environ, "NATS_SERVER_NAME": "nats-1", **{p: "pw" for p in PASSWORDS}}
+    env = {**os.environ, "NATS_SERVER_NAME": "nats-1", **dict.fromkeys(PASSWORDS, "pw")}
     del env["SURVEY_NATS_PASSWORD"]
     result = _nats_server_test(env)
     assert result.returncode != 0 and "SURVEY_NATS_PASSWORD" in result.stderr + result.stdout
