@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from services.cli.embedded import free_port
+from tests.polling import eventually_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -34,18 +35,20 @@ class Up:
 
     def wait_ready(self, timeout: float = 90) -> None:
         """Until every service answers /health (they start side by side, in no set order)."""
-        deadline = time.monotonic() + timeout
         waiting = dict(self.url)
-        while waiting:
+
+        def still_waiting() -> list[str]:
             assert self.proc.poll() is None, self.proc.stderr.read().decode()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, f"not up after {timeout} s: {sorted(waiting)}"
             for name, url in list(waiting.items()):
                 try:
                     if httpx.get(url + "/health", timeout=1).status_code == 200:
                         del waiting[name]
                 except httpx.HTTPError:
                     pass
-            time.sleep(0.1)
+            return sorted(waiting)
+
+        eventually_sync(still_waiting, lambda names: not names, what="every service to answer /health",
+                        timeout=timeout, interval=0.1)
 
     def token(self, name: str) -> dict[str, str]:
         tokens = orjson.loads((self.data_dir / "tokens.json").read_bytes())
@@ -65,12 +68,10 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 def coverage_when(up: Up, predicate, timeout: float = 10.0) -> tuple[dict, float]:
     """Poll /coverage until ``predicate(body)``; return it and how long it took."""
     start = time.monotonic()
-    while True:
-        body = httpx.get(up.url["analytics"] + "/coverage", headers=up.token("analyst"), timeout=5).json()
-        if predicate(body):
-            return body, time.monotonic() - start
-        assert time.monotonic() - start < timeout, body
-        time.sleep(0.02)
+    body = eventually_sync(
+        lambda: httpx.get(up.url["analytics"] + "/coverage", headers=up.token("analyst"), timeout=5).json(),
+        predicate, what="/coverage to show the writes", timeout=timeout, interval=0.02)
+    return body, time.monotonic() - start
 
 
 def test_engage_up_counts_what_intake_and_survey_record_and_resumes_after_a_restart(data_dir: Path) -> None:
