@@ -210,7 +210,8 @@ async def test_a_withdrawn_person_counts_nowhere_even_before_they_withdrew(outre
     assert rows(body, "region")["northwest"] == without["region"]["northwest"]
 
 
-async def test_as_of_works_with_a_segment_and_another_process(outreach_app, auth_headers) -> None:
+async def test_a_segment_and_a_process_id_narrow_an_as_of_view_as_they_narrow_todays(
+        outreach_app, auth_headers) -> None:
     """A segment and a process id narrow an as-of view the same way they narrow today's."""
     client, events, _, _ = outreach_app
     cut = CUTS[1]

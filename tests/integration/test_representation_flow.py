@@ -174,7 +174,8 @@ async def test_a_segment_matches_counts_made_from_the_events(make_settings, auth
     assert bad.status_code == 422 and bad.json()["problems"][0]["field"] == "segment"
 
 
-async def test_participation_over_time_by_local_day_and_week(make_settings, auth_headers) -> None:
+async def test_engagements_over_time_fall_on_minnesota_days_and_monday_weeks_without_the_withdrawn(
+        make_settings, auth_headers) -> None:
     """Engagements and first participation land on Minnesota days and Monday weeks; withdrawal removes them."""
     from datetime import UTC, datetime
 
