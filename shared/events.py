@@ -11,12 +11,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from shared.ids import PROCESS_ID_PATTERN
-from shared.profile import Profile
+from shared.profile import Declined, Profile, Region
 
 SCHEMA_VERSION = 1
 
@@ -45,8 +45,10 @@ def _not_in_future(value: datetime) -> datetime:
 PastTimestamp = Annotated[datetime, AfterValidator(_aware), AfterValidator(_not_in_future)]
 EventId = Annotated[
     str,
-    Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
-          description="Unique id (a UUID); also the `Nats-Msg-Id`, so a retried publish is stored once."),
+    Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="Unique id (a UUID); also the `Nats-Msg-Id`, so a retried publish is stored once.",
+    ),
 ]
 
 # Opaque references only: a lower-case prefix and random characters. The pattern keeps
@@ -137,7 +139,7 @@ class InterviewScheduled(_Payload):
     interview_id: AggregateId
     format: InterviewFormat = Field(description="One-on-one in person, by phone, or a small group.")
     scheduled_for: Timestamp = Field(description="When the interview is to take place.")
-    region: Profile.model_fields["region"].annotation = Field(  # type: ignore[valid-type]  # the profile's own type
+    region: Region | Declined | None = Field(  # the profile's own answer type
         None, description="Region where the interview takes place, if known."
     )
     expected_participants: int = Field(1, ge=1, le=50, description="How many people are expected.")
@@ -181,7 +183,7 @@ class GatheringHeld(_Payload):
     type: Literal["GatheringHeld"] = "GatheringHeld"
     gathering_id: AggregateId
     kind: GatheringKind = Field(description="Art-of-Hosting event or small-group meeting.")
-    region: Profile.model_fields["region"].annotation = Field(  # type: ignore[valid-type]  # the profile's own type
+    region: Region | Declined | None = Field(  # the profile's own answer type
         None, description="Region where the gathering was held."
     )
     attendee_count: int = Field(ge=1, le=5000, description="Everyone who attended, profiled or not.")
@@ -223,18 +225,16 @@ class ParticipantWithdrawn(_Payload):
 
 
 Payload = Annotated[
-    Union[
-        InterviewScheduled,
-        InterviewRescheduled,
-        InterviewCancelled,
-        InterviewNoShow,
-        InterviewCompleted,
-        GatheringHeld,
-        SurveyCompleted,
-        AdvisoryMemberJoined,
-        AdvisoryFeedbackLogged,
-        ParticipantWithdrawn,
-    ],
+    InterviewScheduled
+    | InterviewRescheduled
+    | InterviewCancelled
+    | InterviewNoShow
+    | InterviewCompleted
+    | GatheringHeld
+    | SurveyCompleted
+    | AdvisoryMemberJoined
+    | AdvisoryFeedbackLogged
+    | ParticipantWithdrawn,
     Field(discriminator="type"),
 ]
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, date, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.analytics.projection import activity
 from services.analytics.answers.coverage import View, coverage
 from services.analytics.answers.models import Freshness
+from services.analytics.answers.timeline import timeline
 from services.analytics.dashboard import session
 from services.analytics.dashboard.snapshot import days_of_outreach, snapshot
-from services.analytics.projection.fold import ALONE, ANSWERED
+from services.analytics.projection import activity
 from services.analytics.projection.counts import Counts
-from services.analytics.answers.timeline import timeline
+from services.analytics.projection.fold import ALONE, ANSWERED
 from shared.events import (
     Envelope,
     InterviewCompleted,
@@ -41,6 +40,7 @@ TOKENS = {
 
 
 # ---- the sign-in cookie -------------------------------------------------------------------
+
 
 def test_a_cookie_issued_for_a_coordinator_token_verifies_as_that_token() -> None:
     """The cookie names the token it was made for, and holds no secret."""
@@ -80,16 +80,26 @@ def test_only_a_token_with_the_coverage_scope_signs_in() -> None:
 
 # ---- the activity feed ----------------------------------------------------------------------
 
+
 def test_feed_items_say_what_and_where_never_who() -> None:
     """An interview's completion takes its region from its scheduling; no reference or profile rides along."""
     ref = f.ref()
-    scheduled = Envelope.wrap(InterviewScheduled(interview_id="iv-abcdef12", format=InterviewFormat.phone,
-                                                 scheduled_for=f.when(), region="northeast"),
-                              process_id="shfa-2018", source="intake")
-    completed = Envelope.wrap(InterviewCompleted(interview_id="iv-abcdef12", format=InterviewFormat.phone,
-                                                 participants=[{"participant_ref": ref,
-                                                                "profile": {"region": "central"}}]),
-                              process_id="shfa-2018", source="intake")
+    scheduled = Envelope.wrap(
+        InterviewScheduled(
+            interview_id="iv-abcdef12", format=InterviewFormat.phone, scheduled_for=f.when(), region="northeast"
+        ),
+        process_id="shfa-2018",
+        source="intake",
+    )
+    completed = Envelope.wrap(
+        InterviewCompleted(
+            interview_id="iv-abcdef12",
+            format=InterviewFormat.phone,
+            participants=[{"participant_ref": ref, "profile": {"region": "central"}}],
+        ),
+        process_id="shfa-2018",
+        source="intake",
+    )
     withdrawn = Envelope.wrap(ParticipantWithdrawn(participant_ref=ref), process_id="shfa-2018", source="intake")
     events = [(1, scheduled), (2, completed), (3, withdrawn)]
     items = activity.items(events, activity.regions_scheduled(ev for _, ev in events))
@@ -102,10 +112,32 @@ def test_feed_items_say_what_and_where_never_who() -> None:
         assert ref not in repr(item)
 
 
+def test_an_event_whose_place_was_declined_has_no_region_in_the_feed() -> None:
+    """A region the schema allows as "declined" is no place: the feed says none (it used to stop the projector)."""
+    scheduled = Envelope.wrap(
+        InterviewScheduled(
+            interview_id="iv-declined1", format=InterviewFormat.phone, scheduled_for=f.when(), region="declined"
+        ),
+        process_id="shfa-2018",
+        source="intake",
+    )
+    held = f.gathering(4, [])
+    held = held.model_copy(update={"payload": held.payload.model_copy(update={"region": "declined"})})
+    events = [(1, scheduled), (2, held)]
+    regions = activity.regions_scheduled(ev for _, ev in events)
+    assert regions == {}
+    assert [(i.kind, i.region) for i in activity.items(events, regions)] == [
+        ("interview_scheduled", None),
+        ("gathering_held", None),
+    ]
+
+
 def test_a_batch_adds_at_most_its_latest_items_per_process() -> None:
     """Catching up on a long log writes only the feed items that can still be shown."""
-    events = [(seq, Envelope.wrap(SurveyCompleted(response_id=f"sr-{seq:08d}"), process_id="shfa-2018",
-                                  source="survey")) for seq in range(1, 1001)]
+    events = [
+        (seq, Envelope.wrap(SurveyCompleted(response_id=f"sr-{seq:08d}"), process_id="shfa-2018", source="survey"))
+        for seq in range(1, 1001)
+    ]
     items = activity.items(events, {})
     assert len(items) == activity.PER_BATCH
     assert [i.sequence for i in items] == list(range(1001 - activity.PER_BATCH, 1001))
@@ -131,30 +163,53 @@ def counts(draw: st.DrawFn) -> Counts:
                     cats[(dim, ALONE + code)] = draw(st.integers(0, n))
         cats[(dim, ANSWERED)] = min(answered, participants) if dim in MULTI_SELECT else answered
     channels = {c: draw(st.integers(0, 9)) for c in ("interview_phone", "survey", "art_of_hosting")}
-    return Counts(sequence=10, participants=max(participants, max((v for (d, c), v in cats.items()
-                                                                     if c == ANSWERED), default=0)),
-                  engagements=sum(channels.values()), channels={c: n for c, n in channels.items() if n},
-                  categories=cats)
+    return Counts(
+        sequence=10,
+        participants=max(participants, max((v for (d, c), v in cats.items() if c == ANSWERED), default=0)),
+        engagements=sum(channels.values()),
+        channels={c: n for c, n in channels.items() if n},
+        categories=cats,
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(counts(), st.lists(st.tuples(st.integers(0, 20), st.sampled_from(["survey", "interview_phone"]),
-                                   st.integers(0, 9), st.integers(0, 9)), max_size=30))
+@given(
+    counts(),
+    st.lists(
+        st.tuples(
+            st.integers(0, 20), st.sampled_from(["survey", "interview_phone"]), st.integers(0, 9), st.integers(0, 9)
+        ),
+        max_size=30,
+    ),
+)
 def test_a_snapshot_never_carries_a_count_from_1_to_k_minus_1(c: Counts, days: list) -> None:
     """Whatever the counts, every count field of the dashboard is 0, at least k, or hidden."""
     k = 5
     rows = [(date(2018, 1, 1 + d), ch, e, p) for d, ch, e, p in days]
     fresh = Freshness(sequence=10, stream_sequence=10, behind=0, projected_at=None, answered_at=datetime.now(UTC))
     body = coverage(c, "shfa-2018", PLAN, View(k, suppressed=True), fresh)
-    snap = snapshot(body, timeline(rows, "week", k, True), [], sorted({r[0] for r in rows}), PLAN, k=k,
-                    behind_seconds=None, tz=ZoneInfo("America/Chicago"))
+    snap = snapshot(
+        body,
+        timeline(rows, "week", k, True),
+        [],
+        sorted({r[0] for r in rows}),
+        PLAN,
+        k=k,
+        behind_seconds=None,
+        tz=ZoneInfo("America/Chicago"),
+    )
     assert small_counts_in(snap, k) == []
 
 
 def test_the_checker_finds_a_small_count_when_there_is_one() -> None:
     """The check above can fail: unsuppressed numbers trip it."""
-    c = Counts(sequence=1, participants=3, engagements=3, channels={"survey": 3},
-               categories={("region", "central"): 3, ("region", ANSWERED): 3})
+    c = Counts(
+        sequence=1,
+        participants=3,
+        engagements=3,
+        channels={"survey": 3},
+        categories={("region", "central"): 3, ("region", ANSWERED): 3},
+    )
     fresh = Freshness(sequence=1, stream_sequence=1, behind=0, projected_at=None, answered_at=datetime.now(UTC))
     body = coverage(c, "shfa-2018", PLAN, View(5, suppressed=False), fresh)
     snap = snapshot(body, [], [], [], PLAN, k=5, behind_seconds=None, tz=ZoneInfo("UTC"))
@@ -170,8 +225,10 @@ def test_days_of_outreach_count_both_ends() -> None:
 
 def test_profile_answers_are_not_in_a_feed_item() -> None:
     """A feed line built from a survey response holds its kind and times, no answer."""
-    ev = Envelope.wrap(SurveyCompleted(response_id="sr-12345678", profile=Profile(region="central",
-                                                                                  lived_experience="yes")),
-                       process_id="shfa-2018", source="survey")
+    ev = Envelope.wrap(
+        SurveyCompleted(response_id="sr-12345678", profile=Profile(region="central", lived_experience="yes")),
+        process_id="shfa-2018",
+        source="survey",
+    )
     (item,) = activity.items([(1, ev)], {})
     assert (item.kind, item.region, item.channel, item.topic) == ("survey_completed", None, "survey", None)

@@ -31,7 +31,7 @@ from services.analytics.export.dictionary import (
     engagement_columns,
     markdown,
 )
-from services.analytics.projection.activity import regions_scheduled
+from services.analytics.projection.activity import place_of, regions_scheduled
 from services.analytics.projection.engages import Key, touches
 from services.analytics.projection.fold import DEFAULT_TZ, day_of
 from services.analytics.projection.memory import MemoryProjection
@@ -59,10 +59,12 @@ class Engagement:
 def engagements_of(seq: int, ev: Envelope) -> list[Engagement]:
     """The participant-engagements one event makes: those ``projection.touches`` counts."""
     p, proc = ev.payload, ev.process_id
-    region = p.region.value if isinstance(p, GatheringHeld) and p.region else None
+    region = place_of(p.region) if isinstance(p, GatheringHeld) else None
     interview = p.interview_id if isinstance(p, InterviewCompleted) else None
-    return [Engagement((proc, key), seq, ev.type, channel.value, ev.occurred_at, region, interview)
-            for key, channel, _ in touches(ev)]
+    return [
+        Engagement((proc, key), seq, ev.type, channel.value, ev.occurred_at, region, interview)
+        for key, channel, _ in touches(ev)
+    ]
 
 
 @dataclass
@@ -119,10 +121,17 @@ def engagement_rows(recorder: Recorder, plan: Plan, tz: tzinfo, pseudonym: Calla
         if e.key not in profiles:  # one hash and one profile per participant, however often they took part
             profiles[e.key] = {"participant": pseudonym(e.key), **profile_values(state.profile.categories, plan)}
         region = e.region if e.interview_id is None else recorder.regions.get((e.key[0], e.interview_id))
-        rows.append({"sequence": e.sequence, "event_type": e.event_type,
-                     "channel": e.channel, "occurred_at": e.occurred_at.astimezone(UTC),
-                     "local_date": date.fromisoformat(day_of(e.occurred_at, tz)), "event_region": region,
-                     **profiles[e.key]})
+        rows.append(
+            {
+                "sequence": e.sequence,
+                "event_type": e.event_type,
+                "channel": e.channel,
+                "occurred_at": e.occurred_at.astimezone(UTC),
+                "local_date": date.fromisoformat(day_of(e.occurred_at, tz)),
+                "event_region": region,
+                **profiles[e.key],
+            }
+        )
     return rows
 
 
@@ -132,27 +141,45 @@ def coverage_rows(answer: CoverageAnswer) -> list[Row]:
     for d in answer.dimensions:
         for c in d.categories:
             target, interval = c.target, c.interval or (None, None)
-            rows.append({
-                "dimension": d.dimension, "dimension_label": d.label, "category": c.category,
-                "label": c.label, "count": c.count, "alone": c.alone, "share": c.share,
-                "interval_low": interval[0], "interval_high": interval[1],
-                "target_share": target.share if target else None,
-                "target_min_count": target.min_count if target else None,
-                "target_kind": target.kind if target else None, "target_source": target.source if target else None,
-                "target_vintage": target.vintage if target else None, "ratio": c.ratio, "status": c.status.value,
-                "needed": c.needed,
-            })
+            rows.append(
+                {
+                    "dimension": d.dimension,
+                    "dimension_label": d.label,
+                    "category": c.category,
+                    "label": c.label,
+                    "count": c.count,
+                    "alone": c.alone,
+                    "share": c.share,
+                    "interval_low": interval[0],
+                    "interval_high": interval[1],
+                    "target_share": target.share if target else None,
+                    "target_min_count": target.min_count if target else None,
+                    "target_kind": target.kind if target else None,
+                    "target_source": target.source if target else None,
+                    "target_vintage": target.vintage if target else None,
+                    "ratio": c.ratio,
+                    "status": c.status.value,
+                    "needed": c.needed,
+                }
+            )
     return rows
 
 
 def totals_rows(answer: CoverageAnswer) -> list[Row]:
     """Participants, engagements (all and per channel), and each dimension's answered/declined/not answered."""
-    rows: list[Row] = [{"measure": "participants", "dimension": None, "channel": None, "count": answer.participants},
-                       {"measure": "engagements", "dimension": None, "channel": None, "count": answer.engagements}]
-    rows += [{"measure": "engagements", "dimension": None, "channel": c, "count": n}
-             for c, n in answer.engagements_by_channel.items()]
-    rows += [{"measure": m, "dimension": d.dimension, "channel": None, "count": getattr(d, m)}
-             for d in answer.dimensions for m in ("answered", "declined", "not_answered")]
+    rows: list[Row] = [
+        {"measure": "participants", "dimension": None, "channel": None, "count": answer.participants},
+        {"measure": "engagements", "dimension": None, "channel": None, "count": answer.engagements},
+    ]
+    rows += [
+        {"measure": "engagements", "dimension": None, "channel": c, "count": n}
+        for c, n in answer.engagements_by_channel.items()
+    ]
+    rows += [
+        {"measure": m, "dimension": d.dimension, "channel": None, "count": getattr(d, m)}
+        for d in answer.dimensions
+        for m in ("answered", "declined", "not_answered")
+    ]
     return rows
 
 
@@ -166,23 +193,40 @@ class Export:
     engagements: int
 
 
-def build(recorder: Recorder, plan: Plan, *, tz: tzinfo = DEFAULT_TZ, stream: str = "ENGAGEMENT",
-          made_at: datetime | None = None, formats: Sequence[str] = FORMATS, secret: bytes | None = None,
-          k: int = 5) -> Export:
+def build(
+    recorder: Recorder,
+    plan: Plan,
+    *,
+    tz: tzinfo = DEFAULT_TZ,
+    stream: str = "ENGAGEMENT",
+    made_at: datetime | None = None,
+    formats: Sequence[str] = FORMATS,
+    secret: bytes | None = None,
+    k: int = 5,
+) -> Export:
     """The tables and the data dictionary of one process, from a recorder that has seen the log."""
     counts = recorder.projection.counts(plan.process_id, plan)
     made = made_at or datetime.now(UTC)
-    fresh = Freshness(sequence=counts.sequence, stream_sequence=counts.sequence, behind=0, projected_at=made,
-                      answered_at=made)
+    fresh = Freshness(
+        sequence=counts.sequence, stream_sequence=counts.sequence, behind=0, projected_at=made, answered_at=made
+    )
     answer = coverage(counts, plan.process_id, plan, View(k, suppressed=False), fresh)
     tables = {
         "engagements": (engagement_columns(plan), engagement_rows(recorder, plan, tz, pseudonymiser(secret))),
         "coverage": (COVERAGE_COLUMNS, coverage_rows(answer)),
         "totals": (TOTALS_COLUMNS, totals_rows(answer)),
     }
-    about = dictionary(plan, {name: cols for name, (cols, _) in tables.items()}, formats=formats, stream=stream,
-                       sequence=counts.sequence, made_at=made, tz=tz,
-                       first_event=counts.first_event, last_event=counts.last_event)
+    about = dictionary(
+        plan,
+        {name: cols for name, (cols, _) in tables.items()},
+        formats=formats,
+        stream=stream,
+        sequence=counts.sequence,
+        made_at=made,
+        tz=tz,
+        first_event=counts.first_event,
+        last_event=counts.last_event,
+    )
     return Export(tables, about, counts.participants, counts.engagements)
 
 
@@ -222,8 +266,14 @@ def write_parquet(path: Path, columns: Sequence[Column], rows: list[Row]) -> Pat
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    types = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(), "date": pa.date32(),
-             "timestamp": pa.timestamp("us", tz="UTC"), "boolean": pa.bool_()}
+    types = {
+        "string": pa.string(),
+        "integer": pa.int64(),
+        "number": pa.float64(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "boolean": pa.bool_(),
+    }
     schema = pa.schema([pa.field(c.name, types[c.type], metadata={"meaning": c.meaning}) for c in columns])
     table = pa.Table.from_pylist(rows, schema=schema)
     return _atomically(path, lambda tmp: pq.write_table(table, tmp))

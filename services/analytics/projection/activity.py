@@ -27,6 +27,7 @@ from shared.events import (
     ParticipantWithdrawn,
     SurveyCompleted,
 )
+from shared.profile import Declined, Region
 
 # Feed items kept per process. A batch adds only its own latest KEEP, and older ones are
 # trimmed, so the table always holds exactly the latest KEEP items, however the log was
@@ -63,10 +64,18 @@ class Item:
     interview_id: str | None = None  # to look up the region; never stored or shown
 
 
+def place_of(region: Region | Declined | None) -> str | None:
+    """Where an event took place, as a region code; a declined or unknown place is no place."""
+    return region.value if isinstance(region, Region) else None
+
+
 def regions_scheduled(events: Iterable[Envelope]) -> dict[tuple[str, str], str]:
     """(process, interview) -> region, from the scheduling events that name one."""
-    return {(ev.process_id, ev.payload.interview_id): ev.payload.region.value for ev in events
-            if isinstance(ev.payload, InterviewScheduled) and ev.payload.region is not None}
+    found: dict[tuple[str, str], str] = {}
+    for ev in events:
+        if isinstance(ev.payload, InterviewScheduled) and (place := place_of(ev.payload.region)) is not None:
+            found[(ev.process_id, ev.payload.interview_id)] = place
+    return found
 
 
 def items(events: Sequence[tuple[int, Envelope]], regions: Mapping[tuple[str, str], str]) -> list[Item]:
@@ -92,16 +101,20 @@ def _item(seq: int, ev: Envelope, regions: Mapping[tuple[str, str], str]) -> Ite
     interview_id: str | None = None
     if isinstance(p, InterviewScheduled):
         kind, channel, interview_id = "interview_scheduled", INTERVIEW_CHANNEL[p.format].value, p.interview_id
-        region = p.region.value if p.region else None
+        region = place_of(p.region)
     elif isinstance(p, (InterviewRescheduled, InterviewCancelled, InterviewNoShow, InterviewCompleted)):
-        kind = {InterviewRescheduled: "interview_rescheduled", InterviewCancelled: "interview_cancelled",
-                InterviewNoShow: "interview_no_show", InterviewCompleted: "interview_completed"}[type(p)]
+        kind = {
+            InterviewRescheduled: "interview_rescheduled",
+            InterviewCancelled: "interview_cancelled",
+            InterviewNoShow: "interview_no_show",
+            InterviewCompleted: "interview_completed",
+        }[type(p)]
         interview_id = p.interview_id
         region = regions.get((ev.process_id, p.interview_id))
         if isinstance(p, InterviewCompleted):
             channel = INTERVIEW_CHANNEL[p.format].value
     elif isinstance(p, GatheringHeld):
-        kind, channel, region = "gathering_held", Channel(p.kind.value).value, p.region.value if p.region else None
+        kind, channel, region = "gathering_held", Channel(p.kind.value).value, place_of(p.region)
     elif isinstance(p, SurveyCompleted):
         kind, channel = "survey_completed", Channel.survey.value
     elif isinstance(p, AdvisoryMemberJoined):
