@@ -126,8 +126,14 @@ async def main(n: int) -> None:
         async with log_on_servers(n, Path(tmp)) as (settings, raw):
             rate = await project(settings.nats_url or "", settings.database_url or "", settings, n)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print_figures({"raw ordered consumer": f"{raw:>9,.0f} events/s", "analytics catch-up": f"{rate:>9,.0f} events/s",
-                   "ratio": f"{rate / raw:.2f}", "peak RSS (process)": f"{peak:,.0f} MB"})
+    print_figures(
+        {
+            "raw ordered consumer": f"{raw:>9,.0f} events/s",
+            "analytics catch-up": f"{rate:>9,.0f} events/s",
+            "ratio": f"{rate / raw:.2f}",
+            "peak RSS (process)": f"{peak:,.0f} MB",
+        }
+    )
 
 
 def print_figures(figures: dict[str, str], indent: str = "") -> None:

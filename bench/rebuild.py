@@ -40,11 +40,17 @@ DEFAULT_GC = gc.get_threshold()
 
 def rebuild_in_child(url: str, dsn: str) -> tuple[float, float, float]:
     """Run `engage rebuild` as a process; (events/s it reports, wall seconds, its peak RSS in MB)."""
-    env = {**os.environ, "ENGAGE_NATS_URL": url, "ENGAGE_DATABASE_URL": dsn, "ENGAGE_LOG_FORMAT": "json",
-           "COLUMNS": "120"}
+    env = {
+        **os.environ,
+        "ENGAGE_NATS_URL": url,
+        "ENGAGE_DATABASE_URL": dsn,
+        "ENGAGE_LOG_FORMAT": "json",
+        "COLUMNS": "120",
+    }
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "services.cli.main", "rebuild"], env=env, capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "rebuild"], env=env, capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"engage rebuild failed:\n{done.stderr[-3000:]}")
@@ -88,13 +94,17 @@ async def main(sizes: list[int]) -> None:
             rows.append((n, *await measure(n, Path(tmp))))
     for n, raw, ceiling, rate, wall, peak in rows:
         print(f"\n{n:,} events")
-        print_figures({
-            "raw ordered consumer": f"{raw:>9,.0f} events/s",
-            "read + validate only": f"{ceiling:>9,.0f} events/s  (ratio {ceiling / raw:.2f}: no projection, no writes)",
-            "engage rebuild": f"{rate:>9,.0f} events/s  ({wall:.1f} s for the whole command)",
-            "ratio": f"{rate / raw:.2f}",
-            "rebuild peak RSS": f"{peak:,.0f} MB",
-        }, indent="  ")
+        print_figures(
+            {
+                "raw ordered consumer": f"{raw:>9,.0f} events/s",
+                "read + validate only": f"{ceiling:>9,.0f} events/s  "
+                f"(ratio {ceiling / raw:.2f}: no projection, no writes)",
+                "engage rebuild": f"{rate:>9,.0f} events/s  ({wall:.1f} s for the whole command)",
+                "ratio": f"{rate / raw:.2f}",
+                "rebuild peak RSS": f"{peak:,.0f} MB",
+            },
+            indent="  ",
+        )
 
 
 if __name__ == "__main__":

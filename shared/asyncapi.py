@@ -161,15 +161,18 @@ def _channels(settings: Settings) -> list[_Channel]:
 
     event_headers = _headers(
         {
-            MSG_ID: ("The event id (`event_id`): JetStream stores a repeated id once within the dedupe window "
-                     f"({window} by default), so a retried publish is harmless."),
+            MSG_ID: (
+                "The event id (`event_id`): JetStream stores a repeated id once within the dedupe window "
+                f"({window} by default), so a retried publish is harmless."
+            ),
             ENGAGE_TYPE: "The payload's `type`, so a reader can route without parsing the body.",
         },
         {
             EXPECTED_LAST_SUBJECT_SEQUENCE: (
                 "Optimistic concurrency: the stream sequence of the last event on this subject that the writer "
                 "saw (0: the aggregate must be new). JetStream refuses the write if anyone else wrote to the "
-                "subject since (error 10071), and the service answers 409."),
+                "subject since (error 10071), and the service answers 409."
+            ),
             "correlation_id": "The envelope's `correlation_id`, which FastStream also sends as a header.",
         },
     )
@@ -179,79 +182,101 @@ def _channels(settings: Settings) -> list[_Channel]:
         stream = _stream_of(address, streams)
         names = ", ".join(f"`{event_type(m)}`" for m in models)
         spoken = aggregate.replace("-", " ")
-        channels.append(_Channel(
-            title=f"{aggregate}-events",
-            address=address,
-            schema=envelope_for(aggregate, models),
-            description=(
-                f"Every event about one {spoken}, on {_stream_words(stream)}. Event types: {names}. "
-                f"The last token is the payload's `{id_field}`: one subject per {spoken}, so a writer can make "
-                f"a write conditional on nobody else having written to this {spoken} since "
-                f"(`{EXPECTED_LAST_SUBJECT_SEQUENCE}`). A service answers its client only after JetStream "
-                "has stored the event (PubAck)."
-            ),
-            parameters={"process_id": process_words, id_field: _field_description(models[0], id_field)},
-            message_name=f"{_camel(aggregate)}Event",
-            summary=f"An event about one {spoken}: {names}.",
-            content_type="application/json",
-            headers=event_headers,
-            correlation_header=True,
-        ))
+        channels.append(
+            _Channel(
+                title=f"{aggregate}-events",
+                address=address,
+                schema=envelope_for(aggregate, models),
+                description=(
+                    f"Every event about one {spoken}, on {_stream_words(stream)}. Event types: {names}. "
+                    f"The last token is the payload's `{id_field}`: one subject per {spoken}, so a writer can make "
+                    f"a write conditional on nobody else having written to this {spoken} since "
+                    f"(`{EXPECTED_LAST_SUBJECT_SEQUENCE}`). A service answers its client only after JetStream "
+                    "has stored the event (PubAck)."
+                ),
+                parameters={"process_id": process_words, id_field: _field_description(models[0], id_field)},
+                message_name=f"{_camel(aggregate)}Event",
+                summary=f"An event about one {spoken}: {names}.",
+                content_type="application/json",
+                headers=event_headers,
+                correlation_header=True,
+            )
+        )
 
     status_address = _template_status_subject()
     status_stream = _stream_of(status_address, streams)
-    channels.append(_Channel(
-        title=STATUS_CHANNEL,
-        address=status_address,
-        schema=CommunityStatusChanged,
-        description=(
-            "A community's status against the plan's target changed (under-reached, watch, on track), as "
-            f"analytics judged it after the projection moved. On {_stream_words(status_stream)}. It is kept off "
-            "the event log, so the projector never reads what it writes. Announced at least once: an exact "
-            f"repeat carries the same `{MSG_ID}` and JetStream drops it. It carries ratios and how many more "
-            "people are needed, never counts of participants."
-        ),
-        parameters={
-            "process_id": process_words,
-            "dimension": _field_description(CommunityStatusChanged, "dimension"),
-            "category": _field_description(CommunityStatusChanged, "category"),
-        },
-        message_name="CommunityStatusChanged",
-        summary="A community became under-reached, reached (on track), or went on watch.",
-        content_type="application/json",
-        headers=_headers({MSG_ID: ("The change's `event_id`: an exact repeat of an announcement carries the same "
-                                   "id, and JetStream stores it once.")}),
-        correlation_header=False,
-    ))
+    channels.append(
+        _Channel(
+            title=STATUS_CHANNEL,
+            address=status_address,
+            schema=CommunityStatusChanged,
+            description=(
+                "A community's status against the plan's target changed (under-reached, watch, on track), as "
+                f"analytics judged it after the projection moved. On {_stream_words(status_stream)}. It is kept off "
+                "the event log, so the projector never reads what it writes. Announced at least once: an exact "
+                f"repeat carries the same `{MSG_ID}` and JetStream drops it. It carries ratios and how many more "
+                "people are needed, never counts of participants."
+            ),
+            parameters={
+                "process_id": process_words,
+                "dimension": _field_description(CommunityStatusChanged, "dimension"),
+                "category": _field_description(CommunityStatusChanged, "category"),
+            },
+            message_name="CommunityStatusChanged",
+            summary="A community became under-reached, reached (on track), or went on watch.",
+            content_type="application/json",
+            headers=_headers(
+                {
+                    MSG_ID: (
+                        "The change's `event_id`: an exact repeat of an announcement carries the same "
+                        "id, and JetStream stores it once."
+                    )
+                }
+            ),
+            correlation_header=False,
+        )
+    )
 
-    deadletter_stream = next(s for s in streams if s.name != settings.stream_name
-                             and any(p.startswith("deadletter.") for p in s.subjects or ()))
+    deadletter_stream = next(
+        s
+        for s in streams
+        if s.name != settings.stream_name and any(p.startswith("deadletter.") for p in s.subjects or ())
+    )
     prefix = (deadletter_stream.subjects or [""])[0].removesuffix(">")
     event_log = next(s for s in streams if s.name == settings.stream_name)
-    channels.append(_Channel(
-        title=DEADLETTER_CHANNEL,
-        address=f"{prefix}{{original_subject}}",
-        schema=bytes,
-        description=(
-            f"An event analytics could not read (not JSON, not a valid event, or a schema version newer than "
-            f"the reader), parked so the rest of its batch goes on. On {_stream_words(deadletter_stream)}. The "
-            "body is the original message's bytes, unchanged; the headers say why and where it came from."
-        ),
-        parameters={"original_subject": (
-            f"The subject the event was read from on stream {event_log.name}, "
-            "e.g. `engagement.shfa-2018.interview.iv-3f9c01`; it spans several tokens.")},
-        message_name="UnreadableEvent",
-        summary="The raw bytes of an event that could not be read, with the reason.",
-        content_type="application/octet-stream",
-        headers=_headers({
-            MSG_ID: "`dlq-<stream>-<sequence>` of the original, so a redelivery parks it once.",
-            "Engage-Reason": ("Why it could not be read: field paths and reasons, never the input values "
-                              "(one line, at most 1000 characters)."),
-            "Engage-Original-Subject": "The subject it was read from.",
-            "Engage-Original-Sequence": f"Its sequence on stream {event_log.name}.",
-        }),
-        correlation_header=False,
-    ))
+    channels.append(
+        _Channel(
+            title=DEADLETTER_CHANNEL,
+            address=f"{prefix}{{original_subject}}",
+            schema=bytes,
+            description=(
+                f"An event analytics could not read (not JSON, not a valid event, or a schema version newer than "
+                f"the reader), parked so the rest of its batch goes on. On {_stream_words(deadletter_stream)}. The "
+                "body is the original message's bytes, unchanged; the headers say why and where it came from."
+            ),
+            parameters={
+                "original_subject": (
+                    f"The subject the event was read from on stream {event_log.name}, "
+                    "e.g. `engagement.shfa-2018.interview.iv-3f9c01`; it spans several tokens."
+                )
+            },
+            message_name="UnreadableEvent",
+            summary="The raw bytes of an event that could not be read, with the reason.",
+            content_type="application/octet-stream",
+            headers=_headers(
+                {
+                    MSG_ID: "`dlq-<stream>-<sequence>` of the original, so a redelivery parks it once.",
+                    "Engage-Reason": (
+                        "Why it could not be read: field paths and reasons, never the input values "
+                        "(one line, at most 1000 characters)."
+                    ),
+                    "Engage-Original-Subject": "The subject it was read from.",
+                    "Engage-Original-Sequence": f"Its sequence on stream {event_log.name}.",
+                }
+            ),
+            correlation_header=False,
+        )
+    )
     return channels
 
 
@@ -293,8 +318,7 @@ def build_broker(settings: Settings | None = None) -> NatsBroker:
         logger=None,
     )
     for channel in _channels(settings):
-        broker.publisher(channel.address, schema=channel.schema, title=channel.title,
-                         description=channel.description)
+        broker.publisher(channel.address, schema=channel.schema, title=channel.title, description=channel.description)
     return broker
 
 
@@ -349,8 +373,13 @@ def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
         entry["parameters"] = {name: {"description": words} for name, words in channel.parameters.items()}
         message_key = entry["messages"]["Message"]["$ref"].rsplit("/", 1)[1]
         message = messages[message_key]
-        message.update(name=channel.message_name, title=channel.message_name, summary=channel.summary,
-                       contentType=channel.content_type, headers=channel.headers)
+        message.update(
+            name=channel.message_name,
+            title=channel.message_name,
+            summary=channel.summary,
+            contentType=channel.content_type,
+            headers=channel.headers,
+        )
         if not channel.correlation_header:
             message.pop("correlationId", None)
         doc["operations"][channel.title]["summary"] = channel.summary

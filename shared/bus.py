@@ -37,22 +37,36 @@ DEADLETTER_STREAM = "ENGAGEMENT_DEADLETTER"
 STATUS_STREAM = "ENGAGEMENT_STATUS"
 WRONG_LAST_SEQUENCE = 10071
 # The log did not answer (down, unreachable, or too slow): nothing was stored, a retry is safe.
-_UNAVAILABLE = (NatsTimeout, NoRespondersError, ServiceUnavailableError, TimeoutError, ConnectionClosedError,
-                OutboundBufferLimitError)
+_UNAVAILABLE = (
+    NatsTimeout,
+    NoRespondersError,
+    ServiceUnavailableError,
+    TimeoutError,
+    ConnectionClosedError,
+    OutboundBufferLimitError,
+)
 _T = TypeVar("_T")
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
     def kept_forever(name: str, subjects: str, description: str) -> StreamConfig:
-        return StreamConfig(name=name, subjects=[subjects], description=description,
-                            duplicate_window=float(settings.dedupe_window_seconds), retention=RetentionPolicy.LIMITS,
-                            discard=DiscardPolicy.OLD, storage=StorageType.FILE, num_replicas=settings.stream_replicas)
+        return StreamConfig(
+            name=name,
+            subjects=[subjects],
+            description=description,
+            duplicate_window=float(settings.dedupe_window_seconds),
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
+        )
 
     return [
         kept_forever(settings.stream_name, "engagement.>", "The engagement event log: the source of truth."),
         kept_forever(DEADLETTER_STREAM, "deadletter.>", "Events analytics could not read, each with the reason."),
-        kept_forever(STATUS_STREAM, "status.>",
-                     "Status changes analytics derives (e.g. a community becoming under-reached)."),
+        kept_forever(
+            STATUS_STREAM, "status.>", "Status changes analytics derives (e.g. a community becoming under-reached)."
+        ),
     ]
 
 

@@ -111,8 +111,13 @@ class InternalAnswer(RefusalAnswer):
 
 
 ERROR_ANSWERS: dict[int, type[ErrorAnswer]] = {
-    401: UnauthorizedAnswer, 403: ForbiddenAnswer, 404: NotFoundAnswer, 409: ConflictAnswer,
-    422: InvalidAnswer, 500: InternalAnswer, 503: UnavailableAnswer,
+    401: UnauthorizedAnswer,
+    403: ForbiddenAnswer,
+    404: NotFoundAnswer,
+    409: ConflictAnswer,
+    422: InvalidAnswer,
+    500: InternalAnswer,
+    503: UnavailableAnswer,
 }
 
 
@@ -128,9 +133,13 @@ def error_responses(*statuses: int, described: dict[int, str] | None = None) -> 
     unknown = wanted - ERROR_ANSWERS.keys() | (described or {}).keys() - wanted
     if unknown:
         raise ValueError(f"no error answer for status {sorted(unknown)} here; known: {sorted(ERROR_ANSWERS)}")
-    return {status: {"model": ERROR_ANSWERS[status],
-                     "description": (described or {}).get(status) or _first_line(ERROR_ANSWERS[status])}
-            for status in sorted(wanted)}
+    return {
+        status: {
+            "model": ERROR_ANSWERS[status],
+            "description": (described or {}).get(status) or _first_line(ERROR_ANSWERS[status]),
+        }
+        for status in sorted(wanted)
+    }
 
 
 def _first_line(model: type[BaseModel]) -> str:
@@ -155,8 +164,9 @@ def field_path(loc: tuple[Any, ...]) -> str:
     Drops where the value came from and pydantic's union-member tags (they carry brackets;
     field names never do), so the path is the one the client sent.
     """
-    parts = [str(p) for p in loc
-             if p not in ("body", "query", "path", "header") and not (isinstance(p, str) and "[" in p)]
+    parts = [
+        str(p) for p in loc if p not in ("body", "query", "path", "header") and not (isinstance(p, str) and "[" in p)
+    ]
     return ".".join(parts) or "body"
 
 
@@ -324,8 +334,15 @@ def service_app(
 
     The caller includes its routers.
     """
-    app = FastAPI(title=title, version=version, summary=summary, description=description, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title=title,
+        version=version,
+        summary=summary,
+        description=description,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     install(app, settings)
     return app
 
@@ -379,5 +396,4 @@ def install(app: FastAPI, settings: Settings) -> None:
         checks = getattr(request.app.state, "health_checks", {})
         results = {name: await fn() for name, fn in checks.items()}
         ok = all(results.values())
-        return JSONResponse({"status": "ok" if ok else "degraded", "checks": results},
-                            status_code=200 if ok else 503)
+        return JSONResponse({"status": "ok" if ok else "degraded", "checks": results}, status_code=200 if ok else 503)

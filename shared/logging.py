@@ -18,8 +18,23 @@ import structlog
 from shared.profile import DIMENSIONS
 
 FORBIDDEN_KEYS = frozenset(
-    {"name", "full_name", "first_name", "last_name", "phone", "email", "address", "contact", "contacts",
-     "profile", "profiles", "notes", "body", "payload", *DIMENSIONS}
+    {
+        "name",
+        "full_name",
+        "first_name",
+        "last_name",
+        "phone",
+        "email",
+        "address",
+        "contact",
+        "contacts",
+        "profile",
+        "profiles",
+        "notes",
+        "body",
+        "payload",
+        *DIMENSIONS,
+    }
 )
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 # North American numbers in their usual spellings, and international ones written with "+".

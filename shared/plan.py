@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -39,7 +39,8 @@ class Target(BaseModel):
     share: float | None = Field(None, gt=0, le=1, description="Share of the participants who answered (0-1].")
     min_count: int | None = Field(None, ge=1, description="Fewest participants from the category.")
     kind: Literal["benchmark", "goal"] = Field(
-        description="'benchmark': a published population figure; 'goal': a coordinator's goal.")
+        description="'benchmark': a published population figure; 'goal': a coordinator's goal."
+    )
     source: Text = Field(description="Where the number comes from, in words a reader can check.")
     vintage: str | None = Field(None, description="The year (or date) the number refers to.")
 
@@ -58,8 +59,10 @@ class Category(BaseModel):
     label: Text = Field(description="How reports show the category.")
     target: Target | None = Field(None, description="What the category should reach; none means no target.")
     when: dict[str, list[str]] | None = Field(
-        None, description="Derived dimensions only: a participant is in the category if ANY listed "
-                          "category of ANY listed profile dimension is among their answers.")
+        None,
+        description="Derived dimensions only: a participant is in the category if ANY listed "
+        "category of ANY listed profile dimension is among their answers.",
+    )
 
 
 class Dimension(BaseModel):
@@ -78,8 +81,9 @@ class Plan(BaseModel):
     model_config = _FROZEN
     process_id: str = Field(pattern=PROCESS_ID_PATTERN, description="The process this plan is for.")
     name: Text = Field(description="The process's name, as reports show it.")
-    threshold: float = Field(0.8, gt=0, le=1,
-                             description="Representation ratio below which a category falls short (four-fifths rule).")
+    threshold: float = Field(
+        0.8, gt=0, le=1, description="Representation ratio below which a category falls short (four-fifths rule)."
+    )
     dimensions: dict[str, Dimension] = Field(min_length=1, description="Dimension key -> dimension, in order.")
 
     @model_validator(mode="after")
@@ -95,8 +99,9 @@ class Plan(BaseModel):
         try:
             return self.dimensions[key]
         except KeyError:
-            raise KeyError(f"{key!r} is not a dimension of plan {self.process_id} "
-                           f"(its dimensions: {', '.join(self.dimensions)})") from None
+            raise KeyError(
+                f"{key!r} is not a dimension of plan {self.process_id} (its dimensions: {', '.join(self.dimensions)})"
+            ) from None
 
     def label_of(self, dimension: str, category: str) -> str:
         """The category's display label, or its code when the plan gives none."""
@@ -112,9 +117,13 @@ class Plan(BaseModel):
         dimension: codes}. A participant is in the category if any of their answers to a
         listed profile dimension is one of its codes. :meth:`matches` applies the rule in
         Python; the read models' SQL applies this same data (``store.reads``)."""
-        return {key: {code: {dim: tuple(wanted) for dim, wanted in (cat.when or {}).items()}
-                      for code, cat in spec.categories.items()}
-                for key, spec in self.derived_dimensions().items()}
+        return {
+            key: {
+                code: {dim: tuple(wanted) for dim, wanted in (cat.when or {}).items()}
+                for code, cat in spec.categories.items()
+            }
+            for key, spec in self.derived_dimensions().items()
+        }
 
     def matches(self, dimension_key: str, categories_of_participant: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
         """The categories of derived dimension ``dimension_key`` a participant is in, in plan order.
@@ -122,8 +131,11 @@ class Plan(BaseModel):
         ``categories_of_participant`` is ``Profile.categories``: profile dimension -> chosen codes.
         """
         mine = categories_of_participant
-        return tuple(code for code, cat in self.dimension(dimension_key).categories.items()
-                     if any(set(wanted) & set(mine.get(dim, ())) for dim, wanted in (cat.when or {}).items()))
+        return tuple(
+            code
+            for code, cat in self.dimension(dimension_key).categories.items()
+            if any(set(wanted) & set(mine.get(dim, ())) for dim, wanted in (cat.when or {}).items())
+        )
 
 
 _NO_DIM = Dimension.model_construct(label="", multi_select=False, categories={})
@@ -140,44 +152,59 @@ def _check_dimension(key: str, dim: Dimension) -> list[str]:
         if key in DIMENSIONS:
             problems.append(f"{at}.derived = true: {key!r} is a profile dimension; a derived one needs its own name")
         if not dim.multi_select:
-            problems.append(f"{at}.multi_select = false: a derived dimension must be multi_select = true "
-                            "(a participant can be in several of its categories)")
+            problems.append(
+                f"{at}.multi_select = false: a derived dimension must be multi_select = true "
+                "(a participant can be in several of its categories)"
+            )
         for code, cat in dim.categories.items():
             problems += _check_when(f"{at}.categories.{code}.when", cat.when)
         return problems
     if key not in DIMENSIONS:
-        return [f"{at}: {key!r} is not a profile dimension (allowed: {', '.join(DIMENSIONS)}; "
-                "or set derived = true and give each category a `when`)"]
+        return [
+            f"{at}: {key!r} is not a profile dimension (allowed: {', '.join(DIMENSIONS)}; "
+            "or set derived = true and give each category a `when`)"
+        ]
     if dim.multi_select != (key in MULTI_SELECT):
         kind = "multi-select" if key in MULTI_SELECT else "single-select"
-        problems.append(f"{at}.multi_select = {str(dim.multi_select).lower()}: {key} is {kind} in the "
-                        f"participant profile, so multi_select must be {str(key in MULTI_SELECT).lower()}")
+        problems.append(
+            f"{at}.multi_select = {str(dim.multi_select).lower()}: {key} is {kind} in the "
+            f"participant profile, so multi_select must be {str(key in MULTI_SELECT).lower()}"
+        )
     for code, cat in dim.categories.items():
         if code not in CATEGORIES[key]:
             problems.append(f"{at}.categories.{code}: {code!r} is not a {key} category (allowed: {_allowed(key)})")
         if cat.when is not None:
-            problems.append(f"{at}.categories.{code}.when = {cat.when}: only categories of a derived "
-                            f"dimension take `when` (set derived = true on {at}, or remove `when`)")
+            problems.append(
+                f"{at}.categories.{code}.when = {cat.when}: only categories of a derived "
+                f"dimension take `when` (set derived = true on {at}, or remove `when`)"
+            )
     shares = {code: cat.target.share for code, cat in dim.categories.items() if cat.target and cat.target.share}
     if not dim.multi_select and sum(shares.values()) > 1.0 + 1e-9:
         terms = " + ".join(f"{c} {s:g}" for c, s in shares.items())
-        problems.append(f"{at}: target shares add up to {sum(shares.values()):g} ({terms}): in a "
-                        "single-select dimension each participant is in one category, so they cannot pass 1.0")
+        problems.append(
+            f"{at}: target shares add up to {sum(shares.values()):g} ({terms}): in a "
+            "single-select dimension each participant is in one category, so they cannot pass 1.0"
+        )
     return problems
 
 
 def _check_when(at: str, when: dict[str, list[str]] | None) -> list[str]:
     if not when:
-        return [f"{at}: missing: every category of a derived dimension needs a `when` naming profile "
-                "categories (e.g. when = { professional_roles = [\"police\"] })"]
+        return [
+            f"{at}: missing: every category of a derived dimension needs a `when` naming profile "
+            'categories (e.g. when = { professional_roles = ["police"] })'
+        ]
     problems = []
     for dim, codes in when.items():
         if dim not in DIMENSIONS:
             problems.append(f"{at}.{dim}: {dim!r} is not a profile dimension (allowed: {', '.join(DIMENSIONS)})")
         elif not codes:
             problems.append(f"{at}.{dim} = []: lists no categories, so no participant could match")
-        problems += [f"{at}.{dim}: {c!r} is not a {dim} category (allowed: {_allowed(dim)})"
-                     for c in codes if dim in DIMENSIONS and c not in CATEGORIES[dim]]
+        problems += [
+            f"{at}.{dim}: {c!r} is not a {dim} category (allowed: {_allowed(dim)})"
+            for c in codes
+            if dim in DIMENSIONS and c not in CATEGORIES[dim]
+        ]
     return problems
 
 
@@ -200,8 +227,13 @@ def _parse(data: bytes, name: str) -> Plan:
         # the place, as editors do.
         found = re.search(r"^(.*) \(at (?:line (\d+), column (\d+)|end of document)\)$", str(exc))
         last = len(data.decode("utf-8").splitlines()) or 1
-        where = (str(exc) if not found else f"line {found[2]}, column {found[3]}: {found[1]}" if found[2]
-                 else f"line {last} (end of file): {found[1]}")
+        where = (
+            str(exc)
+            if not found
+            else f"line {found[2]}, column {found[3]}: {found[1]}"
+            if found[2]
+            else f"line {last} (end of file): {found[1]}"
+        )
         raise ConfigError(f"plan {name}: TOML syntax error at {where}") from None
     try:
         return Plan.model_validate(raw)
@@ -226,16 +258,19 @@ def _keyed(loaded: list[tuple[str, Plan]]) -> dict[str, Plan]:
     origin: dict[str, str] = {}
     for where, plan in loaded:
         if plan.process_id in out:
-            raise ConfigError(f"plan {where}: process_id = {plan.process_id!r}: already planned by "
-                              f"{origin[plan.process_id]}; each process has one plan")
+            raise ConfigError(
+                f"plan {where}: process_id = {plan.process_id!r}: already planned by "
+                f"{origin[plan.process_id]}; each process has one plan"
+            )
         out[plan.process_id], origin[plan.process_id] = plan, where
     return out
 
 
 def shipped_plans() -> dict[str, Plan]:
     """The plans shipped in ``shared/plans/``, by process_id."""
-    shipped = sorted((f for f in files("shared").joinpath("plans").iterdir() if f.name.endswith(".toml")),
-                     key=lambda f: f.name)
+    shipped = sorted(
+        (f for f in files("shared").joinpath("plans").iterdir() if f.name.endswith(".toml")), key=lambda f: f.name
+    )
     return _keyed([(f.name, _parse(f.read_bytes(), f.name)) for f in shipped])
 
 
@@ -252,19 +287,26 @@ def check_plan_text(path: Path) -> str:
     cats = [(key, code, cat) for key, dim in plan.dimensions.items() for code, cat in dim.categories.items()]
     targets = [cat.target for _, _, cat in cats if cat.target]
     goals = sum(t.kind == "goal" for t in targets)
-    lines = [f"plan {Path(path).name}: {plan.process_id} ({plan.name})",
-             f"  {len(plan.dimensions)} dimensions ({len(plan.derived_dimensions())} derived), "
-             f"{len(cats)} categories, {len(targets)} targets ({goals} goals, {len(targets) - goals} benchmarks), "
-             f"threshold {plan.threshold:g}"]
+    lines = [
+        f"plan {Path(path).name}: {plan.process_id} ({plan.name})",
+        f"  {len(plan.dimensions)} dimensions ({len(plan.derived_dimensions())} derived), "
+        f"{len(cats)} categories, {len(targets)} targets ({goals} goals, {len(targets) - goals} benchmarks), "
+        f"threshold {plan.threshold:g}",
+    ]
     warnings = []
     for key, dim in plan.dimensions.items():
         shares = [c.target.share for c in dim.categories.values() if c.target and c.target.share]
         # One share (e.g. lived experience "yes") is a deliberate goal; several adding to
         # under half look like a distribution left unfinished.
         if len(shares) > 1 and not dim.multi_select and sum(shares) < 0.5:
-            warnings.append(f"dimensions.{key}: target shares add up to only {sum(shares):g}; "
-                            "most of this single-select dimension has no target")
-    warnings += [f"dimensions.{key}.categories.{code}.target: a benchmark without a vintage; say which year it is"
-                 for key, code, cat in cats if cat.target and cat.target.kind == "benchmark" and not cat.target.vintage]
+            warnings.append(
+                f"dimensions.{key}: target shares add up to only {sum(shares):g}; "
+                "most of this single-select dimension has no target"
+            )
+    warnings += [
+        f"dimensions.{key}.categories.{code}.target: a benchmark without a vintage; say which year it is"
+        for key, code, cat in cats
+        if cat.target and cat.target.kind == "benchmark" and not cat.target.vintage
+    ]
     lines += [f"  warning: {w}" for w in warnings] or ["  no warnings"]
     return "\n".join(lines)

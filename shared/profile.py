@@ -119,7 +119,9 @@ class Profile(BaseModel):
     race_ethnicity: Annotated[list[RaceEthnicity], Field(min_length=1)] | Declined | None = Field(
         None, description="Race/ethnicity; several may be chosen."
     )
-    gender: Annotated[list[Gender], Field(min_length=1)] | Declined | None = Field(None, description="Gender; several may be chosen.")
+    gender: Annotated[list[Gender], Field(min_length=1)] | Declined | None = Field(
+        None, description="Gender; several may be chosen."
+    )
     lgbq: YesNo | Declined | None = Field(
         None, description="Whether the participant identifies as lesbian, gay, bisexual, queer or pansexual."
     )
@@ -170,9 +172,16 @@ _FIELD_NAMES = DIMENSIONS
 MULTI_SELECT: frozenset[str] = frozenset({"race_ethnicity", "gender", "experience_terms", "professional_roles"})
 
 _ENUM_OF: dict[str, type[StrEnum]] = {
-    "region": Region, "lived_experience": YesNo, "race_ethnicity": RaceEthnicity, "gender": Gender,
-    "lgbq": YesNo, "age_band": AgeBand, "experience_terms": ExperienceTerm,
-    "professional_roles": ProfessionalRole, "task_force_connection": YesNo, "tribal_affiliation": YesNo,
+    "region": Region,
+    "lived_experience": YesNo,
+    "race_ethnicity": RaceEthnicity,
+    "gender": Gender,
+    "lgbq": YesNo,
+    "age_band": AgeBand,
+    "experience_terms": ExperienceTerm,
+    "professional_roles": ProfessionalRole,
+    "task_force_connection": YesNo,
+    "tribal_affiliation": YesNo,
 }
 # Every dimension's category codes (besides "declined"), in the order the enums list them.
 CATEGORIES: dict[str, tuple[str, ...]] = {dim: tuple(c.value for c in _ENUM_OF[dim]) for dim in DIMENSIONS}

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     tokens_file: Path | None = Field(None, description="JSON file of tokens, as written by `engage up`.")
     timezone: str = Field("America/Chicago", description="Local time zone: days and weeks are counted in it.")
     plans: list[Path] = Field(
-        default_factory=list, description="Plan files (TOML), comma-separated; none means the shipped plans.")
+        default_factory=list, description="Plan files (TOML), comma-separated; none means the shipped plans."
+    )
     small_cell_k: int = Field(5, ge=2, le=50, description="Counts from 1 to k-1 are suppressed for coordinators.")
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

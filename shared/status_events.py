@@ -39,7 +39,8 @@ class CommunityStatusChanged(BaseModel):
 
     type: Literal["CommunityUnderReached", "CommunityReached", "CommunityOnWatch"] = Field(
         description="CommunityUnderReached: now under-reached; CommunityReached: now on track; "
-        "CommunityOnWatch: below the threshold, not yet significant.")
+        "CommunityOnWatch: below the threshold, not yet significant."
+    )
     event_id: str = Field(description="Unique per change; also the Nats-Msg-Id.")
     process_id: ProcessId
     dimension: str = Field(description="The plan's dimension, e.g. `region`.")

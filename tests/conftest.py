@@ -110,7 +110,7 @@ def make_settings(nats_url: str, database_url: str) -> Callable[..., Settings]:
             "log_format": "json",
         }
         values.update(overrides)
-        return Settings(**values)  # type: ignore[arg-type]
+        return Settings(**values)
 
     return make
 

@@ -31,9 +31,15 @@ def _holds(until: Callable[[Any], object], value: object) -> bool:
     return bool(until(value))
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], until: Callable[[T], object] = bool, *, what: str,
-                     timeout: float = 15.0, interval: float = 0.05,
-                     ignoring: tuple[type[BaseException], ...] = ()) -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    until: Callable[[T], object] = bool,
+    *,
+    what: str,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> T:
     """``await probe()`` until ``until(value)`` is true; that value, or an AssertionError after ``timeout`` s.
 
     An exception of a type in ``ignoring`` counts as "not yet" (it becomes the last value
@@ -60,9 +66,15 @@ async def eventually(probe: Callable[[], Awaitable[T]], until: Callable[[T], obj
         raise _failure(what, timeout, last) from None
 
 
-def eventually_sync(probe: Callable[[], T], until: Callable[[T], object] = bool, *, what: str,
-                    timeout: float = 15.0, interval: float = 0.05,
-                    ignoring: tuple[type[BaseException], ...] = ()) -> T:
+def eventually_sync(
+    probe: Callable[[], T],
+    until: Callable[[T], object] = bool,
+    *,
+    what: str,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> T:
     """``eventually`` for plain functions: ``probe()`` until ``until(value)`` is true, at most ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last: object = _NOTHING

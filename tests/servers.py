@@ -23,8 +23,9 @@ from tests.polling import eventually, eventually_sync
 async def serving(app: FastAPI) -> AsyncIterator[str]:
     """Serve ``app`` under uvicorn on a free local port (an open event stream needs a real server)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                           timeout_graceful_shutdown=1))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, timeout_graceful_shutdown=1)
+    )
     task = asyncio.create_task(server.serve())
 
     async def started() -> bool:
@@ -45,16 +46,24 @@ class Service:
 
     def __init__(self, name: str, env: Mapping[str, str], log_dir: Path, port: int | None = None) -> None:
         self.name, self.port = name, port or free_port()
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}, **env,
-                    f"ENGAGE_{name.upper()}_PORT": str(self.port), "ENGAGE_LOG_FORMAT": "json"}
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")},
+            **env,
+            f"ENGAGE_{name.upper()}_PORT": str(self.port),
+            "ENGAGE_LOG_FORMAT": "json",
+        }
         self.log = log_dir / f"{name}.log"
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> Service:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "serve", self.name],
-                                         env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli.main", "serve", self.name],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         proc = self.proc
 
         def health() -> int:
@@ -62,8 +71,14 @@ class Service:
             return httpx.get(f"{self.url}/health", timeout=1).status_code
 
         try:
-            eventually_sync(health, lambda status: status == 200, what=f"{self.name} to answer /health",
-                            timeout=timeout, interval=0.1, ignoring=(httpx.HTTPError,))
+            eventually_sync(
+                health,
+                lambda status: status == 200,
+                what=f"{self.name} to answer /health",
+                timeout=timeout,
+                interval=0.1,
+                ignoring=(httpx.HTTPError,),
+            )
         except AssertionError as failed:
             if proc.poll() is None:  # still running but never healthy: its log says why
                 failed.add_note(self.log.read_text()[-2000:])

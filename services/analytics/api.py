@@ -21,8 +21,11 @@ from shared.ids import PROCESS_ID_PATTERN
 
 router = APIRouter(tags=["coverage"])
 PROCESS = Query(None, pattern=PROCESS_ID_PATTERN, description="The process; default ENGAGE_PROCESS_ID.")
-SEGMENT = Query(None, description="Only participants in one category of another dimension, "
-                "as `dimension:category`, e.g. `lived_experience:yes`.")
+SEGMENT = Query(
+    None,
+    description="Only participants in one category of another dimension, "
+    "as `dimension:category`, e.g. `lived_experience:yes`.",
+)
 
 
 def view_for(request: Request, token: str) -> View:
@@ -37,8 +40,12 @@ async def get_coverage(
     request: Request,
     process_id: str | None = PROCESS,
     segment: str | None = SEGMENT,
-    as_of_time: str | None = Query(None, alias="as_of", description="The numbers as they stood at this moment "
-                                   "(e.g. `2018-04-01T00:00Z`), replayed from the log; withdrawals always apply."),
+    as_of_time: str | None = Query(
+        None,
+        alias="as_of",
+        description="The numbers as they stood at this moment "
+        "(e.g. `2018-04-01T00:00Z`), replayed from the log; withdrawals always apply.",
+    ),
     token: str = Depends(require_scope("coverage:read")),
 ) -> CoverageAnswer:
     """Who has been heard from: totals, engagements by channel, and per dimension each category's

@@ -67,12 +67,17 @@ def build_app(settings: Settings) -> FastAPI:
             await stop_broker(broker)
             await pool.close()
 
-    app = FastAPI(title="engage analytics", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Participation and representation counts projected from the event log.")
+    app = FastAPI(
+        title="engage analytics",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Participation and representation counts projected from the event log.",
+    )
     app.state.settings, app.state.plans = settings, plans
     http.install(app, settings)
     app.include_router(router)
     app.include_router(dashboard.router)
     app.mount("/dashboard/static", dashboard.static_files(), name="dashboard-static")
     return app
-

@@ -16,19 +16,28 @@ from shared.errors import EngageError
 from shared.status_events import Status
 
 STATUS_ORDER = {Status.UNDER_REACHED: 0, Status.WATCH: 1, Status.ON_TRACK: 2, Status.NO_TARGET: 3}
-STATUS_STYLE = {Status.UNDER_REACHED: "bold red", Status.WATCH: "yellow", Status.ON_TRACK: "green",
-                Status.NO_TARGET: "dim"}
-STATUS_MARK = {Status.UNDER_REACHED: "▼ under-reached", Status.WATCH: "● watch", Status.ON_TRACK: "✓ on track",
-               Status.NO_TARGET: "– no target"}
+STATUS_STYLE = {
+    Status.UNDER_REACHED: "bold red",
+    Status.WATCH: "yellow",
+    Status.ON_TRACK: "green",
+    Status.NO_TARGET: "dim",
+}
+STATUS_MARK = {
+    Status.UNDER_REACHED: "▼ under-reached",
+    Status.WATCH: "● watch",
+    Status.ON_TRACK: "✓ on track",
+    Status.NO_TARGET: "– no target",
+}
 
 
-def fetch(url: str, token: str, process: str | None, segment: str | None,
-          as_of: str | None = None) -> CoverageAnswer:
+def fetch(url: str, token: str, process: str | None, segment: str | None, as_of: str | None = None) -> CoverageAnswer:
     params = {k: v for k, v in {"process_id": process, "segment": segment, "as_of": as_of}.items() if v}
     try:
         resp = httpx.get(f"{url}/coverage", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10)
     except httpx.HTTPError as exc:
-        raise EngageError(f"analytics is not reachable at {url} ({exc.__class__.__name__}); is `engage up` running?") from exc
+        raise EngageError(
+            f"analytics is not reachable at {url} ({exc.__class__.__name__}); is `engage up` running?"
+        ) from exc
     if resp.status_code != 200:
         body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
         reason = body.get("reason") or "; ".join(f"{p['field']}: {p['reason']}" for p in body.get("problems", []))
@@ -62,20 +71,42 @@ def render(body: CoverageAnswer, console: Console, show_all: bool = False) -> No
     if body.segment:
         console.print(f"segment: {body.segment.label}")
     moment = getattr(as_of, "as_of", None)
-    console.print(f"participants {body.participants} · engagements {body.engagements} · "
-                  + (f"as of {moment.isoformat()} (log read up to sequence {as_of.sequence}; withdrawals always apply)"
-                     if moment else f"as of sequence {as_of.sequence} ({behind})")
-                  + (f" · counts below {body.suppression.k} shown as <{body.suppression.k}"
-                     if body.suppression.applied else ""))
+    console.print(
+        f"participants {body.participants} · engagements {body.engagements} · "
+        + (
+            f"as of {moment.isoformat()} (log read up to sequence {as_of.sequence}; withdrawals always apply)"
+            if moment
+            else f"as of sequence {as_of.sequence} ({behind})"
+        )
+        + (f" · counts below {body.suppression.k} shown as <{body.suppression.k}" if body.suppression.applied else "")
+    )
     table = Table(show_lines=False, header_style="bold")
-    for name, right in [("status", False), ("dimension", False), ("category", False), ("count", True),
-                        ("share", True), ("95% interval", True), ("target", True), ("ratio", True), ("needed", True)]:
+    for name, right in [
+        ("status", False),
+        ("dimension", False),
+        ("category", False),
+        ("count", True),
+        ("share", True),
+        ("95% interval", True),
+        ("target", True),
+        ("ratio", True),
+        ("needed", True),
+    ]:
         table.add_column(name, justify="right" if right else "left")
     rows = [(d, c) for d in body.dimensions for c in d.categories if show_all or c.status is not Status.NO_TARGET]
     rows.sort(key=lambda dc: (STATUS_ORDER[dc[1].status], dc[1].ratio if dc[1].ratio is not None else 9))
     for d, c in rows:
         interval = f"{c.interval[0]}–{c.interval[1]}%" if c.interval else "—"
         needed = "—" if c.needed is None else (f"≥ {c.needed}" if c.needed_is_lower_bound else str(c.needed))
-        table.add_row(Text(STATUS_MARK[c.status], style=STATUS_STYLE[c.status]), d.label, c.label,
-                      str(c.count), _fmt(c.share, "%"), interval, _target(c.target), _fmt(c.ratio), needed)
+        table.add_row(
+            Text(STATUS_MARK[c.status], style=STATUS_STYLE[c.status]),
+            d.label,
+            c.label,
+            str(c.count),
+            _fmt(c.share, "%"),
+            interval,
+            _target(c.target),
+            _fmt(c.ratio),
+            needed,
+        )
     console.print(table)

@@ -27,19 +27,62 @@ from shared.settings import Settings
 START = datetime(2018, 1, 15, 15, 0, tzinfo=UTC)
 WEEKS = 19  # mid-January to the end of May
 REGIONS = {
-    "twin_cities_west_metro": 31.3, "twin_cities_east_metro": 26.4, "northeast": 12.5, "southwest": 9.7,
-    "northwest": 6.6, "central": 4.9, "southeast": 4.5, "west_central": 2.4,
+    "twin_cities_west_metro": 31.3,
+    "twin_cities_east_metro": 26.4,
+    "northeast": 12.5,
+    "southwest": 9.7,
+    "northwest": 6.6,
+    "central": 4.9,
+    "southeast": 4.5,
+    "west_central": 2.4,
 }
-RACE_LIVED = {"white": 0.495, "black": 0.315, "indigenous": 0.216, "multiracial": 0.207, "asian": 0.063,
-              "latinx": 0.054, "immigrant": 0.036}
-RACE_OTHER = {"white": 0.72, "black": 0.12, "indigenous": 0.08, "multiracial": 0.05, "asian": 0.05,
-              "latinx": 0.05, "immigrant": 0.03}
-TERMS = {"survivor_of_trafficking": 0.45, "survivor_of_sexual_exploitation": 0.40, "sex_worker": 0.25,
-         "own_term_prostitute": 0.19, "independent_provider": 0.12}
-ROLES = ["outreach_worker", "social_worker", "social_service_provider", "advocate", "police", "prosecutor",
-         "public_defender", "attorney", "probation_officer", "judge", "public_health", "nurse", "therapist",
-         "researcher", "hospitality_worker", "faith_community", "philanthropy", "crime_victim_coalition",
-         "intersecting_issues", "tribal_agency"]
+RACE_LIVED = {
+    "white": 0.495,
+    "black": 0.315,
+    "indigenous": 0.216,
+    "multiracial": 0.207,
+    "asian": 0.063,
+    "latinx": 0.054,
+    "immigrant": 0.036,
+}
+RACE_OTHER = {
+    "white": 0.72,
+    "black": 0.12,
+    "indigenous": 0.08,
+    "multiracial": 0.05,
+    "asian": 0.05,
+    "latinx": 0.05,
+    "immigrant": 0.03,
+}
+TERMS = {
+    "survivor_of_trafficking": 0.45,
+    "survivor_of_sexual_exploitation": 0.40,
+    "sex_worker": 0.25,
+    "own_term_prostitute": 0.19,
+    "independent_provider": 0.12,
+}
+ROLES = [
+    "outreach_worker",
+    "social_worker",
+    "social_service_provider",
+    "advocate",
+    "police",
+    "prosecutor",
+    "public_defender",
+    "attorney",
+    "probation_officer",
+    "judge",
+    "public_health",
+    "nurse",
+    "therapist",
+    "researcher",
+    "hospitality_worker",
+    "faith_community",
+    "philanthropy",
+    "crime_victim_coalition",
+    "intersecting_issues",
+    "tribal_agency",
+]
 
 
 class Outreach:
@@ -62,8 +105,11 @@ class Outreach:
     def profile(self, lived: bool | None = None, region: str | None = None) -> dict[str, Any]:
         rng = self.rng
         lived = rng.random() < 0.385 if lived is None else lived
-        gender = (["female"] if rng.random() < 0.94 else ["male"]) if lived else (
-            ["female"] if rng.random() < 0.75 else ["male"])
+        gender = (
+            (["female"] if rng.random() < 0.94 else ["male"])
+            if lived
+            else (["female"] if rng.random() < 0.75 else ["male"])
+        )
         if rng.random() < (0.09 if lived else 0.03):
             gender.append(rng.choice(["transgender", "non_binary", "two_spirit"]))
         profile = {
@@ -72,8 +118,9 @@ class Outreach:
             "race_ethnicity": self._declined_or(self._several(RACE_LIVED if lived else RACE_OTHER)),
             "gender": self._declined_or(gender),
             "lgbq": self._declined_or("yes" if rng.random() < (0.20 if lived else 0.12) else "no"),
-            "age_band": self._declined_or(rng.choices(["18-24", "25-34", "35-44", "45-54", "55-64", "65+"],
-                                                      weights=[12, 26, 24, 19, 13, 6])[0]),
+            "age_band": self._declined_or(
+                rng.choices(["18-24", "25-34", "35-44", "45-54", "55-64", "65+"], weights=[12, 26, 24, 19, 13, 6])[0]
+            ),
             "task_force_connection": self._declined_or("yes" if rng.random() < 0.5 else "no"),
             "tribal_affiliation": self._declined_or("yes" if rng.random() < 0.12 else "no"),
         }
@@ -108,8 +155,9 @@ class Outreach:
 async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
     for attempt in range(5):  # the same key makes a retry harmless
-        resp = await client.post(url, content=orjson.dumps(body),
-                                 headers={**headers, "content-type": "application/json"})
+        resp = await client.post(
+            url, content=orjson.dumps(body), headers={**headers, "content-type": "application/json"}
+        )
         if resp.status_code < 500:
             resp.raise_for_status()
             answer: dict[str, Any] = resp.json()
@@ -119,8 +167,15 @@ async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any], token
     return {}
 
 
-async def feed(urls: dict[str, str], tokens_file: Path | None, settings: Settings, *, pace: float = 0.05,
-               seed: int = 2018, stop: threading.Event | None = None) -> int:
+async def feed(
+    urls: dict[str, str],
+    tokens_file: Path | None,
+    settings: Settings,
+    *,
+    pace: float = 0.05,
+    seed: int = 2018,
+    stop: threading.Event | None = None,
+) -> int:
     """Send the outreach to intake and survey; returns how many requests were made."""
     tokens = {n: t.token for n, t in settings.all_tokens().items()}
     if tokens_file is not None:
@@ -142,34 +197,61 @@ async def feed(urls: dict[str, str], tokens_file: Path | None, settings: Setting
     return sent
 
 
-async def _step(client: httpx.AsyncClient, o: Outreach, intake: str, survey: str, tokens: dict[str, str],
-                when: datetime, kind: str, d: dict[str, Any]) -> int:
+async def _step(
+    client: httpx.AsyncClient,
+    o: Outreach,
+    intake: str,
+    survey: str,
+    tokens: dict[str, str],
+    when: datetime,
+    kind: str,
+    d: dict[str, Any],
+) -> int:
     at = when.isoformat()
     if kind == "advisory":
-        await _post(client, f"{intake}/advisory/members", {"profile": d["profile"], "occurred_at": at},
-                    tokens["intake"])
+        await _post(
+            client, f"{intake}/advisory/members", {"profile": d["profile"], "occurred_at": at}, tokens["intake"]
+        )
         return 1
     if kind == "survey":
         await _post(client, f"{survey}/responses", {"profile": d["profile"], "submitted_at": at}, tokens["survey"])
         return 1
     if kind == "gathering":
         profiles = [o.profile(region=d["region"]) for _ in range(int(d["attendees"] * 0.7))]
-        body = {"kind": "art_of_hosting", "region": d["region"], "attendee_count": d["attendees"],
-                "profiles": profiles, "occurred_at": at}
+        body = {
+            "kind": "art_of_hosting",
+            "region": d["region"],
+            "attendee_count": d["attendees"],
+            "profiles": profiles,
+            "occurred_at": at,
+        }
         await _post(client, f"{intake}/gatherings", body, tokens["intake"])
         return 1
     size = d.get("size", 1)
     fmt = "small_group" if kind == "small_group" else d["format"]
     region = o.region()
-    scheduled = await _post(client, f"{intake}/interviews", {
-        "format": fmt, "region": region, "expected_participants": size,
-        "scheduled_for": (when + timedelta(days=3)).isoformat(), "occurred_at": at}, tokens["intake"])
+    scheduled = await _post(
+        client,
+        f"{intake}/interviews",
+        {
+            "format": fmt,
+            "region": region,
+            "expected_participants": size,
+            "scheduled_for": (when + timedelta(days=3)).isoformat(),
+            "occurred_at": at,
+        },
+        tokens["intake"],
+    )
     iv = scheduled["interview_id"]
     outcome = o.rng.random()
     done_at = (when + timedelta(days=3)).isoformat()
     if outcome < 0.06:
-        await _post(client, f"{intake}/interviews/{iv}/cancel",
-                    {"reason": "participant_request", "occurred_at": done_at}, tokens["intake"])
+        await _post(
+            client,
+            f"{intake}/interviews/{iv}/cancel",
+            {"reason": "participant_request", "occurred_at": done_at},
+            tokens["intake"],
+        )
         return 2
     if outcome < 0.10:
         await _post(client, f"{intake}/interviews/{iv}/no-show", {"occurred_at": done_at}, tokens["intake"])
@@ -177,6 +259,10 @@ async def _step(client: httpx.AsyncClient, o: Outreach, intake: str, survey: str
     first = scheduled["participant_ref"]
     refs = [first] + ["p-" + o.rng.randbytes(6).hex() for _ in range(size - 1)]
     participants = [{"participant_ref": r, "profile": o.profile(region=region)} for r in refs]
-    await _post(client, f"{intake}/interviews/{iv}/complete",
-                {"participants": participants, "occurred_at": done_at}, tokens["intake"])
+    await _post(
+        client,
+        f"{intake}/interviews/{iv}/complete",
+        {"participants": participants, "occurred_at": done_at},
+        tokens["intake"],
+    )
     return 2

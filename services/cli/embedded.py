@@ -67,9 +67,21 @@ class EmbeddedNats:
         log = self.data_dir / "nats-server.log"
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                 "-sd", str(self.data_dir / "jetstream"), "-n", "engage-embedded"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    nats_server_binary(),
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-sd",
+                    str(self.data_dir / "jetstream"),
+                    "-n",
+                    "engage-embedded",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         _wait_for_port(self.port, self.proc, log)
         return self.url

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Sequence
-from contextlib import aclosing
-from dataclasses import dataclass
-from datetime import tzinfo
 from pathlib import Path
 from typing import TextIO
 
@@ -45,8 +41,9 @@ def plan_of(settings: Settings, process: str | None, plan_file: Path | None) -> 
     wanted = process or settings.process_id
     plans = load_plans(settings.plans)
     if wanted not in plans:
-        raise EngageError(f"--process {wanted}: no plan for it (plans for: {', '.join(plans)}); "
-                          "give one with --plan FILE")
+        raise EngageError(
+            f"--process {wanted}: no plan for it (plans for: {', '.join(plans)}); give one with --plan FILE"
+        )
     return plans[wanted]
 
 
@@ -60,9 +57,17 @@ def _directory(out: Path) -> Path:
     return out
 
 
-def run_export(settings: Settings, *, out: Path, process: str | None = None, formats: str = "csv,parquet",
-               nats_url: str | None = None, stream: str | None = None, plan_file: Path | None = None,
-               report: TextIO = sys.stderr) -> Exported:
+def run_export(
+    settings: Settings,
+    *,
+    out: Path,
+    process: str | None = None,
+    formats: str = "csv,parquet",
+    nats_url: str | None = None,
+    stream: str | None = None,
+    plan_file: Path | None = None,
+    report: TextIO = sys.stderr,
+) -> Exported:
     """The `engage export` command: check the options, export, and say what was written."""
     chosen = formats_of(formats)
     plan = plan_of(settings, process, plan_file)
@@ -70,15 +75,19 @@ def run_export(settings: Settings, *, out: Path, process: str | None = None, for
     url, name = nats_url_of(nats_url, settings), stream or settings.stream_name
 
     async def work(nc: Client) -> Exported:
-        return await export_log(nc, directory, plan, stream=name, tz=settings.tz, formats=chosen,
-                                k=settings.small_cell_k, report=report)
+        return await export_log(
+            nc, directory, plan, stream=name, tz=settings.tz, formats=chosen, k=settings.small_cell_k, report=report
+        )
 
     try:
         done = asyncio.run(with_stream(url, name, work))
     except OSError as exc:
-        raise EngageError(f"--out {out}: writing failed ({exc.strerror or exc}); no half-written file was left") \
-            from None
-    report.write(f"export: {plan.process_id}, {done.participants} participants, {done.engagements} engagements, "
-                 f"{done.unreadable} unreadable events skipped; reflects {name} up to sequence {done.sequence}\n")
+        raise EngageError(
+            f"--out {out}: writing failed ({exc.strerror or exc}); no half-written file was left"
+        ) from None
+    report.write(
+        f"export: {plan.process_id}, {done.participants} participants, {done.engagements} engagements, "
+        f"{done.unreadable} unreadable events skipped; reflects {name} up to sequence {done.sequence}\n"
+    )
     report.write("".join(f"  {path}\n" for path in done.files))
     return done

@@ -1,8 +1,8 @@
 """`engage`: the command line.
 
-    engage up [--demo]          everything on this machine (embedded servers + services)
-    engage serve SERVICE        one service (intake, survey, analytics), as deployed
-    engage demo                 feed a synthetic outreach into running services
+engage up [--demo]          everything on this machine (embedded servers + services)
+engage serve SERVICE        one service (intake, survey, analytics), as deployed
+engage demo                 feed a synthetic outreach into running services
 """
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ from shared.settings import Settings, load_settings
 if TYPE_CHECKING:
     from services.cli.stack import Stack
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="engage: who has the process heard from?")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="engage: who has the process heard from?",
+)
 console = Console(stderr=True)
 SERVICE_NAMES = ("intake", "survey", "analytics")
 
@@ -111,9 +115,14 @@ def serve(
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     build_app = importlib.import_module(f"services.{service}.app").build_app
-    uvicorn.run(build_app(settings), host=settings.host, port=port or getattr(settings, f"{service}_port"),
-                log_config=None, access_log=False,
-                timeout_graceful_shutdown=2)  # open dashboard streams must not hold a stop up
+    uvicorn.run(
+        build_app(settings),
+        host=settings.host,
+        port=port or getattr(settings, f"{service}_port"),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )  # open dashboard streams must not hold a stop up
 
 
 @app.command()
@@ -132,8 +141,10 @@ def demo(
     from services.cli.demo import feed
 
     settings = _tool_settings()
-    urls = {"intake": intake_url or _url(settings, settings.intake_port),
-            "survey": survey_url or _url(settings, settings.survey_port)}
+    urls = {
+        "intake": intake_url or _url(settings, settings.intake_port),
+        "survey": survey_url or _url(settings, settings.survey_port),
+    }
     asyncio.run(feed(urls, _tokens_file(settings, tokens_file), settings, pace=pace, seed=seed))
 
 
@@ -186,9 +197,7 @@ def rebuild(
 
 @app.command("replay")
 def replay_command(
-    since: Annotated[
-        str | None, typer.Option(help="From this time, included (ISO with zone, on occurred_at).")
-    ] = None,
+    since: Annotated[str | None, typer.Option(help="From this time, included (ISO with zone, on occurred_at).")] = None,
     until: Annotated[
         str | None, typer.Option(help="Up to this time, excluded (ISO with zone, on occurred_at).")
     ] = None,
@@ -205,8 +214,17 @@ def replay_command(
     from services.cli.replay import run_replay
 
     settings = _tool_settings()
-    run_replay(settings, since=since, until=until, from_seq=from_seq, to_seq=to_seq, process=process, out=out,
-               nats_url=nats_url, stream=stream)
+    run_replay(
+        settings,
+        since=since,
+        until=until,
+        from_seq=from_seq,
+        to_seq=to_seq,
+        process=process,
+        out=out,
+        nats_url=nats_url,
+        stream=stream,
+    )
 
 
 @app.command("export")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
@@ -40,16 +39,19 @@ def nats_url_of(given: str | None, settings: Settings) -> str:
 
 async def connect(url: str) -> Client:
     """Connect once, failing fast with a one-line error instead of retrying forever."""
+
     async def quiet(_: Exception) -> None:
         return None  # connection errors become the EngageError below, not a logged traceback
 
     servers = [part.strip() for part in url.split(",") if part.strip()]
     try:
-        return await nats.connect(servers, connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.2,
-                                  error_cb=quiet)
-    except (NatsError, OSError, asyncio.TimeoutError) as exc:
-        raise EngageError(f"--nats-url {url}: cannot connect ({type(exc).__name__}); "
-                          "is `engage up` running, or ENGAGE_NATS_URL set?") from None
+        return await nats.connect(
+            servers, connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=quiet
+        )
+    except (TimeoutError, NatsError, OSError) as exc:
+        raise EngageError(
+            f"--nats-url {url}: cannot connect ({type(exc).__name__}); is `engage up` running, or ENGAGE_NATS_URL set?"
+        ) from None
 
 
 async def with_stream(url: str, stream: str, work: Callable[[Client], Awaitable[T]]) -> T:
@@ -61,14 +63,15 @@ async def with_stream(url: str, stream: str, work: Callable[[Client], Awaitable[
         except NotFoundError:
             raise EngageError(f"--stream {stream}: no such stream on {url}") from None
         return await work(nc)
-    except (NatsError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, NatsError) as exc:
         raise EngageError(f"reading stream {stream} on {url} failed ({type(exc).__name__}); try again") from None
     finally:
         await nc.close()
 
 
-def window_of(since: str | None, until: str | None, from_seq: int | None, to_seq: int | None,
-              process: str | None) -> Window:
+def window_of(
+    since: str | None, until: str | None, from_seq: int | None, to_seq: int | None, process: str | None
+) -> Window:
     """Check the window's options together; EngageError names the option and the reason."""
     if from_seq is not None and from_seq < 1:
         raise EngageError(f"--from-seq: {from_seq} is not a stream sequence (they start at 1)")
@@ -125,10 +128,19 @@ def _open_out(out: Path) -> tuple[Path, BinaryIO]:
         raise EngageError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 
 
-def run_replay(settings: Settings, *, since: str | None = None, until: str | None = None,
-               from_seq: int | None = None, to_seq: int | None = None, process: str | None = None,
-               out: Path | None = None, nats_url: str | None = None, stream: str | None = None,
-               report: TextIO = sys.stderr) -> Tally:
+def run_replay(
+    settings: Settings,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    from_seq: int | None = None,
+    to_seq: int | None = None,
+    process: str | None = None,
+    out: Path | None = None,
+    nats_url: str | None = None,
+    stream: str | None = None,
+    report: TextIO = sys.stderr,
+) -> Tally:
     """The `engage replay` command: checks, replays, writes (to a temporary file renamed at the end)."""
     window = window_of(since, until, from_seq, to_seq, process)
     url, name = nats_url_of(nats_url, settings), stream or settings.stream_name
@@ -147,6 +159,8 @@ def run_replay(settings: Settings, *, since: str | None = None, until: str | Non
         if tmp is not None:
             sink.close()
             tmp.unlink(missing_ok=True)
-    report.write(f"replay: {tally.written} events written, {tally.unreadable} unreadable skipped "
-                 f"(stream {name}, sequences {window.from_seq}-{tally.last})\n")
+    report.write(
+        f"replay: {tally.written} events written, {tally.unreadable} unreadable skipped "
+        f"(stream {name}, sequences {window.from_seq}-{tally.last})\n"
+    )
     return tally

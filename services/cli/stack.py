@@ -39,10 +39,16 @@ def with_local_servers(settings: Settings) -> Settings:
     try:
         found = orjson.loads((settings.data_dir / SERVERS_FILE).read_bytes())
     except (OSError, orjson.JSONDecodeError):
-        raise ConfigError(f"no servers given: set ENGAGE_NATS_URL and ENGAGE_DATABASE_URL, or run `engage up` "
-                          f"(it records its servers in {settings.data_dir / SERVERS_FILE})") from None
-    return settings.model_copy(update={"nats_url": settings.nats_url or found.get("nats_url"),
-                                       "database_url": settings.database_url or found.get("database_url")})
+        raise ConfigError(
+            f"no servers given: set ENGAGE_NATS_URL and ENGAGE_DATABASE_URL, or run `engage up` "
+            f"(it records its servers in {settings.data_dir / SERVERS_FILE})"
+        ) from None
+    return settings.model_copy(
+        update={
+            "nats_url": settings.nats_url or found.get("nats_url"),
+            "database_url": settings.database_url or found.get("database_url"),
+        }
+    )
 
 
 def local_tokens(path: Path) -> Path:
@@ -94,7 +100,10 @@ class Stack:
             with (log_dir / f"{name}.log").open("ab") as out:
                 self.children[name] = subprocess.Popen(
                     [sys.executable, "-m", "services.cli.main", "serve", name],
-                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             self.urls[name] = f"http://{s.host}:{port}"
         deadline = time.monotonic() + timeout

@@ -56,37 +56,63 @@ async def schedule_interview(body: ScheduleInterview, intake: IntakeDep, key: Ke
     participant_ref = body.participant_ref or new_ref(key, "schedule", interview_id)
     process_id = body.process_id or intake.settings.process_id
     payload = InterviewScheduled(
-        interview_id=interview_id, format=body.format, scheduled_for=body.scheduled_for,
-        region=body.region, expected_participants=body.expected_participants,
+        interview_id=interview_id,
+        format=body.format,
+        scheduled_for=body.scheduled_for,
+        region=body.region,
+        expected_participants=body.expected_participants,
     )
-    event = envelope(payload, process_id=process_id, key=key, action="schedule",
-                     aggregate_id=interview_id, occurred_at=body.occurred_at)
+    event = envelope(
+        payload,
+        process_id=process_id,
+        key=key,
+        action="schedule",
+        aggregate_id=interview_id,
+        occurred_at=body.occurred_at,
+    )
     contact = contacts.Contact(**body.contact.model_dump()) if body.contact else contacts.Contact()
     # One transaction around the publish: if the log refuses, no contact row is left behind.
     async with intake.pool.acquire() as conn, conn.transaction():
-        await contacts.remember_interview(conn, contacts.InterviewRow(
-            interview_id=interview_id, process_id=process_id, format=body.format.value,
-            participant_ref=participant_ref,
-        ))
+        await contacts.remember_interview(
+            conn,
+            contacts.InterviewRow(
+                interview_id=interview_id,
+                process_id=process_id,
+                format=body.format.value,
+                participant_ref=participant_ref,
+            ),
+        )
         stored = await intake.log.create(event, exists=f"interview {interview_id} already exists")
         # A retry after the interview ended must not bring deleted contact details back.
         if not stored.replayed or not is_final((await intake.log.last(event.subject, ""))[0].type):
             await contacts.save_contact(conn, interview_id, participant_ref, contact)
     written(event, stored, interview_id=interview_id)
-    return InterviewAnswer(interview_id=interview_id, participant_ref=participant_ref, status="scheduled",
-                           event_id=stored.event_id, sequence=stored.sequence)
+    return InterviewAnswer(
+        interview_id=interview_id,
+        participant_ref=participant_ref,
+        status="scheduled",
+        event_id=stored.event_id,
+        sequence=stored.sequence,
+    )
 
 
-async def _act(intake: IntakeDep, key: str | None, interview_id: str, action: Action,
-               body: Any, make_payload: Any) -> tuple[Stored, Any]:
+async def _act(
+    intake: IntakeDep, key: str | None, interview_id: str, action: Action, body: Any, make_payload: Any
+) -> tuple[Stored, Any]:
     """Apply ``action`` to an open interview: read its last event, check, publish after it."""
     row = await contacts.find_interview(intake.pool, interview_id)
     process_id = body.process_id or (row.process_id if row else intake.settings.process_id)
     subject = subject_for(process_id, "interview", interview_id)
     last, seq = await intake.log.last(subject, f"interview {interview_id} was not found")
     payload = await make_payload(row, subject)
-    event = envelope(payload, process_id=process_id, key=key, action=action.value,
-                     aggregate_id=interview_id, occurred_at=body.occurred_at)
+    event = envelope(
+        payload,
+        process_id=process_id,
+        key=key,
+        action=action.value,
+        aggregate_id=interview_id,
+        occurred_at=body.occurred_at,
+    )
     if last.event_id == event.event_id:
         stored = Stored(event.event_id, seq, True)  # this very request already succeeded
     else:
@@ -101,8 +127,9 @@ async def _act(intake: IntakeDep, key: str | None, interview_id: str, action: Ac
     return stored, payload
 
 
-async def _change(intake: IntakeDep, key: str | None, interview_id: str, action: Action, body: Any,
-                  payload: Any) -> InterviewAnswer:
+async def _change(
+    intake: IntakeDep, key: str | None, interview_id: str, action: Action, body: Any, payload: Any
+) -> InterviewAnswer:
     """Apply an ``action`` whose event needs nothing from the interview's record, and answer."""
 
     async def made(_row: Any, _subject: str) -> Any:
@@ -113,32 +140,49 @@ async def _change(intake: IntakeDep, key: str | None, interview_id: str, action:
 
 
 @router.post("/interviews/{interview_id}/reschedule", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
-async def reschedule_interview(interview_id: InterviewId, body: RescheduleInterview,
-                               intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
+async def reschedule_interview(
+    interview_id: InterviewId, body: RescheduleInterview, intake: IntakeDep, key: KeyDep
+) -> InterviewAnswer:
     """Move an open (scheduled or rescheduled) interview to a new time."""
-    return await _change(intake, key, interview_id, Action.reschedule, body,
-                         InterviewRescheduled(interview_id=interview_id, scheduled_for=body.scheduled_for))
+    return await _change(
+        intake,
+        key,
+        interview_id,
+        Action.reschedule,
+        body,
+        InterviewRescheduled(interview_id=interview_id, scheduled_for=body.scheduled_for),
+    )
 
 
 @router.post("/interviews/{interview_id}/cancel", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
-async def cancel_interview(interview_id: InterviewId, body: CancelInterview,
-                           intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
+async def cancel_interview(
+    interview_id: InterviewId, body: CancelInterview, intake: IntakeDep, key: KeyDep
+) -> InterviewAnswer:
     """Cancel an open interview; its contact details are deleted."""
-    return await _change(intake, key, interview_id, Action.cancel, body,
-                         InterviewCancelled(interview_id=interview_id, reason=body.reason))
+    return await _change(
+        intake,
+        key,
+        interview_id,
+        Action.cancel,
+        body,
+        InterviewCancelled(interview_id=interview_id, reason=body.reason),
+    )
 
 
 @router.post("/interviews/{interview_id}/no-show", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
-async def mark_no_show(interview_id: InterviewId, intake: IntakeDep, key: KeyDep,
-                       body: MarkNoShow | None = None) -> InterviewAnswer:
+async def mark_no_show(
+    interview_id: InterviewId, intake: IntakeDep, key: KeyDep, body: MarkNoShow | None = None
+) -> InterviewAnswer:
     """Record that nobody came to an open interview; its contact details are deleted."""
-    return await _change(intake, key, interview_id, Action.no_show, body or MarkNoShow(),
-                         InterviewNoShow(interview_id=interview_id))
+    return await _change(
+        intake, key, interview_id, Action.no_show, body or MarkNoShow(), InterviewNoShow(interview_id=interview_id)
+    )
 
 
 @router.post("/interviews/{interview_id}/complete", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
-async def complete_interview(interview_id: InterviewId, body: CompleteInterview,
-                             intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
+async def complete_interview(
+    interview_id: InterviewId, body: CompleteInterview, intake: IntakeDep, key: KeyDep
+) -> InterviewAnswer:
     """Record that an open interview took place, with each participant's self-identified
     profile. In a one-on-one, leave out `participant_ref` for the person it was scheduled
     with. Contact details for the interview are deleted."""
@@ -158,8 +202,12 @@ async def complete_interview(interview_id: InterviewId, body: CompleteInterview,
     return _answer(interview_id, Action.complete, stored, [a.participant_ref for a in done.participants])
 
 
-@router.delete("/interviews/{interview_id}/contact", status_code=204, response_class=Response,
-                responses=error_responses(401, 403, 422))
+@router.delete(
+    "/interviews/{interview_id}/contact",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(401, 403, 422),
+)
 async def erase_contact(interview_id: InterviewId, intake: IntakeDep, _key: KeyDep) -> Response:
     """Erase the contact details kept for an interview, on request. Answers 204 whether or
     not any were kept, so the answer reveals nothing."""
@@ -168,8 +216,13 @@ async def erase_contact(interview_id: InterviewId, intake: IntakeDep, _key: KeyD
     return Response(status_code=204)
 
 
-def _attendees(given: list[CompletedParticipant], fmt: InterviewFormat, scheduled_ref: str | None,
-               key: str | None, interview_id: str) -> list[Attendee]:
+def _attendees(
+    given: list[CompletedParticipant],
+    fmt: InterviewFormat,
+    scheduled_ref: str | None,
+    key: str | None,
+    interview_id: str,
+) -> list[Attendee]:
     """Resolve each participant's reference: the first one without a reference is the person
     the interview was scheduled with (unless they are listed by reference); others are new."""
     if fmt is not InterviewFormat.small_group and len(given) != 1:
@@ -190,8 +243,13 @@ def _attendees(given: list[CompletedParticipant], fmt: InterviewFormat, schedule
 
 
 def _answer(interview_id: str, action: Action, stored: Stored, refs: list[str] | None = None) -> InterviewAnswer:
-    return InterviewAnswer(interview_id=interview_id, status=STATUS_AFTER[action], participant_refs=refs,
-                           event_id=stored.event_id, sequence=stored.sequence)
+    return InterviewAnswer(
+        interview_id=interview_id,
+        status=STATUS_AFTER[action],
+        participant_refs=refs,
+        event_id=stored.event_id,
+        sequence=stored.sequence,
+    )
 
 
 router.include_router(records_router)

@@ -79,7 +79,10 @@ async def remember_interview(conn: Connection, row: InterviewRow) -> None:
     await conn.execute(
         "INSERT INTO intake.interviews (interview_id, process_id, format, participant_ref)"
         " VALUES ($1, $2, $3, $4) ON CONFLICT (interview_id) DO NOTHING",
-        row.interview_id, row.process_id, row.format, row.participant_ref,
+        row.interview_id,
+        row.process_id,
+        row.format,
+        row.participant_ref,
     )
 
 
@@ -98,7 +101,11 @@ async def save_contact(conn: Connection, interview_id: str, participant_ref: str
     await conn.execute(
         "INSERT INTO intake.contacts (interview_id, participant_ref, name, phone, email)"
         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (interview_id) DO NOTHING",
-        interview_id, participant_ref, contact.name, contact.phone, contact.email,
+        interview_id,
+        participant_ref,
+        contact.name,
+        contact.phone,
+        contact.email,
     )
 
 

@@ -27,54 +27,90 @@ CREATE_ERRORS = error_responses(401, 403, 409, 422, 503)
 Ref = Annotated[str, Path(pattern=r"^p-[0-9a-z]{10,32}$", description="The participant's opaque reference.")]
 
 
-@router.post("/gatherings", status_code=201, response_model=GatheringAnswer, responses=CREATE_ERRORS,
-             tags=["gatherings"])
+@router.post(
+    "/gatherings", status_code=201, response_model=GatheringAnswer, responses=CREATE_ERRORS, tags=["gatherings"]
+)
 async def record_gathering(body: RecordGathering, intake: IntakeDep, key: KeyDep) -> GatheringAnswer:
     """Record an Art-of-Hosting event or small-group meeting that was held, with the
     self-identified profiles of the attendees who chose to give one."""
     if len(body.profiles) > body.attendee_count:
         raise invalid("profiles", "more profiles than attendees", "body")
     gathering_id = derived_id(key, "gt", "intake", "gathering")
-    payload = GatheringHeld(gathering_id=gathering_id, kind=body.kind, region=body.region,
-                            attendee_count=body.attendee_count, profiles=body.profiles)
-    event = envelope(payload, process_id=body.process_id or intake.settings.process_id, key=key,
-                     action="gathering", aggregate_id=gathering_id, occurred_at=body.occurred_at)
+    payload = GatheringHeld(
+        gathering_id=gathering_id,
+        kind=body.kind,
+        region=body.region,
+        attendee_count=body.attendee_count,
+        profiles=body.profiles,
+    )
+    event = envelope(
+        payload,
+        process_id=body.process_id or intake.settings.process_id,
+        key=key,
+        action="gathering",
+        aggregate_id=gathering_id,
+        occurred_at=body.occurred_at,
+    )
     stored = await intake.log.create(event, exists=f"gathering {gathering_id} is already recorded")
     written(event, stored, gathering_id=gathering_id)
     return GatheringAnswer(gathering_id=gathering_id, event_id=stored.event_id, sequence=stored.sequence)
 
 
-@router.post("/advisory/members", status_code=201, response_model=AdvisoryMemberAnswer, responses=CREATE_ERRORS,
-             tags=["advisory"])
+@router.post(
+    "/advisory/members",
+    status_code=201,
+    response_model=AdvisoryMemberAnswer,
+    responses=CREATE_ERRORS,
+    tags=["advisory"],
+)
 async def add_advisory_member(body: AddAdvisoryMember, intake: IntakeDep, key: KeyDep) -> AdvisoryMemberAnswer:
     """Record that someone joined the advisory group. Someone intake already knows keeps
     their reference; anyone else is issued a new one."""
     ref = body.participant_ref or new_ref(key, "advisory-member")
     payload = AdvisoryMemberJoined(participant_ref=ref, profile=body.profile)
-    event = envelope(payload, process_id=body.process_id or intake.settings.process_id, key=key,
-                     action="advisory-member", aggregate_id=ref, occurred_at=body.occurred_at)
+    event = envelope(
+        payload,
+        process_id=body.process_id or intake.settings.process_id,
+        key=key,
+        action="advisory-member",
+        aggregate_id=ref,
+        occurred_at=body.occurred_at,
+    )
     stored = await intake.log.create(event, exists=f"participant {ref} is already an advisory member")
     written(event, stored)
     return AdvisoryMemberAnswer(participant_ref=ref, event_id=stored.event_id, sequence=stored.sequence)
 
 
-@router.post("/advisory/feedback", status_code=201, response_model=FeedbackAnswer, responses=CREATE_ERRORS,
-             tags=["advisory"])
+@router.post(
+    "/advisory/feedback", status_code=201, response_model=FeedbackAnswer, responses=CREATE_ERRORS, tags=["advisory"]
+)
 async def log_advisory_feedback(body: LogAdvisoryFeedback, intake: IntakeDep, key: KeyDep) -> FeedbackAnswer:
     """Record that the advisory group gave feedback on a topic (a category, not its content)."""
     feedback_id = derived_id(key, "fb", "intake", "feedback")
     payload = AdvisoryFeedbackLogged(feedback_id=feedback_id, topic=body.topic, member_refs=body.member_refs)
-    event = envelope(payload, process_id=body.process_id or intake.settings.process_id, key=key,
-                     action="feedback", aggregate_id=feedback_id, occurred_at=body.occurred_at)
+    event = envelope(
+        payload,
+        process_id=body.process_id or intake.settings.process_id,
+        key=key,
+        action="feedback",
+        aggregate_id=feedback_id,
+        occurred_at=body.occurred_at,
+    )
     stored = await intake.log.create(event, exists=f"feedback {feedback_id} is already logged")
     written(event, stored, feedback_id=feedback_id)
     return FeedbackAnswer(feedback_id=feedback_id, event_id=stored.event_id, sequence=stored.sequence)
 
 
-@router.post("/participants/{participant_ref}/withdraw", status_code=202, response_model=WithdrawalAnswer,
-             responses=error_responses(401, 403, 422, 503), tags=["participants"])
-async def withdraw_participant(participant_ref: Ref, intake: IntakeDep, key: KeyDep,
-                               body: WithdrawParticipant | None = None) -> WithdrawalAnswer:
+@router.post(
+    "/participants/{participant_ref}/withdraw",
+    status_code=202,
+    response_model=WithdrawalAnswer,
+    responses=error_responses(401, 403, 422, 503),
+    tags=["participants"],
+)
+async def withdraw_participant(
+    participant_ref: Ref, intake: IntakeDep, key: KeyDep, body: WithdrawParticipant | None = None
+) -> WithdrawalAnswer:
     """Withdraw a participant at their request: they leave every count, live and on replay
     (analytics applies it, hence 202), and any contact details intake kept for them are
     deleted now. Withdrawing twice is harmless."""
@@ -83,8 +119,14 @@ async def withdraw_participant(participant_ref: Ref, intake: IntakeDep, key: Key
     # (the request then fails with 503 and is retried; deleting again is harmless).
     await contacts.forget_participant_contacts(intake.pool, participant_ref)
     payload = ParticipantWithdrawn(participant_ref=participant_ref)
-    event = envelope(payload, process_id=body.process_id or intake.settings.process_id, key=key,
-                     action="withdraw", aggregate_id=participant_ref, occurred_at=body.occurred_at)
+    event = envelope(
+        payload,
+        process_id=body.process_id or intake.settings.process_id,
+        key=key,
+        action="withdraw",
+        aggregate_id=participant_ref,
+        occurred_at=body.occurred_at,
+    )
     # A withdrawal is a fact that may be stated twice, so it is not conditional on the
     # subject's sequence; a retried request dedupes on its event id.
     stored = await intake.log.publish(event)

@@ -32,7 +32,6 @@ class _Body(BaseModel):
 
 
 class _Command(_Body):
-
     occurred_at: PastTimestamp | None = Field(
         None,
         description="When this happened, with a time zone, if it is being recorded after the fact. "

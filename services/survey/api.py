@@ -20,13 +20,20 @@ router = APIRouter(tags=["survey"])
     status_code=201,
     response_model=SurveyResponseRecorded,
     summary="Record a completed anonymous survey response",
-    responses=error_responses(401, 403, 409, 422, 503, described={
-        401: "No bearer token, or an unknown one.",
-        403: "The token lacks the `survey:write` scope.",
-        409: "The Idempotency-Key was already used for a different response.",
-        422: "Bad input: each problem names the field and the reason.",
-        503: "The event log did not confirm the write; nothing was stored. Retry.",
-    }),
+    responses=error_responses(
+        401,
+        403,
+        409,
+        422,
+        503,
+        described={
+            401: "No bearer token, or an unknown one.",
+            403: "The token lacks the `survey:write` scope.",
+            409: "The Idempotency-Key was already used for a different response.",
+            422: "Bad input: each problem names the field and the reason.",
+            503: "The event log did not confirm the write; nothing was stored. Retry.",
+        },
+    ),
 )
 async def record_response(
     body: RecordSurveyResponse,
@@ -55,6 +62,11 @@ async def record_response(
         exists="this response id is already taken; try again with a new Idempotency-Key",
         differs="this Idempotency-Key was already used for a different response",
     )
-    log.info("survey_response_recorded", response_id=response_id, event_id=str(event.event_id),
-             sequence=stored.sequence, duplicate=stored.replayed)
+    log.info(
+        "survey_response_recorded",
+        response_id=response_id,
+        event_id=str(event.event_id),
+        sequence=stored.sequence,
+        duplicate=stored.replayed,
+    )
     return SurveyResponseRecorded(response_id=response_id, sequence=stored.sequence, duplicate=stored.replayed)

@@ -36,7 +36,12 @@ def build_app(settings: Settings) -> FastAPI:
             log.info("survey_started", stream=settings.stream_name)
             yield
 
-    app = service_app(settings, title="engage survey", version="1", lifespan=lifespan,
-                      summary="Records completed anonymous survey responses on the engagement event log.")
+    app = service_app(
+        settings,
+        title="engage survey",
+        version="1",
+        lifespan=lifespan,
+        summary="Records completed anonymous survey responses on the engagement event log.",
+    )
     app.include_router(router)
     return app

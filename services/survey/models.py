@@ -34,7 +34,7 @@ class RecordSurveyResponse(BaseModel):
     )
 
     profile: Profile = Field(
-        description='What the respondent chose to say about themselves; every question is optional and '
+        description="What the respondent chose to say about themselves; every question is optional and "
         '"declined" is an answer.'
     )
     submitted_at: PastTimestamp | None = Field(

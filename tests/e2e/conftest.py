@@ -20,8 +20,16 @@ import pytest
 from tests.conftest import TOKENS
 from tests.servers import Service
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = Path(os.environ.get("ENGAGE_SCREENSHOTS", Path(__file__).parent / "screenshots"))
 
 
@@ -38,8 +46,13 @@ def chromium() -> str:
         pytest.fail("the browser tests need Chromium: install Debian's `chromium` or set ENGAGE_CHROMIUM")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], check=True, env=env,
-                   timeout=900, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+        check=True,
+        env=env,
+        timeout=900,
+        stdout=subprocess.DEVNULL,
+    )
     found = shutil.which("chromium")
     assert found, "apt-get installed chromium but it is not on PATH"
     return found
@@ -77,8 +90,11 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path, nats_url: str, database_url: str) -> Iterator[Stack]:
-    env = {"ENGAGE_NATS_URL": nats_url, "ENGAGE_DATABASE_URL": database_url,
-           "ENGAGE_TOKENS": orjson.dumps({n: t.model_dump() for n, t in TOKENS.items()}).decode()}
+    env = {
+        "ENGAGE_NATS_URL": nats_url,
+        "ENGAGE_DATABASE_URL": database_url,
+        "ENGAGE_TOKENS": orjson.dumps({n: t.model_dump() for n, t in TOKENS.items()}).decode(),
+    }
     logs = tmp_path / "logs"
     logs.mkdir()
     services = {name: Service(name, env, logs) for name in ("intake", "survey", "analytics")}

@@ -22,7 +22,8 @@ K = 5
 # Text colour against the background it sits on: WCAG AA wants 4.5:1 (3:1 for large text).
 CONTRAST = """() => {
   const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
-  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+  const lum = ([r, g, b]) => [r, g, b]
+    .map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
     .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
   const background = (node) => {
     for (let n = node; n; n = n.parentElement) {
@@ -35,12 +36,14 @@ CONTRAST = """() => {
   for (const node of document.querySelectorAll("body *")) {
     const own = [...node.childNodes].some((c) => c.nodeType === 3 && c.textContent.trim());
     const style = getComputedStyle(node);
-    if (!own || style.visibility === "hidden" || style.display === "none" || node.closest(".visually-hidden, svg, .skip")) continue;
+    if (!own || style.visibility === "hidden" || style.display === "none") continue;
+    if (node.closest(".visually-hidden, svg, .skip")) continue;
     const fg = lum(rgb(style.color)), bg = lum(background(node));
     const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
     const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
     const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
-    if (ratio < needed) failures.push(`${node.tagName}.${node.className} "${node.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+    const text = node.textContent.trim().slice(0, 30);
+    if (ratio < needed) failures.push(`${node.tagName}.${node.className} "${text}" ${ratio.toFixed(2)}`);
   }
   return failures;
 }"""
@@ -64,13 +67,23 @@ async def interview(stack: Stack, region: str, at: str) -> None:
     """Schedule and complete a phone interview through intake, as the interview line does."""
     headers = {"Authorization": f"Bearer {TOKENS['intake'].token}"}
     async with httpx.AsyncClient(base_url=stack.intake.url, headers=headers, timeout=10) as client:
-        scheduled = await client.post("/interviews", json={"format": "phone", "scheduled_for": at, "region": region,
-                                                           "occurred_at": at})
+        scheduled = await client.post(
+            "/interviews", json={"format": "phone", "scheduled_for": at, "region": region, "occurred_at": at}
+        )
         assert scheduled.status_code == 201, scheduled.text
         body = scheduled.json()
-        done = await client.post(f"/interviews/{body['interview_id']}/complete", json={
-            "participants": [{"participant_ref": body["participant_ref"],
-                              "profile": {"region": region, "lived_experience": "yes"}}], "occurred_at": at})
+        done = await client.post(
+            f"/interviews/{body['interview_id']}/complete",
+            json={
+                "participants": [
+                    {
+                        "participant_ref": body["participant_ref"],
+                        "profile": {"region": region, "lived_experience": "yes"},
+                    }
+                ],
+                "occurred_at": at,
+            },
+        )
         assert done.status_code == 200, done.text
 
 

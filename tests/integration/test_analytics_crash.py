@@ -26,12 +26,22 @@ EVENTS = 30_000
 
 
 def start_analytics(settings: Settings, consumer: str, database_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ENGAGE_NATS_URL": settings.nats_url or "", "ENGAGE_DATABASE_URL": database_url,
-           "ENGAGE_CONSUMER_NAME": consumer, "ENGAGE_ANALYTICS_PORT": str(free_port()),
-           "ENGAGE_TOKENS": "{}", "ENGAGE_BATCH_SIZE": "500"}
+    env = {
+        **os.environ,
+        "ENGAGE_NATS_URL": settings.nats_url or "",
+        "ENGAGE_DATABASE_URL": database_url,
+        "ENGAGE_CONSUMER_NAME": consumer,
+        "ENGAGE_ANALYTICS_PORT": str(free_port()),
+        "ENGAGE_TOKENS": "{}",
+        "ENGAGE_BATCH_SIZE": "500",
+    }
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "services.cli.main", "serve", "analytics"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "serve", "analytics"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def checkpoint(dsn: str, consumer: str) -> int:
@@ -47,8 +57,13 @@ async def checkpoint(dsn: str, consumer: str) -> int:
 
 
 async def wait_until_projected(dsn: str, consumer: str, timeout: float = 120) -> int:
-    return await eventually(lambda: checkpoint(dsn, consumer), lambda seq: seq >= EVENTS,
-                            what=f"{consumer} to project all {EVENTS} events", timeout=timeout, interval=0.05)
+    return await eventually(
+        lambda: checkpoint(dsn, consumer),
+        lambda seq: seq >= EVENTS,
+        what=f"{consumer} to project all {EVENTS} events",
+        timeout=timeout,
+        interval=0.05,
+    )
 
 
 async def counts(dsn: str, consumer: str) -> tuple:
@@ -67,7 +82,7 @@ async def test_sigkill_mid_stream_then_restart_counts_every_event_once(
 ) -> None:
     """Kill -9 while projecting; after a restart the counts equal an uninterrupted run's."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     js = broker.connection.jetstream()
     await ensure_streams(js, settings)
@@ -92,8 +107,13 @@ async def test_sigkill_mid_stream_then_restart_counts_every_event_once(
     proc = start_analytics(settings, "analytics", database_url, log)
     # Kill as soon as a first batch is committed: the checkpoint is then past the start and
     # (with EVENTS batches of work ahead) far from the end.
-    started = await eventually(lambda: checkpoint(database_url, "analytics"), lambda seq: seq > 0,
-                               what="the first committed batch", timeout=60, interval=0.01)
+    started = await eventually(
+        lambda: checkpoint(database_url, "analytics"),
+        lambda seq: seq > 0,
+        what="the first committed batch",
+        timeout=60,
+        interval=0.01,
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert started < EVENTS, f"the projector had finished ({started}) before the kill was sent"

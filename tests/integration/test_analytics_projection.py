@@ -10,9 +10,9 @@ import httpx
 import pytest
 from faststream.nats import NatsBroker
 
+from services.analytics.app import build_app
 from services.analytics.engine.batch import BatchEngine
 from services.analytics.store import reads, schema
-from services.analytics.app import build_app
 from shared.bus import DEADLETTER_STREAM, ensure_streams, make_broker, publish_event
 from shared.events import Envelope
 from shared.profile import Profile
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def broker(make_settings: Callable[..., Settings]) -> AsyncIterator[NatsBroker]:
     settings = make_settings()
-    b = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    b = make_broker(settings.nats_url)
     await b.connect()
     await ensure_streams(b.connection.jetstream(), settings)
     yield b
@@ -46,8 +46,9 @@ async def coverage(client: httpx.AsyncClient, headers: dict[str, str], until_seq
     async def body() -> dict:
         return (await client.get("/coverage", headers=headers)).json()
 
-    return await eventually(body, lambda b: b["as_of"]["sequence"] >= until_seq,
-                            what=f"the projection to reach {until_seq}", interval=0.02)
+    return await eventually(
+        body, lambda b: b["as_of"]["sequence"] >= until_seq, what=f"the projection to reach {until_seq}", interval=0.02
+    )
 
 
 def dim(body: dict, key: str) -> dict:
@@ -138,8 +139,11 @@ async def test_a_withdrawn_participant_counts_nowhere(make_settings, broker, aut
 async def test_coordinators_see_small_counts_suppressed(make_settings, broker, auth_headers) -> None:
     """A count from 1 to k-1 reaches a coordinator as "<k"; an analyst sees it."""
     settings = make_settings()
-    last = await publish_all(broker, settings, [f.survey(region="northeast") for _ in range(8)]
-                             + [f.survey(region="southeast") for _ in range(2)])
+    last = await publish_all(
+        broker,
+        settings,
+        [f.survey(region="northeast") for _ in range(8)] + [f.survey(region="southeast") for _ in range(2)],
+    )
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
@@ -164,6 +168,8 @@ async def test_the_live_projection_equals_a_fresh_count(make_settings, broker, a
         last = await publish_all(broker, settings, events)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
             body = await coverage(client, auth_headers("analyst"), last)
-    expected = Counter(str(e.payload.profile.region) for e in events if e.payload.profile.region not in (None, "declined"))
+    expected = Counter(
+        str(e.payload.profile.region) for e in events if e.payload.profile.region not in (None, "declined")
+    )
     assert region_counts(body) == dict(expected)
     assert body["participants"] == 300

@@ -34,8 +34,11 @@ CUTS = [EARLY, "2018-03-15T12:00-05:00", "2018-05-01"]
 LEAVER_SEEN = datetime(2018, 1, 10, 15, tzinfo=UTC)  # engaged before every cut-off
 LEAVER_GONE = datetime(2018, 5, 20, 15, tzinfo=UTC)  # withdrew after every cut-off
 # Channel names spelled out here, not imported, so the expected counts owe nothing to the projection.
-INTERVIEW_CHANNELS = {"in_person": "interview_in_person", "phone": "interview_phone",
-                      "small_group": "small_group_interview"}
+INTERVIEW_CHANNELS = {
+    "in_person": "interview_in_person",
+    "phone": "interview_phone",
+    "small_group": "small_group_interview",
+}
 
 
 def at_random(rng: random.Random) -> datetime:
@@ -43,32 +46,56 @@ def at_random(rng: random.Random) -> datetime:
 
 
 def wrap(payload: object, at: datetime, source: str = "intake", process_id: str = PROCESS) -> Envelope:
-    return Envelope.wrap(payload, process_id=process_id, source=source, occurred_at=at)  # type: ignore[arg-type]
+    return Envelope.wrap(payload, process_id=process_id, source=source, occurred_at=at)
 
 
 def outreach(rng: random.Random, leaver: str) -> list[Envelope]:
     """Surveys, interviews with people who come back, gatherings and one withdrawal, recorded
     out of time order (coordinators record after the fact)."""
     people = [f.ref() for _ in range(45)]
-    events = [wrap(SurveyCompleted(response_id=f.agg("sr"), profile=f.random_profile(rng)), at_random(rng), "survey")
-              for _ in range(170)]
+    events = [
+        wrap(SurveyCompleted(response_id=f.agg("sr"), profile=f.random_profile(rng)), at_random(rng), "survey")
+        for _ in range(170)
+    ]
     for _ in range(110):
         fmt = rng.choice([InterviewFormat.in_person, InterviewFormat.phone, InterviewFormat.small_group])
         who = rng.sample(people, rng.randint(2, 4) if fmt is InterviewFormat.small_group else 1)
         attendees = [Attendee(participant_ref=p, profile=f.random_profile(rng)) for p in who]
-        events.append(wrap(InterviewCompleted(interview_id=f.agg("iv"), format=fmt, participants=attendees),
-                           at_random(rng)))
+        events.append(
+            wrap(InterviewCompleted(interview_id=f.agg("iv"), format=fmt, participants=attendees), at_random(rng))
+        )
     for _ in range(14):
         count = rng.randint(1, 9)
         profiles = [f.random_profile(rng) for _ in range(rng.randint(0, count))]
         kind = rng.choice([GatheringKind.art_of_hosting, GatheringKind.small_group_meeting])
-        events.append(wrap(GatheringHeld(gathering_id=f.agg("gh"), kind=kind, region=rng.choice(f.REGIONS),
-                                         attendee_count=count, profiles=profiles), at_random(rng)))
-    events.append(wrap(InterviewCompleted(interview_id=f.agg("iv"), format=InterviewFormat.phone, participants=[
-        Attendee(participant_ref=leaver, profile=Profile(region="northwest", lived_experience="yes"))]), LEAVER_SEEN))
+        events.append(
+            wrap(
+                GatheringHeld(
+                    gathering_id=f.agg("gh"),
+                    kind=kind,
+                    region=rng.choice(f.REGIONS),
+                    attendee_count=count,
+                    profiles=profiles,
+                ),
+                at_random(rng),
+            )
+        )
+    events.append(
+        wrap(
+            InterviewCompleted(
+                interview_id=f.agg("iv"),
+                format=InterviewFormat.phone,
+                participants=[
+                    Attendee(participant_ref=leaver, profile=Profile(region="northwest", lived_experience="yes"))
+                ],
+            ),
+            LEAVER_SEEN,
+        )
+    )
     on_the_cut = datetime(2018, 3, 15, 17, tzinfo=UTC)  # exactly CUTS[1]: "at or before" counts it
-    events.append(wrap(SurveyCompleted(response_id=f.agg("sr"), profile=Profile(region="southeast")), on_the_cut,
-                       "survey"))
+    events.append(
+        wrap(SurveyCompleted(response_id=f.agg("sr"), profile=Profile(region="southeast")), on_the_cut, "survey")
+    )
     rng.shuffle(events)
     events.append(wrap(ParticipantWithdrawn(participant_ref=leaver), LEAVER_GONE))
     return events
@@ -76,8 +103,9 @@ def outreach(rng: random.Random, leaver: str) -> list[Envelope]:
 
 def count_by_hand(events: list[Envelope], cut: datetime, honour_withdrawals: bool = True) -> dict:
     """Who had been heard from by ``cut``: plain counting over the events, in log order."""
-    gone = {e.payload.participant_ref for e in events
-            if honour_withdrawals and isinstance(e.payload, ParticipantWithdrawn)}
+    gone = {
+        e.payload.participant_ref for e in events if honour_withdrawals and isinstance(e.payload, ParticipantWithdrawn)
+    }
     answers: dict[object, dict] = {}
     channels: Counter[str] = Counter()
 
@@ -100,10 +128,14 @@ def count_by_hand(events: list[Envelope], cut: datetime, honour_withdrawals: boo
         elif isinstance(p, GatheringHeld):
             for i in range(p.attendee_count):
                 heard((p.gathering_id, i), p.kind.value, p.profiles[i] if i < len(p.profiles) else None)
-    return {"answers": answers, "participants": len(answers), "channels": dict(channels),
-            "engagements": sum(channels.values()),
-            "region": Counter(a["region"] for a in answers.values() if "region" in a),
-            "lived_experience": Counter(a["lived_experience"] for a in answers.values() if "lived_experience" in a)}
+    return {
+        "answers": answers,
+        "participants": len(answers),
+        "channels": dict(channels),
+        "engagements": sum(channels.values()),
+        "region": Counter(a["region"] for a in answers.values() if "region" in a),
+        "lived_experience": Counter(a["lived_experience"] for a in answers.values() if "lived_experience" in a),
+    }
 
 
 def when(text: str) -> datetime:
@@ -128,7 +160,8 @@ def assert_matches(body: dict, expected: dict) -> None:
     for dimension in ("region", "lived_experience"):
         counted = expected[dimension]
         assert {c: n for c, n in rows(body, dimension).items() if n} == {
-            c: n for c, n in counted.items() if c != "declined"}
+            c: n for c, n in counted.items() if c != "declined"
+        }
         assert head(body, dimension) == (sum(counted.values()) - counted["declined"], counted["declined"])
 
 
@@ -136,13 +169,20 @@ def assert_matches(body: dict, expected: dict) -> None:
 async def outreach_app(make_settings):
     """A few hundred events spread over January to May 2018 on the log, and analytics running."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     await attach_streams(broker.connection, settings)
     leaver = f.ref()
     events = outreach(random.Random(2018), leaver)
-    events += [wrap(SurveyCompleted(response_id=f.agg("sr"), profile=Profile(region="central")),
-                    datetime(2018, 2, 1, tzinfo=UTC), "survey", "other-2018") for _ in range(6)]
+    events += [
+        wrap(
+            SurveyCompleted(response_id=f.agg("sr"), profile=Profile(region="central")),
+            datetime(2018, 2, 1, tzinfo=UTC),
+            "survey",
+            "other-2018",
+        )
+        for _ in range(6)
+    ]
     last = 0
     for ev in events:
         last, _ = await publish_event(broker, ev, settings)
@@ -160,8 +200,11 @@ async def test_as_of_coverage_matches_counts_made_from_the_events(outreach_app, 
     async def coverage() -> dict:
         return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
 
-    live = await eventually(coverage, lambda body: body["as_of"]["sequence"] == last and body["as_of"]["behind"] == 0,
-                            what=f"the projection to reach {last}")
+    live = await eventually(
+        coverage,
+        lambda body: body["as_of"]["sequence"] == last and body["as_of"]["behind"] == 0,
+        what=f"the projection to reach {last}",
+    )
     for cut in CUTS:
         r = await client.get("/coverage", params={"as_of": cut}, headers=auth_headers("analyst"))
         assert r.status_code == 200, r.text
@@ -172,8 +215,9 @@ async def test_as_of_coverage_matches_counts_made_from_the_events(outreach_app, 
     first, second = (count_by_hand(events, when(c))["participants"] for c in CUTS[:2])
     assert 0 < first < second  # the cut-offs really do see different moments
 
-    after_all = (await client.get("/coverage", params={"as_of": "2018-06-01T00:00Z"},
-                                  headers=auth_headers("analyst"))).json()
+    after_all = (
+        await client.get("/coverage", params={"as_of": "2018-06-01T00:00Z"}, headers=auth_headers("analyst"))
+    ).json()
     for key in ("participants", "engagements", "engagements_by_channel", "dimensions", "under_reached"):
         assert after_all[key] == live[key], key
 
@@ -211,22 +255,35 @@ async def test_a_withdrawn_person_counts_nowhere_even_before_they_withdrew(outre
 
 
 async def test_a_segment_and_a_process_id_narrow_an_as_of_view_as_they_narrow_todays(
-        outreach_app, auth_headers) -> None:
+    outreach_app, auth_headers
+) -> None:
     """A segment and a process id narrow an as-of view the same way they narrow today's."""
     client, events, _, _ = outreach_app
     cut = CUTS[1]
     expected = count_by_hand(events, when(cut))
     lived = [a for a in expected["answers"].values() if a.get("lived_experience") == "yes"]
-    body = (await client.get("/coverage", params={"as_of": cut, "segment": "lived_experience:yes"},
-                             headers=auth_headers("analyst"))).json()
+    body = (
+        await client.get(
+            "/coverage", params={"as_of": cut, "segment": "lived_experience:yes"}, headers=auth_headers("analyst")
+        )
+    ).json()
     assert body["segment"]["dimension"] == "lived_experience"
     assert body["participants"] == len(lived)
     assert {c: n for c, n in rows(body, "region").items() if n} == dict(
-        Counter(a["region"] for a in lived if a.get("region") not in (None, "declined")))
-    other = (await client.get("/coverage", params={"as_of": cut, "process_id": "other-2018"},
-                              headers=auth_headers("analyst"))).json()
-    before = (await client.get("/coverage", params={"as_of": "2018-01-31T23:59Z", "process_id": "other-2018"},
-                               headers=auth_headers("analyst"))).json()
+        Counter(a["region"] for a in lived if a.get("region") not in (None, "declined"))
+    )
+    other = (
+        await client.get(
+            "/coverage", params={"as_of": cut, "process_id": "other-2018"}, headers=auth_headers("analyst")
+        )
+    ).json()
+    before = (
+        await client.get(
+            "/coverage",
+            params={"as_of": "2018-01-31T23:59Z", "process_id": "other-2018"},
+            headers=auth_headers("analyst"),
+        )
+    ).json()
     assert (other["participants"], before["participants"]) == (6, 0)
 
 

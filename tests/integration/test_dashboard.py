@@ -45,9 +45,13 @@ async def next_event(lines: AsyncIterator[str]) -> tuple[str, dict]:
 
 async def snapshot_at(lines: AsyncIterator[str], sequence: int, within: float = 15.0) -> dict:
     """The first snapshot that reflects ``sequence``; fails after ``within`` seconds instead of hanging."""
-    _, data = await eventually(lambda: next_event(lines),
-                               lambda event: event[0] == "snapshot" and event[1]["as_of"]["sequence"] >= sequence,
-                               what=f"a snapshot at sequence {sequence}", timeout=within, interval=0)
+    _, data = await eventually(
+        lambda: next_event(lines),
+        lambda event: event[0] == "snapshot" and event[1]["as_of"]["sequence"] >= sequence,
+        what=f"a snapshot at sequence {sequence}",
+        timeout=within,
+        interval=0,
+    )
     return data
 
 
@@ -55,7 +59,7 @@ async def snapshot_at(lines: AsyncIterator[str], sequence: int, within: float = 
 async def published(make_settings: Callable[..., Settings]):
     """A publisher on this test's JetStream: ``await publish(envelope)``."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     await attach_streams(broker.connection, settings)
 
@@ -110,16 +114,33 @@ async def test_the_page_and_its_stream_carry_no_small_count_and_no_profile_detai
         ref = f.ref()
         refs.append(ref)
         region = "northeast" if i < 9 else "central"  # central: 3 people
-        events.append(f.interview(ref, Profile(region=region, lived_experience="yes" if i < 7 else "no",
-                                               race_ethnicity=["indigenous"] if i < 2 else ["white"],
-                                               experience_terms=["own_term_prostitute"] if i == 0 else None)))
+        events.append(
+            f.interview(
+                ref,
+                Profile(
+                    region=region,
+                    lived_experience="yes" if i < 7 else "no",
+                    race_ethnicity=["indigenous"] if i < 2 else ["white"],
+                    experience_terms=["own_term_prostitute"] if i == 0 else None,
+                ),
+            )
+        )
     events += [f.survey(region="southwest") for _ in range(2)]
-    gathering = GatheringHeld(gathering_id=f.agg("gh"), kind=GatheringKind.art_of_hosting, region="west_central",
-                              attendee_count=6, profiles=[Profile(lived_experience="yes")])
+    gathering = GatheringHeld(
+        gathering_id=f.agg("gh"),
+        kind=GatheringKind.art_of_hosting,
+        region="west_central",
+        attendee_count=6,
+        profiles=[Profile(lived_experience="yes")],
+    )
     events.append(Envelope.wrap(gathering, process_id="shfa-2018", source="intake"))
-    events.append(Envelope.wrap(InterviewScheduled(interview_id=f.agg("iv"), format="phone",
-                                                   scheduled_for=f.when(), region="northwest"),
-                                process_id="shfa-2018", source="intake"))
+    events.append(
+        Envelope.wrap(
+            InterviewScheduled(interview_id=f.agg("iv"), format="phone", scheduled_for=f.when(), region="northwest"),
+            process_id="shfa-2018",
+            source="intake",
+        )
+    )
     for ev in events:
         ids += [ev.event_id, ev.aggregate_id]
         await published(ev)
@@ -131,8 +152,11 @@ async def test_the_page_and_its_stream_carry_no_small_count_and_no_profile_detai
         async def current() -> dict:
             return (await client.get("/dashboard/snapshot")).json()
 
-        snap = await eventually(current, lambda body: body["as_of"]["sequence"] >= len(events),
-                                what=f"the snapshot to reach sequence {len(events)}")
+        snap = await eventually(
+            current,
+            lambda body: body["as_of"]["sequence"] >= len(events),
+            what=f"the snapshot to reach sequence {len(events)}",
+        )
         page = (await client.get("/dashboard")).text
         async with client.stream("GET", "/dashboard/stream") as stream:
             name, streamed = await next_event(stream.aiter_lines())
@@ -141,8 +165,12 @@ async def test_the_page_and_its_stream_carry_no_small_count_and_no_profile_detai
         for body in (snap, streamed):
             assert body["tiles"]["participants"] == 20  # 12 interviewed, 2 surveyed, 6 at the gathering
             assert small_counts_in(body, K) == []
-            region = {c["category"]: c["count"] for d in body["dimensions"] if d["dimension"] == "region"
-                      for c in d["categories"]}
+            region = {
+                c["category"]: c["count"]
+                for d in body["dimensions"]
+                if d["dimension"] == "region"
+                for c in d["categories"]
+            }
             assert region["northeast"] == 9 and region["central"] == "<5" and region["southwest"] == "<5"
             text = orjson.dumps(body).decode()
             for secret in refs + ids:
@@ -181,8 +209,12 @@ async def test_a_commit_reaches_an_open_stream_as_a_snapshot_well_before_the_hea
             sent = time.monotonic()
             # The next event that is news: the commit's snapshot, or a heartbeat if the pulse is dead.
             name, pushed = await eventually(
-                lambda: next_event(lines), lambda event: event[0] != "snapshot" or event[1]["as_of"]["sequence"] >= 7,
-                what="the stream's next event after the commit", timeout=HEARTBEAT + 10, interval=0)
+                lambda: next_event(lines),
+                lambda event: event[0] != "snapshot" or event[1]["as_of"]["sequence"] >= 7,
+                what="the stream's next event after the commit",
+                timeout=HEARTBEAT + 10,
+                interval=0,
+            )
             lag = time.monotonic() - sent
     print(f"publish to pushed snapshot: {lag:.3f} s")
     assert name == "snapshot", f"a {name!r} event came first: the commit pushed nothing"

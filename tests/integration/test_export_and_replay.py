@@ -51,7 +51,7 @@ def at(ev: Envelope, hours: float) -> Envelope:
 
 
 def intake(payload: object) -> Envelope:
-    return Envelope.wrap(payload, process_id="shfa-2018", source="intake")  # type: ignore[arg-type]
+    return Envelope.wrap(payload, process_id="shfa-2018", source="intake")
 
 
 def outreach(rng: random.Random) -> tuple[list[Envelope], str]:
@@ -60,24 +60,59 @@ def outreach(rng: random.Random) -> tuple[list[Envelope], str]:
     people = [f.ref() for _ in range(45)]
     for person in people:
         iv = f.agg("iv")
-        events.append(intake(InterviewScheduled(interview_id=iv, format=InterviewFormat.in_person,
-                                                scheduled_for=START, region=rng.choice(f.REGIONS))))
-        events.append(intake(InterviewCompleted(interview_id=iv, format=InterviewFormat.in_person, participants=[
-            Attendee(participant_ref=person, profile=f.random_profile(rng))])))
+        events.append(
+            intake(
+                InterviewScheduled(
+                    interview_id=iv, format=InterviewFormat.in_person, scheduled_for=START, region=rng.choice(f.REGIONS)
+                )
+            )
+        )
+        events.append(
+            intake(
+                InterviewCompleted(
+                    interview_id=iv,
+                    format=InterviewFormat.in_person,
+                    participants=[Attendee(participant_ref=person, profile=f.random_profile(rng))],
+                )
+            )
+        )
     for person in people[:15]:  # returning: a second interview that answers more
-        events.append(f.interview(person, lived_experience=rng.choice(["yes", "no"]),
-                                  race_ethnicity=rng.sample(["black", "indigenous", "latinx"], 2)))
+        events.append(
+            f.interview(
+                person,
+                lived_experience=rng.choice(["yes", "no"]),
+                race_ethnicity=rng.sample(["black", "indigenous", "latinx"], 2),
+            )
+        )
     for _ in range(8):
         group = rng.sample(people[10:], 2) + [f.ref() for _ in range(rng.randint(1, 3))]
-        events.append(intake(InterviewCompleted(interview_id=f.agg("iv"), format=InterviewFormat.small_group,
-                                                participants=[Attendee(participant_ref=p, profile=f.random_profile(rng))
-                                                              for p in group])))
+        events.append(
+            intake(
+                InterviewCompleted(
+                    interview_id=f.agg("iv"),
+                    format=InterviewFormat.small_group,
+                    participants=[Attendee(participant_ref=p, profile=f.random_profile(rng)) for p in group],
+                )
+            )
+        )
     events.append(f.gathering(14, [f.random_profile(rng) for _ in range(6)]))
     members = [f.ref() for _ in range(5)]
-    events += [intake(AdvisoryMemberJoined(participant_ref=m, profile=Profile(
-        lived_experience="yes", professional_roles=[rng.choice(["police", "advocate", "judge"])]))) for m in members]
-    events.append(intake(AdvisoryFeedbackLogged(feedback_id=f.agg("fb"), topic=FeedbackTopic.outreach_gaps,
-                                                member_refs=members[:3])))
+    events += [
+        intake(
+            AdvisoryMemberJoined(
+                participant_ref=m,
+                profile=Profile(
+                    lived_experience="yes", professional_roles=[rng.choice(["police", "advocate", "judge"])]
+                ),
+            )
+        )
+        for m in members
+    ]
+    events.append(
+        intake(
+            AdvisoryFeedbackLogged(feedback_id=f.agg("fb"), topic=FeedbackTopic.outreach_gaps, member_refs=members[:3])
+        )
+    )
     rng.shuffle(events)
     leaving = people[0]  # interviewed twice (returning), then withdraws
     events.append(f.withdrawn(leaving))
@@ -93,9 +128,13 @@ def counted_from(rows: list[dict]) -> dict:
 
     race = [r["race_ethnicity"].split(";") for r in profile.values() if r["race_ethnicity"] not in (None, "declined")]
     return {
-        "participants": len(profile), "engagements": len(rows), "channels": dict(Counter(r["channel"] for r in rows)),
-        "region": dict(categories("region")), "lived_experience": dict(categories("lived_experience")),
-        "race_ethnicity": dict(categories("race_ethnicity")), "mandated_group": dict(categories("mandated_group")),
+        "participants": len(profile),
+        "engagements": len(rows),
+        "channels": dict(Counter(r["channel"] for r in rows)),
+        "region": dict(categories("region")),
+        "lived_experience": dict(categories("lived_experience")),
+        "race_ethnicity": dict(categories("race_ethnicity")),
+        "mandated_group": dict(categories("mandated_group")),
         "race_alone": dict(Counter(r[0] for r in race if len(r) == 1)),
         "region_declined": sum(r["region"] == "declined" for r in profile.values()),
     }
@@ -108,10 +147,14 @@ def counted_by_coverage(body: dict) -> dict:
 
     region = next(d for d in body["dimensions"] if d["dimension"] == "region")
     return {
-        "participants": body["participants"], "engagements": body["engagements"],
-        "channels": body["engagements_by_channel"], "region": counts("region"),
-        "lived_experience": counts("lived_experience"), "race_ethnicity": counts("race_ethnicity"),
-        "mandated_group": counts("mandated_group"), "race_alone": counts("race_ethnicity", "alone"),
+        "participants": body["participants"],
+        "engagements": body["engagements"],
+        "channels": body["engagements_by_channel"],
+        "region": counts("region"),
+        "lived_experience": counts("lived_experience"),
+        "race_ethnicity": counts("race_ethnicity"),
+        "mandated_group": counts("mandated_group"),
+        "race_alone": counts("race_ethnicity", "alone"),
         "region_declined": region["declined"],
     }
 
@@ -122,27 +165,57 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def coverage_of(body: dict) -> list[tuple]:
-    return [(d["dimension"], c["category"], c["label"], c["count"], c["alone"], c["share"],
-             *(c["interval"] or (None, None)), c["ratio"], c["status"], c["needed"],
-             (c["target"] or {}).get("kind"), (c["target"] or {}).get("vintage"))
-            for d in body["dimensions"] for c in d["categories"]]
+    return [
+        (
+            d["dimension"],
+            c["category"],
+            c["label"],
+            c["count"],
+            c["alone"],
+            c["share"],
+            *(c["interval"] or (None, None)),
+            c["ratio"],
+            c["status"],
+            c["needed"],
+            (c["target"] or {}).get("kind"),
+            (c["target"] or {}).get("vintage"),
+        )
+        for d in body["dimensions"]
+        for c in d["categories"]
+    ]
 
 
 def coverage_from_table(rows: list[dict]) -> list[tuple]:
     def num(value, kind=float):
         return None if value is None else kind(value)
 
-    return [(r["dimension"], r["category"], r["label"], num(r["count"], int), num(r["alone"], int), num(r["share"]),
-             num(r["interval_low"]), num(r["interval_high"]), num(r["ratio"]), r["status"], num(r["needed"], int),
-             r["target_kind"], r["target_vintage"]) for r in rows]
+    return [
+        (
+            r["dimension"],
+            r["category"],
+            r["label"],
+            num(r["count"], int),
+            num(r["alone"], int),
+            num(r["share"]),
+            num(r["interval_low"]),
+            num(r["interval_high"]),
+            num(r["ratio"]),
+            r["status"],
+            num(r["needed"], int),
+            r["target_kind"],
+            r["target_vintage"],
+        )
+        for r in rows
+    ]
 
 
-async def test_an_export_adds_up_to_the_analysts_coverage(make_settings: Callable[..., Settings], auth_headers,
-                                                          tmp_path: Path) -> None:
+async def test_an_export_adds_up_to_the_analysts_coverage(
+    make_settings: Callable[..., Settings], auth_headers, tmp_path: Path
+) -> None:
     """Participants, engagements per channel and category counts computed from the exported rows (CSV and
     Parquet, from the function and from the command) equal /coverage's; so does the coverage table."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     await attach_streams(broker.connection, settings)
     events, leaving = outreach(random.Random(2018))
@@ -153,20 +226,31 @@ async def test_an_export_adds_up_to_the_analysts_coverage(make_settings: Callabl
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+
             async def coverage() -> dict:
                 return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
 
-            body = await eventually(coverage, lambda body: body["as_of"]["sequence"] == last,
-                                    what=f"the projection to reach {last}", timeout=30)
+            body = await eventually(
+                coverage,
+                lambda body: body["as_of"]["sequence"] == last,
+                what=f"the projection to reach {last}",
+                timeout=30,
+            )
 
     nc = await nats.connect(settings.nats_url)
-    made = await export_log(nc, tmp_path / "py", shipped_plans()["shfa-2018"], stream=settings.stream_name,
-                            tz=settings.tz)
+    made = await export_log(
+        nc, tmp_path / "py", shipped_plans()["shfa-2018"], stream=settings.stream_name, tz=settings.tz
+    )
     await nc.close()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}, "ENGAGE_LOG_FORMAT": "json"}
-    cli = await asyncio.to_thread(subprocess.run, [*CLI, "export", "--out", str(tmp_path / "cli"), "--nats-url",
-                                                   settings.nats_url], capture_output=True, text=True, env=env,
-                                  timeout=120)
+    cli = await asyncio.to_thread(
+        subprocess.run,
+        [*CLI, "export", "--out", str(tmp_path / "cli"), "--nats-url", settings.nats_url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert cli.returncode == 0, cli.stderr
     assert f"up to sequence {last}" in cli.stderr and "Traceback" not in cli.stderr
 
@@ -180,17 +264,28 @@ async def test_an_export_adds_up_to_the_analysts_coverage(make_settings: Callabl
         assert counted_from(from_csv) == counted_from(from_parquet) == expected
         outputs[where] = {r["participant"] for r in from_csv}
         table = read_csv(tmp_path / where / "coverage.csv")
-        assert coverage_from_table(table) == coverage_from_table(
-            pq.read_table(tmp_path / where / "coverage.parquet").to_pylist()) == coverage_of(body)
-        totals = {(r["measure"], r["channel"]): int(r["count"]) for r in read_csv(tmp_path / where / "totals.csv")
-                  if r["dimension"] is None}
+        assert (
+            coverage_from_table(table)
+            == coverage_from_table(pq.read_table(tmp_path / where / "coverage.parquet").to_pylist())
+            == coverage_of(body)
+        )
+        totals = {
+            (r["measure"], r["channel"]): int(r["count"])
+            for r in read_csv(tmp_path / where / "totals.csv")
+            if r["dimension"] is None
+        }
         assert totals[("participants", None)] == body["participants"]
         assert totals[("engagements", "survey")] == body["engagements_by_channel"]["survey"]
         about = orjson.loads((tmp_path / where / "data_dictionary.json").read_bytes())
         assert about["stream_sequence"] == body["as_of"]["sequence"] == last
     assert not outputs["py"] & outputs["cli"], "each export has its own pseudonyms"
-    gone = {seq for seq, ev in enumerate(events, 1) if isinstance(ev.payload, InterviewCompleted)
-            and leaving in {a.participant_ref for a in ev.payload.participants} and len(ev.payload.participants) == 1}
+    gone = {
+        seq
+        for seq, ev in enumerate(events, 1)
+        if isinstance(ev.payload, InterviewCompleted)
+        and leaving in {a.participant_ref for a in ev.payload.participants}
+        and len(ev.payload.participants) == 1
+    }
     assert len(gone) == 2 and not gone & {int(r["sequence"]) for r in read_csv(tmp_path / "py" / "engagements.csv")}
     leftovers = [p.name for p in (tmp_path / "py").iterdir() if p.name.startswith(".")]
     assert not leftovers
@@ -200,14 +295,17 @@ async def test_replay_windows_give_exactly_their_events(make_settings: Callable[
     """--from-seq/--to-seq and --since/--until select exactly the expected sequences, an unreadable event
     is reported and skipped, and the Python replay() iterator yields the same events."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     js = await attach_streams(broker.connection, settings)
     published: dict[int, Envelope] = {}
     for i in range(30):
         if i == 7:
-            await js.publish("engagement.shfa-2018.survey-response.sr-unreadable", b'{"type": "SurveyCompleted"}',
-                             stream=settings.stream_name)
+            await js.publish(
+                "engagement.shfa-2018.survey-response.sr-unreadable",
+                b'{"type": "SurveyCompleted"}',
+                stream=settings.stream_name,
+            )
             continue
         ev = at(f.survey(f.random_profile(random.Random(i))) if i % 3 else f.interview(region="central"), 10 * i)
         seq, _ = await publish_event(broker, ev, settings)
@@ -219,8 +317,14 @@ async def test_replay_windows_give_exactly_their_events(make_settings: Callable[
 
     async def engage_replay(*options: str) -> tuple[list[dict], str]:
         out = tmp_path / f"replay-{len(list(tmp_path.iterdir()))}.jsonl"
-        done = await asyncio.to_thread(subprocess.run, [*CLI, "replay", "--out", str(out), *options],
-                                       capture_output=True, text=True, env=env, timeout=60)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*CLI, "replay", "--out", str(out), *options],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
         return [orjson.loads(line) for line in out.read_bytes().splitlines()], done.stderr
 
@@ -242,6 +346,7 @@ async def test_replay_windows_give_exactly_their_events(make_settings: Callable[
     timed = await asyncio.to_thread(lambda: [s for s, _ in replay(settings.nats_url, since=since, until=until)])
     assert timed == wanted
 
-    bad_option = await asyncio.to_thread(subprocess.run, [*CLI, "replay", "--since", "last tuesday"],
-                                         capture_output=True, text=True, env=env, timeout=60)
+    bad_option = await asyncio.to_thread(
+        subprocess.run, [*CLI, "replay", "--since", "last tuesday"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert bad_option.returncode == 2 and "--since" in bad_option.stderr and "Traceback" not in bad_option.stderr

@@ -39,10 +39,19 @@ pytestmark = pytest.mark.integration
 
 SOON = (datetime.now(UTC) + timedelta(days=3)).isoformat()
 CANCEL = {"reason": "scheduling"}
-BY_STATUS: dict[int, type[BaseModel]] = {401: UnauthorizedAnswer, 403: ForbiddenAnswer, 404: NotFoundAnswer,
-                                         409: ConflictAnswer, 422: InvalidAnswer, 503: UnavailableAnswer}
-BUILDERS: dict[str, Callable[[Settings], FastAPI]] = {"intake": build_intake, "survey": build_survey,
-                                                       "analytics": build_analytics}
+BY_STATUS: dict[int, type[BaseModel]] = {
+    401: UnauthorizedAnswer,
+    403: ForbiddenAnswer,
+    404: NotFoundAnswer,
+    409: ConflictAnswer,
+    422: InvalidAnswer,
+    503: UnavailableAnswer,
+}
+BUILDERS: dict[str, Callable[[Settings], FastAPI]] = {
+    "intake": build_intake,
+    "survey": build_survey,
+    "analytics": build_analytics,
+}
 
 
 @asynccontextmanager
@@ -63,8 +72,9 @@ async def check_contract(client: httpx.AsyncClient, method: str, route: str, ans
     model.model_validate(answer.json())  # raises if the real body strays from the documented one
 
 
-async def test_intake_errors_match_its_openapi(make_settings: Callable[..., Settings],
-                                               auth_headers: Callable[[str], dict[str, str]]) -> None:
+async def test_intake_errors_match_its_openapi(
+    make_settings: Callable[..., Settings], auth_headers: Callable[[str], dict[str, str]]
+) -> None:
     async with running(build_intake(make_settings()), "intake") as intake:
         ok = auth_headers("intake")
         schedule = {"format": "in_person", "scheduled_for": SOON}
@@ -80,10 +90,17 @@ async def test_intake_errors_match_its_openapi(make_settings: Callable[..., Sett
         await expect(401, "post", "/interviews", "/interviews", json=schedule)
         await expect(403, "post", "/interviews", "/interviews", json=schedule, headers=auth_headers("survey"))
         await expect(422, "post", "/interviews", "/interviews", json={"format": "carrier_pigeon"}, headers=ok)
-        await expect(422, "post", "/interviews", "/interviews", json=schedule,
-                     headers={**ok, "Idempotency-Key": "x" * 201})
-        await expect(422, "post", "/gatherings", "/gatherings", headers=ok,
-                     json={"kind": "art_of_hosting", "attendee_count": 1, "profiles": [{}, {}]})
+        await expect(
+            422, "post", "/interviews", "/interviews", json=schedule, headers={**ok, "Idempotency-Key": "x" * 201}
+        )
+        await expect(
+            422,
+            "post",
+            "/gatherings",
+            "/gatherings",
+            headers=ok,
+            json={"kind": "art_of_hosting", "attendee_count": 1, "profiles": [{}, {}]},
+        )
         interview = (await intake.post("/interviews", json=schedule, headers=ok)).json()["interview_id"]
         cancel = "/interviews/{interview_id}/cancel"
         assert (await intake.post(f"/interviews/{interview}/cancel", json=CANCEL, headers=ok)).status_code == 200
@@ -93,8 +110,9 @@ async def test_intake_errors_match_its_openapi(make_settings: Callable[..., Sett
     assert seen == {401, 403, 404, 409, 422}
 
 
-async def test_survey_errors_match_its_openapi(make_settings: Callable[..., Settings],
-                                               auth_headers: Callable[[str], dict[str, str]]) -> None:
+async def test_survey_errors_match_its_openapi(
+    make_settings: Callable[..., Settings], auth_headers: Callable[[str], dict[str, str]]
+) -> None:
     async with running(build_survey(make_settings()), "survey") as survey:
         ok = auth_headers("survey")
 
@@ -123,8 +141,10 @@ async def test_the_same_key_with_different_answers_is_refused_with_the_reason(
         other = await survey.post("/responses", json={"profile": {"region": "northwest"}}, headers=keyed)
     assert (first.status_code, again.status_code) == (201, 201) and again.json()["duplicate"] is True
     assert other.status_code == 409
-    assert other.json() == {"error": "conflict",
-                            "reason": "this Idempotency-Key was already used for a different response"}
+    assert other.json() == {
+        "error": "conflict",
+        "reason": "this Idempotency-Key was already used for a different response",
+    }
 
 
 @pytest.fixture
@@ -138,12 +158,16 @@ async def stoppable_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
 
 @pytest.mark.parametrize("name", ["intake", "survey"])
 async def test_a_log_that_does_not_answer_is_a_documented_503(
-    name: str, stoppable_nats: EmbeddedNats, make_settings: Callable[..., Settings],
+    name: str,
+    stoppable_nats: EmbeddedNats,
+    make_settings: Callable[..., Settings],
     auth_headers: Callable[[str], dict[str, str]],
 ) -> None:
     settings = make_settings(nats_url=stoppable_nats.url, publish_timeout_seconds=1.0)
-    route, body = {"intake": ("/gatherings", {"kind": "art_of_hosting", "attendee_count": 3}),
-                   "survey": ("/responses", {"profile": {}})}[name]
+    route, body = {
+        "intake": ("/gatherings", {"kind": "art_of_hosting", "attendee_count": 3}),
+        "survey": ("/responses", {"profile": {}}),
+    }[name]
     async with running(BUILDERS[name](settings), name) as client:
         assert (await client.get("/health")).status_code == 200
         stoppable_nats.stop()
@@ -158,32 +182,37 @@ async def test_a_log_that_does_not_answer_is_a_documented_503(
 URL = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
 
 
-async def test_analytics_answers_and_errors_match_its_openapi(make_settings: Callable[..., Settings],
-                                                              auth_headers: Callable[[str], dict[str, str]]) -> None:
+async def test_analytics_answers_and_errors_match_its_openapi(
+    make_settings: Callable[..., Settings], auth_headers: Callable[[str], dict[str, str]]
+) -> None:
     """The typed coverage answers are what /openapi.json documents, and so are its errors."""
     async with running(build_analytics(make_settings()), "analytics") as analytics:
         schemas = (await analytics.get("/openapi.json")).json()["components"]["schemas"]
-        for route, model, query in (("/coverage", CoverageAnswer, {}),
-                                    ("/coverage", CoverageAnswer, {"segment": "lived_experience:yes"}),
-                                    ("/coverage/over-time", OverTimeAnswer, {"by": "day"})):
+        for route, model, query in (
+            ("/coverage", CoverageAnswer, {}),
+            ("/coverage", CoverageAnswer, {"segment": "lived_experience:yes"}),
+            ("/coverage/over-time", OverTimeAnswer, {"by": "day"}),
+        ):
             answer = await analytics.get(route, params=query, headers=auth_headers("coordinator"))
             assert answer.status_code == 200, answer.text
             operation = (await analytics.get("/openapi.json")).json()["paths"][route]["get"]
             ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
             assert ref == f"#/components/schemas/{model.__name__}" and model.__name__ in schemas
             model.model_validate(answer.json())
-        for status, query, who in ((401, {}, None), (403, {}, "intake"), (422, {"segment": "region:atlantis"}, "analyst"),
-                                   (422, {"as_of": "yesterday"}, "analyst"), (422, {"process_id": "Not A Process"},
-                                                                               "coordinator")):
+        for status, query, who in (
+            (401, {}, None),
+            (403, {}, "intake"),
+            (422, {"segment": "region:atlantis"}, "analyst"),
+            (422, {"as_of": "yesterday"}, "analyst"),
+            (422, {"process_id": "Not A Process"}, "coordinator"),
+        ):
             answer = await analytics.get("/coverage", params=query, headers=auth_headers(who) if who else {})
             assert answer.status_code == status, answer.text
             await check_contract(analytics, "get", "/coverage", answer)
 
 
 @pytest.mark.parametrize("name", ["intake", "survey", "analytics"])
-async def test_docs_need_nothing_from_outside_the_service(
-    name: str, make_settings: Callable[..., Settings]
-) -> None:
+async def test_docs_need_nothing_from_outside_the_service(name: str, make_settings: Callable[..., Settings]) -> None:
     app = BUILDERS[name](make_settings())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=f"http://{name}") as client:
         page = await client.get("/docs")

@@ -42,8 +42,9 @@ class Intake:
 
 
 @pytest.fixture
-async def intake(make_settings: Callable[..., Settings],
-                 auth_headers: Callable[[str], dict[str, str]]) -> AsyncIterator[Intake]:
+async def intake(
+    make_settings: Callable[..., Settings], auth_headers: Callable[[str], dict[str, str]]
+) -> AsyncIterator[Intake]:
     settings = make_settings()
     app = build_app(settings)
     async with app.router.lifespan_context(app):
@@ -78,8 +79,10 @@ async def test_schedule_then_complete_publishes_the_events(intake: Intake, nats_
     iv, ref = scheduled["interview_id"], scheduled["participant_ref"]
     assert iv.startswith("iv-") and ref.startswith("p-") and scheduled["status"] == "scheduled"
 
-    done = await intake.post(f"/interviews/{iv}/complete",
-                             {"participants": [{"profile": {"region": "northeast", "lived_experience": "yes"}}]})
+    done = await intake.post(
+        f"/interviews/{iv}/complete",
+        {"participants": [{"profile": {"region": "northeast", "lived_experience": "yes"}}]},
+    )
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "completed"
     assert done.json()["participant_refs"] == [ref]  # defaults to the person it was scheduled with
@@ -107,7 +110,10 @@ async def test_reschedule_then_no_show(intake: Intake, nats_url: str) -> None:
     assert again.status_code == 409
     assert again.json()["reason"] == f"interview {iv} was a no-show; a no-show interview cannot be rescheduled"
     assert [e.type for _, _, e in await stored(nats_url)] == [
-        "InterviewScheduled", "InterviewRescheduled", "InterviewNoShow"]
+        "InterviewScheduled",
+        "InterviewRescheduled",
+        "InterviewNoShow",
+    ]
 
 
 async def test_completing_a_cancelled_interview_is_a_conflict(intake: Intake, nats_url: str) -> None:
@@ -117,7 +123,9 @@ async def test_completing_a_cancelled_interview_is_a_conflict(intake: Intake, na
     refused = await intake.post(f"/interviews/{iv}/complete", {"participants": [{}]})
     assert refused.status_code == 409
     assert refused.json() == {
-        "error": "conflict", "reason": f"interview {iv} was cancelled; a cancelled interview cannot be completed"}
+        "error": "conflict",
+        "reason": f"interview {iv} was cancelled; a cancelled interview cannot be completed",
+    }
     assert len(await stored(nats_url)) == 2
 
 
@@ -131,7 +139,8 @@ async def test_two_concurrent_completes_only_one_wins(intake: Intake, nats_url: 
     iv = (await intake.schedule(format="small_group", expected_participants=3))["interview_id"]
     body = {"participants": [{"profile": {"region": "central"}}, {}]}
     first, second = await asyncio.gather(
-        intake.post(f"/interviews/{iv}/complete", body), intake.post(f"/interviews/{iv}/complete", body))
+        intake.post(f"/interviews/{iv}/complete", body), intake.post(f"/interviews/{iv}/complete", body)
+    )
     assert sorted([first.status_code, second.status_code]) == [200, 409]
     assert [e.type for _, _, e in await stored(nats_url)] == ["InterviewScheduled", "InterviewCompleted"]
 
@@ -154,11 +163,15 @@ async def test_a_retry_with_the_same_key_is_a_no_op(intake: Intake, nats_url: st
     late = await intake.post("/interviews", body, key="schedule-42")
     assert late.status_code == 201 and late.json() == one.json()
 
-    gatherings = [await intake.post("/gatherings", {"kind": "art_of_hosting", "attendee_count": 12}, key="g-1")
-                  for _ in range(2)]
+    gatherings = [
+        await intake.post("/gatherings", {"kind": "art_of_hosting", "attendee_count": 12}, key="g-1") for _ in range(2)
+    ]
     assert gatherings[0].json() == gatherings[1].json()
     assert [e.type for _, _, e in await stored(nats_url)] == [
-        "InterviewScheduled", "InterviewCompleted", "GatheringHeld"]
+        "InterviewScheduled",
+        "InterviewCompleted",
+        "GatheringHeld",
+    ]
 
 
 async def test_concurrent_retries_of_one_request_store_it_once(intake: Intake, nats_url: str) -> None:
@@ -180,18 +193,24 @@ async def test_bad_input_names_the_field_and_never_echoes_it(intake: Intake) -> 
     assert "call Jane" not in unknown.text and "Traceback" not in unknown.text
 
     future = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
-    assert fields_of(await intake.post("/gatherings", {"kind": "art_of_hosting", "attendee_count": 3,
-                                                       "occurred_at": future})) == ["occurred_at"]
-    assert fields_of(await intake.post("/interviews", {"format": "phone", "scheduled_for": "2026-05-01T10:00"})) \
-        == ["scheduled_for"]
+    assert fields_of(
+        await intake.post("/gatherings", {"kind": "art_of_hosting", "attendee_count": 3, "occurred_at": future})
+    ) == ["occurred_at"]
+    assert fields_of(await intake.post("/interviews", {"format": "phone", "scheduled_for": "2026-05-01T10:00"})) == [
+        "scheduled_for"
+    ]
     iv = (await intake.schedule())["interview_id"]
     two = await intake.post(f"/interviews/{iv}/complete", {"participants": [{}, {}]})
     assert fields_of(two) == ["participants"]
     assert fields_of(await intake.post("/participants/Jane%20Doe/withdraw")) == ["participant_ref"]
-    assert fields_of(await intake.post("/gatherings", {"kind": "art_of_hosting", "attendee_count": 1,
-                                                       "profiles": [{}, {}]})) == ["profiles"]
-    bad_key = await intake.client.post("/gatherings", json={"kind": "art_of_hosting", "attendee_count": 1},
-                                       headers={**intake.headers, "Idempotency-Key": "x" * 201})
+    assert fields_of(
+        await intake.post("/gatherings", {"kind": "art_of_hosting", "attendee_count": 1, "profiles": [{}, {}]})
+    ) == ["profiles"]
+    bad_key = await intake.client.post(
+        "/gatherings",
+        json={"kind": "art_of_hosting", "attendee_count": 1},
+        headers={**intake.headers, "Idempotency-Key": "x" * 201},
+    )
     assert fields_of(bad_key) == ["Idempotency-Key"]
 
 
@@ -207,9 +226,16 @@ async def test_tokens_and_scopes(intake: Intake, auth_headers: Callable[[str], d
 
 
 async def test_gathering_advisory_and_withdrawal(intake: Intake, nats_url: str, database_url: str) -> None:
-    held = await intake.post("/gatherings", {"kind": "small_group_meeting", "region": "southeast",
-                                             "attendee_count": 8, "profiles": [{"age_band": "25-34"}],
-                                             "occurred_at": "2018-03-01T18:00:00-06:00"})
+    held = await intake.post(
+        "/gatherings",
+        {
+            "kind": "small_group_meeting",
+            "region": "southeast",
+            "attendee_count": 8,
+            "profiles": [{"age_band": "25-34"}],
+            "occurred_at": "2018-03-01T18:00:00-06:00",
+        },
+    )
     assert held.status_code == 201, held.text
     member = await intake.post("/advisory/members", {"profile": {"lived_experience": "declined"}})
     assert member.status_code == 201
@@ -224,14 +250,23 @@ async def test_gathering_advisory_and_withdrawal(intake: Intake, nats_url: str, 
     assert withdrawn.status_code == 202 and withdrawn.json()["status"] == "withdrawn"
     conn = await asyncpg.connect(database_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM intake.contacts WHERE interview_id = $1",
-                                   scheduled["interview_id"]) == 0
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM intake.contacts WHERE interview_id = $1", scheduled["interview_id"]
+            )
+            == 0
+        )
     finally:
         await conn.close()
 
     events = await stored(nats_url)
-    assert [e.type for _, _, e in events] == ["GatheringHeld", "AdvisoryMemberJoined", "AdvisoryFeedbackLogged",
-                                               "InterviewScheduled", "ParticipantWithdrawn"]
+    assert [e.type for _, _, e in events] == [
+        "GatheringHeld",
+        "AdvisoryMemberJoined",
+        "AdvisoryFeedbackLogged",
+        "InterviewScheduled",
+        "ParticipantWithdrawn",
+    ]
     assert events[0][2].occurred_at == datetime(2018, 3, 2, 0, tzinfo=UTC)
     assert events[-1][0] == f"engagement.shfa-2018.participant.{ref}"
 

@@ -40,13 +40,15 @@ def json_logging(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCapture
 
 
 @pytest.fixture
-async def client(make_settings: Callable[..., Settings],
-                 auth_headers: Callable[[str], dict[str, str]]) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    make_settings: Callable[..., Settings], auth_headers: Callable[[str], dict[str, str]]
+) -> AsyncIterator[httpx.AsyncClient]:
     app = build_app(make_settings())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://intake",
-                                     headers=auth_headers("intake")) as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://intake", headers=auth_headers("intake")
+        ) as c:
             yield c
 
 
@@ -73,8 +75,9 @@ async def schedule_and_complete(client: httpx.AsyncClient) -> str:
     assert scheduled.status_code == 201, scheduled.text
     assert not any(s in scheduled.text for s in SECRETS)
     iv = scheduled.json()["interview_id"]
-    done = await client.post(f"/interviews/{iv}/complete",
-                             json={"participants": [{"profile": {"region": "twin_cities_east_metro"}}]})
+    done = await client.post(
+        f"/interviews/{iv}/complete", json={"participants": [{"profile": {"region": "twin_cities_east_metro"}}]}
+    )
     assert done.status_code == 200, done.text
     return iv
 
@@ -88,8 +91,11 @@ async def contact_rows(database_url: str, interview_id: str) -> int:
 
 
 async def test_contact_details_stay_out_of_the_log_and_logs(
-    client: httpx.AsyncClient, nats_url: str, database_url: str,
-    json_logging: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+    client: httpx.AsyncClient,
+    nats_url: str,
+    database_url: str,
+    json_logging: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Pass 1: what our code hands to structlog, before any redaction could hide a mistake.
     with capture_logs() as entries:
@@ -119,8 +125,9 @@ async def test_contact_details_stay_out_of_the_log_and_logs(
 
 async def test_contact_details_are_kept_only_while_needed(client: httpx.AsyncClient, database_url: str) -> None:
     contact = {"name": NAME, "phone": PHONE}
-    iv = (await client.post("/interviews", json={"format": "in_person", "scheduled_for": SOON,
-                                                 "contact": contact})).json()["interview_id"]
+    iv = (
+        await client.post("/interviews", json={"format": "in_person", "scheduled_for": SOON, "contact": contact})
+    ).json()["interview_id"]
     assert await contact_rows(database_url, iv) == 1
     conn = await asyncpg.connect(database_url)
     try:

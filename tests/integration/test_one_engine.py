@@ -26,6 +26,7 @@ from shared.plan import shipped_plans
 from shared.settings import Settings
 from tests import factories as f
 from tests.integration.test_rebuild import workload
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +61,12 @@ async def test_live_rebuilt_and_in_memory_counts_are_equal_for_a_random_log(
     projector = Projector(settings, broker.connection, pool, {PROCESS: PLAN})
     running = asyncio.create_task(projector.run())
     try:
-        async with asyncio.timeout(60):
-            while await reads.checkpoint(pool, settings.consumer_name) < last:
-                await asyncio.sleep(0.05)
+        await eventually(
+            lambda: reads.checkpoint(pool, settings.consumer_name),
+            lambda seq: seq >= last,
+            what=f"the projector to reach sequence {last}",
+            timeout=60,
+        )
     finally:
         running.cancel()
         await asyncio.wait({running})
@@ -79,8 +83,17 @@ async def test_live_rebuilt_and_in_memory_counts_are_equal_for_a_random_log(
     # In memory: the same replay that as-of views and exports use.
     memory = MemoryProjection(settings.tz)
     skipped: list[int] = []
-    memory.feed([pair async for pair in events(broker.connection, settings.stream_name, Window(to_seq=last),
-                                                lambda seq, _subject, _reason: skipped.append(seq))])
+    memory.feed(
+        [
+            pair
+            async for pair in events(
+                broker.connection,
+                settings.stream_name,
+                Window(to_seq=last),
+                lambda seq, _subject, _reason: skipped.append(seq),
+            )
+        ]
+    )
     assert skipped == [402]
     in_memory = memory.counts(PROCESS, PLAN)
 
@@ -101,9 +114,12 @@ async def test_live_rebuilt_and_in_memory_counts_are_equal_for_a_random_log(
     await publish_event(broker, f.withdrawn(withdrawn.removeprefix("ref:")), settings)
     running = asyncio.create_task(projector.run())
     try:
-        async with asyncio.timeout(30):
-            while await reads.checkpoint(pool, settings.consumer_name) < last + 1:
-                await asyncio.sleep(0.05)
+        await eventually(
+            lambda: reads.checkpoint(pool, settings.consumer_name),
+            lambda seq: seq >= last + 1,
+            what=f"the projector to reach sequence {last + 1}",
+            timeout=30,
+        )
     finally:
         running.cancel()
         await asyncio.wait({running})

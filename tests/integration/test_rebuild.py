@@ -13,9 +13,9 @@ import asyncpg
 import httpx
 import pytest
 
+from services.analytics.app import build_app
 from services.analytics.engine import rebuild as rebuilding
 from services.analytics.store import schema as store
-from services.analytics.app import build_app
 from shared.bus import attach_streams, make_broker, publish_event
 from shared.events import (
     AdvisoryFeedbackLogged,
@@ -46,8 +46,11 @@ TABLES = {
     "interview_regions": "process_id, interview_id, region",
 }
 # A count that went up and back down leaves a zero row live, and none when one batch holds both.
-NONZERO = {"category_counts": "participants <> 0", "engagement_counts": "engagements <> 0",
-           "daily_counts": "engagements <> 0 OR participants <> 0"}
+NONZERO = {
+    "category_counts": "participants <> 0",
+    "engagement_counts": "engagements <> 0",
+    "daily_counts": "engagements <> 0 OR participants <> 0",
+}
 
 
 async def dump(dsn: str) -> dict[str, list[tuple]]:
@@ -67,31 +70,70 @@ def workload(rng: random.Random, n: int) -> list[Envelope]:
     """A random outreach: surveys, returning interviewees, small groups, gatherings, the advisory group."""
     people = [f.ref() for _ in range(60)]
     members = people[:8]
-    events: list[Envelope] = [Envelope.wrap(AdvisoryMemberJoined(participant_ref=m, profile=f.random_profile(rng)),
-                                            process_id="shfa-2018", source="intake") for m in members]
+    events: list[Envelope] = [
+        Envelope.wrap(
+            AdvisoryMemberJoined(participant_ref=m, profile=f.random_profile(rng)),
+            process_id="shfa-2018",
+            source="intake",
+        )
+        for m in members
+    ]
     for _ in range(n):
         r = rng.random()
         if r < 0.5:
             events.append(f.survey(f.random_profile(rng)))
         elif r < 0.8:
             iv = f.agg("iv")
-            events.append(Envelope.wrap(InterviewScheduled(interview_id=iv, format=InterviewFormat.phone,
-                                                           scheduled_for=f.when(1), region=rng.choice(f.REGIONS)),
-                                        process_id="shfa-2018", source="intake"))
+            events.append(
+                Envelope.wrap(
+                    InterviewScheduled(
+                        interview_id=iv,
+                        format=InterviewFormat.phone,
+                        scheduled_for=f.when(1),
+                        region=rng.choice(f.REGIONS),
+                    ),
+                    process_id="shfa-2018",
+                    source="intake",
+                )
+            )
             group = rng.sample(people, rng.choice([1, 1, 1, 3]))
-            events.append(Envelope.wrap(InterviewCompleted(
-                interview_id=iv, format=InterviewFormat.small_group if len(group) > 1 else InterviewFormat.phone,
-                participants=[{"participant_ref": p, "profile": f.random_profile(rng)} for p in group]),
-                process_id="shfa-2018", source="intake", occurred_at=f.when(rng.uniform(0, 90))))
+            events.append(
+                Envelope.wrap(
+                    InterviewCompleted(
+                        interview_id=iv,
+                        format=InterviewFormat.small_group if len(group) > 1 else InterviewFormat.phone,
+                        participants=[{"participant_ref": p, "profile": f.random_profile(rng)} for p in group],
+                    ),
+                    process_id="shfa-2018",
+                    source="intake",
+                    occurred_at=f.when(rng.uniform(0, 90)),
+                )
+            )
         elif r < 0.9:
-            events.append(Envelope.wrap(GatheringHeld(gathering_id=f.agg("gh"), kind=GatheringKind.art_of_hosting,
-                                                      region=rng.choice(f.REGIONS), attendee_count=rng.randint(3, 9),
-                                                      profiles=[f.random_profile(rng) for _ in range(2)]),
-                                        process_id="shfa-2018", source="intake", occurred_at=f.when(rng.uniform(0, 90))))
+            events.append(
+                Envelope.wrap(
+                    GatheringHeld(
+                        gathering_id=f.agg("gh"),
+                        kind=GatheringKind.art_of_hosting,
+                        region=rng.choice(f.REGIONS),
+                        attendee_count=rng.randint(3, 9),
+                        profiles=[f.random_profile(rng) for _ in range(2)],
+                    ),
+                    process_id="shfa-2018",
+                    source="intake",
+                    occurred_at=f.when(rng.uniform(0, 90)),
+                )
+            )
         else:
-            events.append(Envelope.wrap(AdvisoryFeedbackLogged(feedback_id=f.agg("fb"), topic=FeedbackTopic.outreach_gaps,
-                                                               member_refs=rng.sample(members, 2)),
-                                        process_id="shfa-2018", source="intake"))
+            events.append(
+                Envelope.wrap(
+                    AdvisoryFeedbackLogged(
+                        feedback_id=f.agg("fb"), topic=FeedbackTopic.outreach_gaps, member_refs=rng.sample(members, 2)
+                    ),
+                    process_id="shfa-2018",
+                    source="intake",
+                )
+            )
         if rng.random() < 0.01:
             events.append(f.withdrawn(rng.choice(people)))
     return events
@@ -99,7 +141,7 @@ def workload(rng: random.Random, n: int) -> list[Envelope]:
 
 async def publish_some(settings: Settings, n: int = 5) -> None:
     """A few surveys on this test's log."""
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     await attach_streams(broker.connection, settings)
     for _ in range(n):
@@ -113,7 +155,7 @@ async def test_a_rebuild_equals_the_live_read_models_and_is_swapped_in_while_the
     """Thousands of random events, duplicates and redeliveries, a withdrawal; rebuild; every table matches."""
     rng = random.Random(2018)
     settings = make_settings(batch_size=200)  # small live batches: the rebuild cuts the log differently
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     await attach_streams(broker.connection, settings)
     events = workload(rng, 2500)
@@ -129,8 +171,9 @@ async def test_a_rebuild_equals_the_live_read_models_and_is_swapped_in_while_the
         async def coverage() -> dict:
             return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
 
-        return await eventually(coverage, lambda body: body["as_of"]["sequence"] >= seq,
-                                what=f"the projection to reach {seq}", timeout=30)
+        return await eventually(
+            coverage, lambda body: body["as_of"]["sequence"] >= seq, what=f"the projection to reach {seq}", timeout=30
+        )
 
     await publish(events[:half])
     # A projector that stops mid-stream leaves messages delivered and never acknowledged: the next
@@ -189,12 +232,12 @@ async def test_a_rebuild_that_does_not_add_up_swaps_nothing(make_settings, datab
         await conn.execute(f'UPDATE "{schema}".totals SET participants = participants + 1')
         return await original(conn, schema)
 
-    rebuilding.check = tampered  # type: ignore[assignment]
+    rebuilding.check = tampered
     try:
         with pytest.raises(rebuilding.RebuildCheckFailed, match="totals match the counted participants"):
             await rebuilding.rebuild(settings)
     finally:
-        rebuilding.check = original  # type: ignore[assignment]
+        rebuilding.check = original
     assert await pool.fetchval("SELECT count(*) FROM totals") == 0  # the live (empty) tables were kept
     assert await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'analytics\\_%'") == 0
     await pool.close()
@@ -204,17 +247,30 @@ def test_engage_rebuild_reports_what_it_did_and_names_what_is_missing(make_setti
     """The command prints its rate and checks; without servers it says what to set, without a traceback."""
     settings = make_settings()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
-    no_log = subprocess.run([sys.executable, "-m", "services.cli.main", "rebuild"], capture_output=True, text=True,
-                            env={**env, "ENGAGE_NATS_URL": settings.nats_url,
-                                 "ENGAGE_DATABASE_URL": settings.database_url}, timeout=120)
+    no_log = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "rebuild"],
+        capture_output=True,
+        text=True,
+        env={**env, "ENGAGE_NATS_URL": settings.nats_url, "ENGAGE_DATABASE_URL": settings.database_url},
+        timeout=120,
+    )
     assert no_log.returncode == 2 and "not on that NATS server" in no_log.stderr, no_log.stderr
     asyncio.run(publish_some(settings))
-    done = subprocess.run([sys.executable, "-m", "services.cli.main", "rebuild"], capture_output=True, text=True,
-                          env={**env, "ENGAGE_NATS_URL": settings.nats_url, "ENGAGE_DATABASE_URL": settings.database_url},
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "rebuild"],
+        capture_output=True,
+        text=True,
+        env={**env, "ENGAGE_NATS_URL": settings.nats_url, "ENGAGE_DATABASE_URL": settings.database_url},
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "events/s" in done.stderr and "swapped in" in done.stderr and "✓ totals match" in done.stderr
-    missing = subprocess.run([sys.executable, "-m", "services.cli.main", "rebuild", "--data-dir", str(tmp_path)],
-                             capture_output=True, text=True, env=env, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "rebuild", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert missing.returncode == 2
     assert "ENGAGE_NATS_URL" in missing.stderr and "Traceback" not in missing.stderr

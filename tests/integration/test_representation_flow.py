@@ -65,8 +65,14 @@ def brute_force_needed(count: int, n: int, share: float, threshold: float = 0.8)
 
 async def status_events(js) -> list[dict]:
     info = await js.stream_info(STATUS_STREAM)
-    return [orjson.loads((await js.get_msg(STATUS_STREAM, seq)).data)
-            for seq in range(info.state.first_seq, info.state.last_seq + 1)] if info.state.messages else []
+    return (
+        [
+            orjson.loads((await js.get_msg(STATUS_STREAM, seq)).data)
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)
+        ]
+        if info.state.messages
+        else []
+    )
 
 
 def row(body: dict, dimension: str, category: str) -> dict:
@@ -81,23 +87,29 @@ async def test_two_under_reached_communities_are_flagged_announced_and_one_recov
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
     settings = make_settings(plans=[plan], process_id="test-outreach")
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     js = await attach_streams(broker.connection, settings)
 
     def person(region: str, lived: str, roles: list[str] | None = None):
-        return f.survey(Profile(region=region, lived_experience=lived, professional_roles=roles),
-                        process_id="test-outreach")
+        return f.survey(
+            Profile(region=region, lived_experience=lived, professional_roles=roles), process_id="test-outreach"
+        )
 
-    population = ([person("central", "yes") for _ in range(25)] + [person("central", "no", ["police"])
-                  for _ in range(5)] + [person("central", "no") for _ in range(10)]
-                  + [person("northeast", "yes") for _ in range(6)] + [person("southwest", "no") for _ in range(4)])
+    population = (
+        [person("central", "yes") for _ in range(25)]
+        + [person("central", "no", ["police"]) for _ in range(5)]
+        + [person("central", "no") for _ in range(10)]
+        + [person("northeast", "yes") for _ in range(6)]
+        + [person("southwest", "no") for _ in range(4)]
+    )
     for ev in population:
         await publish_event(broker, ev, settings)
 
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+
             async def coverage() -> dict:
                 return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
 
@@ -108,15 +120,20 @@ async def test_two_under_reached_communities_are_flagged_announced_and_one_recov
             assert southwest["needed"] == brute_force_needed(4, 50, 0.3) == 11
             assert northeast["ratio"] == 0.24 and southwest["ratio"] == 0.27
             assert [(c["dimension"], c["category"]) for c in body["under_reached"]] == [
-                ("region", "northeast"), ("region", "southwest")]
+                ("region", "northeast"),
+                ("region", "southwest"),
+            ]
             assert row(body, "lived_experience", "yes")["status"] == "on-track"
             assert row(body, "mandated_group", "police_probation")["count"] == 5
             assert row(body, "region", "central")["status"] == "no-target"
 
-            announced = await eventually(lambda: status_events(js), lambda found: len(found) >= 2,
-                                         what="two status events")
+            announced = await eventually(
+                lambda: status_events(js), lambda found: len(found) >= 2, what="two status events"
+            )
             assert sorted((e["type"], e["category"], e["needed"]) for e in announced) == [
-                ("CommunityUnderReached", "northeast", 24), ("CommunityUnderReached", "southwest", 11)]
+                ("CommunityUnderReached", "northeast", 24),
+                ("CommunityUnderReached", "southwest", 11),
+            ]
 
             for _ in range(11):
                 await publish_event(broker, person("southwest", "no"), settings)
@@ -128,7 +145,8 @@ async def test_two_under_reached_communities_are_flagged_announced_and_one_recov
 
             recovered = await eventually(reached, what="a CommunityReached status event")
             assert [(e["category"], e["previous"], e["status"]) for e in recovered] == [
-                ("southwest", "under-reached", "on-track")]
+                ("southwest", "under-reached", "on-track")
+            ]
             assert len(await status_events(js)) == 3  # northeast stayed under-reached: nothing new
     await broker.stop()
 
@@ -137,7 +155,7 @@ async def test_a_segment_matches_counts_made_from_the_events(make_settings, auth
     """Race/ethnicity among people with lived experience, as /coverage?segment= gives it,
     equals a count made directly from the published events."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     await attach_streams(broker.connection, settings)
     rng = random.Random(38)
@@ -146,21 +164,30 @@ async def test_a_segment_matches_counts_made_from_the_events(make_settings, auth
         await publish_event(broker, ev, settings)
     lived = [e.payload.profile for e in events if e.payload.profile.lived_experience == "yes"]
     expected = Counter(c for p in lived if isinstance(p.race_ethnicity, list) for c in p.race_ethnicity)
-    alone = Counter(p.race_ethnicity[0] for p in lived if isinstance(p.race_ethnicity, list)
-                    and len(p.race_ethnicity) == 1)
+    alone = Counter(
+        p.race_ethnicity[0] for p in lived if isinstance(p.race_ethnicity, list) and len(p.race_ethnicity) == 1
+    )
     answered = sum(1 for p in lived if isinstance(p.race_ethnicity, list))
 
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
-            async def segment() -> dict:
-                return (await client.get("/coverage", params={"segment": "lived_experience:yes"},
-                                         headers=auth_headers("analyst"))).json()
 
-            body = await eventually(segment, lambda body: body["as_of"]["behind"] == 0
-                                    and body["as_of"]["sequence"] == 400, what="the projection to reach 400")
-            bad = await client.get("/coverage", params={"segment": "lived_experience:maybe"},
-                                   headers=auth_headers("analyst"))
+            async def segment() -> dict:
+                return (
+                    await client.get(
+                        "/coverage", params={"segment": "lived_experience:yes"}, headers=auth_headers("analyst")
+                    )
+                ).json()
+
+            body = await eventually(
+                segment,
+                lambda body: body["as_of"]["behind"] == 0 and body["as_of"]["sequence"] == 400,
+                what="the projection to reach 400",
+            )
+            bad = await client.get(
+                "/coverage", params={"segment": "lived_experience:maybe"}, headers=auth_headers("analyst")
+            )
     await broker.stop()
     assert body["participants"] == len(lived)
     race = next(d for d in body["dimensions"] if d["dimension"] == "race_ethnicity")
@@ -175,19 +202,24 @@ async def test_a_segment_matches_counts_made_from_the_events(make_settings, auth
 
 
 async def test_engagements_over_time_fall_on_minnesota_days_and_monday_weeks_without_the_withdrawn(
-        make_settings, auth_headers) -> None:
+    make_settings, auth_headers
+) -> None:
     """Engagements and first participation land on Minnesota days and Monday weeks; withdrawal removes them."""
     from datetime import UTC, datetime
 
     settings = make_settings()
-    broker = make_broker(settings.nats_url)  # type: ignore[arg-type]
+    broker = make_broker(settings.nats_url)
     await broker.connect()
     await attach_streams(broker.connection, settings)
     person = f.ref()
-    at = [datetime(2018, 3, 6, 2, 0, tzinfo=UTC),    # Monday 5 March, 8 pm in Minnesota
-          datetime(2018, 3, 14, 16, 0, tzinfo=UTC)]  # Wednesday 14 March
-    events = [f.interview(person).model_copy(update={"occurred_at": at[0]}),
-              f.interview(person).model_copy(update={"occurred_at": at[1]})]
+    at = [
+        datetime(2018, 3, 6, 2, 0, tzinfo=UTC),  # Monday 5 March, 8 pm in Minnesota
+        datetime(2018, 3, 14, 16, 0, tzinfo=UTC),
+    ]  # Wednesday 14 March
+    events = [
+        f.interview(person).model_copy(update={"occurred_at": at[0]}),
+        f.interview(person).model_copy(update={"occurred_at": at[1]}),
+    ]
     events += [f.survey(region="central").model_copy(update={"occurred_at": at[1]}) for _ in range(6)]
     for ev in events:
         await publish_event(broker, ev, settings)
@@ -198,11 +230,15 @@ async def test_engagements_over_time_fall_on_minnesota_days_and_monday_weeks_wit
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+
             async def over_time(by: str, who: str = "analyst") -> dict:
                 return (await client.get("/coverage/over-time", params={"by": by}, headers=auth_headers(who))).json()
 
-            days = await eventually(lambda: over_time("day"), lambda body: body["as_of"]["sequence"] == last,
-                                    what=f"the projection to reach {last}")
+            days = await eventually(
+                lambda: over_time("day"),
+                lambda body: body["as_of"]["sequence"] == last,
+                what=f"the projection to reach {last}",
+            )
             weeks = await over_time("week")
             coordinator = await over_time("week", "coordinator")
     await broker.stop()

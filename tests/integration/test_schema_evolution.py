@@ -95,8 +95,11 @@ def the_log() -> tuple[list[tuple[str, dict]], dict]:
     log.append(raw_of(f.withdrawn(people[3]), 1, at + timedelta(days=1)))
     for region in ["southwest", "southwest"]:
         log.append(raw_of(f.survey(Profile(region=region, lived_experience="no")), 2, at))
-    lived = Counter({True: "yes", False: "no"}.get(a["lived_experience"], a["lived_experience"])
-                    for a in V1_ANSWERS if "lived_experience" in a)
+    lived = Counter(
+        {True: "yes", False: "no"}.get(a["lived_experience"], a["lived_experience"])
+        for a in V1_ANSWERS
+        if "lived_experience" in a
+    )
     lived.update({"yes": 3, "no": 2})
     regions = Counter(a["region"] for a in V1_ANSWERS if "region" in a)
     regions.update({"northeast": 1, "central": 2, "southwest": 2})
@@ -118,14 +121,19 @@ async def publish_raw(settings, log: list[tuple[str, dict]]) -> tuple[nats.NATS,
 async def project(settings, auth_headers, last: int) -> dict:
     """Run analytics until it has reached ``last``; its analyst coverage answer."""
     app = build_app(settings)
-    async with (app.router.lifespan_context(app),
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client):
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client,
+    ):
 
         async def coverage() -> dict:
             return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
 
-        return await eventually(coverage, lambda body: body["as_of"]["sequence"] == last,
-                                what=f"the projector to reach the log's end ({last})")
+        return await eventually(
+            coverage,
+            lambda body: body["as_of"]["sequence"] == last,
+            what=f"the projector to reach the log's end ({last})",
+        )
 
 
 def counts(body: dict, dimension: str) -> Counter:
@@ -139,24 +147,31 @@ def counts(body: dict, dimension: str) -> Counter:
 async def parked(nc: nats.NATS) -> list:
     js = nc.jetstream()
     info = await js.stream_info(DEADLETTER_STREAM)
-    return [await js.get_msg(DEADLETTER_STREAM, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)
-            ] if info.state.messages else []
+    return (
+        [await js.get_msg(DEADLETTER_STREAM, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)]
+        if info.state.messages
+        else []
+    )
 
 
 async def test_v1_events_are_read_as_v2_by_replay_and_by_the_projector(
-        make_settings, auth_headers, upcaster_registered) -> None:
+    make_settings, auth_headers, upcaster_registered
+) -> None:
     """Through the upcaster, replay and the projector both count the v1 surveys with today's shape."""
     settings = make_settings()
     log, expected = the_log()
     nc, last = await publish_raw(settings, log)
     unreadable: list[tuple[int, str, str]] = []
-    replayed = [ev async for _, ev in replay.events(nc, settings.stream_name, replay.Window(),
-                                                    lambda *why: unreadable.append(why))]
+    replayed = [
+        ev
+        async for _, ev in replay.events(nc, settings.stream_name, replay.Window(), lambda *why: unreadable.append(why))
+    ]
     assert unreadable == [] and len(replayed) == len(log)
     assert {ev.schema_version for ev in replayed} == {2}
     surveys = [ev.payload.profile for ev in replayed if ev.type == "SurveyCompleted"]
     assert Counter(p.lived_experience for p in surveys if p.lived_experience) == Counter(
-        {"yes": 3, "no": 4, "declined": 1})
+        {"yes": 3, "no": 4, "declined": 1}
+    )
 
     body = await project(settings, auth_headers, last)
     assert body["participants"] == expected["participants"]
@@ -167,14 +182,17 @@ async def test_v1_events_are_read_as_v2_by_replay_and_by_the_projector(
 
 
 async def test_without_the_upcaster_v1_surveys_are_parked_not_miscounted(
-        make_settings, auth_headers, reader_at_v2) -> None:
+    make_settings, auth_headers, reader_at_v2
+) -> None:
     """A v2 reader with no upcaster parks every old-shaped survey and counts only what it can read."""
     settings = make_settings()
     log, _ = the_log()
     nc, last = await publish_raw(settings, log)
     unreadable: list[tuple[int, str, str]] = []
-    replayed = [ev async for _, ev in replay.events(nc, settings.stream_name, replay.Window(),
-                                                    lambda *why: unreadable.append(why))]
+    replayed = [
+        ev
+        async for _, ev in replay.events(nc, settings.stream_name, replay.Window(), lambda *why: unreadable.append(why))
+    ]
     assert len(unreadable) == len(V1_ANSWERS) and len(replayed) == len(log) - len(V1_ANSWERS)
 
     body = await project(settings, auth_headers, last)

@@ -13,17 +13,21 @@ import nats
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 
+from services.cli.embedded import _wait_for_port, free_port, nats_server_binary
 from services.survey.app import build_app
 from shared.bus import ensure_streams
-from services.cli.embedded import _wait_for_port, free_port, nats_server_binary
 from shared.errors import ConfigError
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 ACCOUNTS = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "accounts.conf"
-PASSWORDS = {"ADMIN_NATS_PASSWORD": "admin-pw", "INTAKE_NATS_PASSWORD": "intake-pw",
-             "SURVEY_NATS_PASSWORD": "survey-pw", "ANALYTICS_NATS_PASSWORD": "analytics-pw"}
+PASSWORDS = {
+    "ADMIN_NATS_PASSWORD": "admin-pw",
+    "INTAKE_NATS_PASSWORD": "intake-pw",
+    "SURVEY_NATS_PASSWORD": "survey-pw",
+    "ANALYTICS_NATS_PASSWORD": "analytics-pw",
+}
 
 
 @pytest.fixture
@@ -32,12 +36,14 @@ def deployed_nats(tmp_path: Path) -> Iterator[int]:
     shutil.copy(ACCOUNTS, tmp_path / "accounts.conf")
     port = free_port()
     conf = tmp_path / "single.conf"
-    conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\n"
-                    "include ./accounts.conf\n")
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp_path / 'js'} }}\ninclude ./accounts.conf\n"
+    )
     log = tmp_path / "nats.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=out, stderr=out,
-                                env={"PATH": "/usr/bin:/bin", **PASSWORDS})
+        proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)], stdout=out, stderr=out, env={"PATH": "/usr/bin:/bin", **PASSWORDS}
+        )
     try:
         _wait_for_port(port, proc, log)
         yield port
@@ -60,7 +66,9 @@ async def streams(deployed_nats: int, make_settings: Callable[..., Settings]) ->
 
 
 async def test_survey_records_with_its_own_user(
-    deployed_nats: int, streams: None, make_settings: Callable[..., Settings],
+    deployed_nats: int,
+    streams: None,
+    make_settings: Callable[..., Settings],
     auth_headers: Callable[[str], dict[str, str]],
 ) -> None:
     app = build_app(make_settings(nats_url=url("survey", deployed_nats)))

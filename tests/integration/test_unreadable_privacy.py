@@ -19,6 +19,7 @@ from services.analytics.store import reads, schema
 from shared.bus import DEADLETTER_STREAM, attach_streams, make_broker, publish_event
 from shared.settings import Settings
 from tests import factories as f
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +33,12 @@ def hostile() -> list[bytes]:
     interview = orjson.loads(f.interview(f.ref(), region="central").model_dump_json())
     return [
         orjson.dumps({**survey, "payload": {**survey["payload"], "profile": {"region": NAME}}}),
-        orjson.dumps({**interview, "payload": {**interview["payload"], "participants": [
-            {"participant_ref": EMAIL, "profile": {}}]}}),
+        orjson.dumps(
+            {
+                **interview,
+                "payload": {**interview["payload"], "participants": [{"participant_ref": EMAIL, "profile": {}}]},
+            }
+        ),
         orjson.dumps({**survey, "type": NAME}),
         orjson.dumps({**survey, "payload": {**survey["payload"], "type": NAME}}),
         orjson.dumps({**survey, NAME: PHONE}),
@@ -66,9 +71,12 @@ async def test_no_reason_log_line_or_dead_letter_repeats_an_unreadable_event(
     with capture_logs() as live_logs:  # what our code hands to the logger, before any redaction
         running = asyncio.create_task(projector.run())
         try:
-            async with asyncio.timeout(30):
-                while await reads.checkpoint(pool, settings.consumer_name) < last:
-                    await asyncio.sleep(0.05)
+            await eventually(
+                lambda: reads.checkpoint(pool, settings.consumer_name),
+                lambda seq: seq >= last,
+                what=f"the projector to reach sequence {last}",
+                timeout=30,
+            )
         finally:
             running.cancel()
             await asyncio.wait({running})
@@ -91,8 +99,12 @@ async def test_no_reason_log_line_or_dead_letter_repeats_an_unreadable_event(
     assert carries_a_secret(repr(rebuild_logs)) == []
 
     reported: list[str] = []
-    read = [seq async for seq, _ in events(broker.connection, settings.stream_name, Window(),
-                                           lambda _seq, _subject, reason: reported.append(reason))]
+    read = [
+        seq
+        async for seq, _ in events(
+            broker.connection, settings.stream_name, Window(), lambda _seq, _subject, reason: reported.append(reason)
+        )
+    ]
     assert read == list(range(2, last + 1, 2)) and reported == reasons
 
     await pool.close()

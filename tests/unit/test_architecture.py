@@ -21,9 +21,19 @@ A = "services.analytics"
 
 # Libraries that do I/O or serve HTTP: the pure modules reach none of them, even indirectly.
 IO_LIBRARIES = ("asyncpg", "nats", "faststream", "fastapi", "starlette", "uvicorn", "httpx")
-PURE = (f"{A}.projection", f"{A}.answers.models", f"{A}.answers.coverage", f"{A}.answers.representation",
-        f"{A}.answers.suppression", f"{A}.answers.segments", f"{A}.answers.timeline", f"{A}.reading.decode",
-        f"{A}.dashboard.snapshot", f"{A}.export.tables", f"{A}.export.dictionary")
+PURE = (
+    f"{A}.projection",
+    f"{A}.answers.models",
+    f"{A}.answers.coverage",
+    f"{A}.answers.representation",
+    f"{A}.answers.suppression",
+    f"{A}.answers.segments",
+    f"{A}.answers.timeline",
+    f"{A}.reading.decode",
+    f"{A}.dashboard.snapshot",
+    f"{A}.export.tables",
+    f"{A}.export.dictionary",
+)
 RUNNERS = (f"{A}.engine",)
 ANSWERING = (f"{A}.answers",)
 HTTP_LAYER = (f"{A}.api", f"{A}.dashboard.routes", f"{A}.state", f"{A}.app")
@@ -73,19 +83,31 @@ def broken_rules(graph: Mapping[str, set[str]]) -> list[str]:
     for module in sorted(graph):
         direct, indirect = graph[module], reach(graph, module)
         if within(module, PURE):
-            problems += [f"{module} is pure but reaches {lib}" for lib in IO_LIBRARIES
-                         if any(within(m, (lib,)) for m in indirect)]
+            problems += [
+                f"{module} is pure but reaches {lib}"
+                for lib in IO_LIBRARIES
+                if any(within(m, (lib,)) for m in indirect)
+            ]
         if within(module, ANSWERING):
             problems += [f"{module} answers but reaches the runner {m}" for m in sorted(indirect) if within(m, RUNNERS)]
         if within(module, (f"{A}.projection",)):
-            problems += [f"{module} is the projection but imports {m}" for m in sorted(direct)
-                         if within(m, (A,)) and not within(m, (f"{A}.projection",))]
+            problems += [
+                f"{module} is the projection but imports {m}"
+                for m in sorted(direct)
+                if within(m, (A,)) and not within(m, (f"{A}.projection",))
+            ]
         if within(module, (f"{A}.reading",)):
-            problems += [f"{module} reads the log but imports {m}" for m in sorted(direct)
-                         if within(m, (A,)) and not within(m, (f"{A}.reading",))]
+            problems += [
+                f"{module} reads the log but imports {m}"
+                for m in sorted(direct)
+                if within(m, (A,)) and not within(m, (f"{A}.reading",))
+            ]
         if within(module, (f"{A}.store",)):
-            problems += [f"{module} is storage but imports {m}" for m in sorted(direct)
-                         if within(m, (f"{A}.engine", f"{A}.answers"))]
+            problems += [
+                f"{module} is storage but imports {m}"
+                for m in sorted(direct)
+                if within(m, (f"{A}.engine", f"{A}.answers"))
+            ]
         if module != APP and not within(module, HTTP_LAYER):
             problems += [f"{module} imports the HTTP layer ({m})" for m in sorted(direct) if within(m, HTTP_LAYER)]
     return problems
@@ -99,8 +121,9 @@ def graph() -> dict[str, set[str]]:
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_never_imports_another(service: str, graph: dict[str, set[str]]) -> None:
     others = [f"services.{s}" for s in SERVICES if s != service] + ["services.cli"]
-    bad = {m for mod, found in graph.items() if within(mod, (f"services.{service}",)) for m in found
-           if within(m, others)}
+    bad = {
+        m for mod, found in graph.items() if within(mod, (f"services.{service}",)) for m in found if within(m, others)
+    }
     assert not bad, f"services/{service} imports {bad}"
 
 

@@ -86,8 +86,9 @@ def test_the_union_is_all_the_events_with_an_aggregate() -> None:
 
 
 @pytest.mark.parametrize("model", PAYLOAD_MODELS, ids=lambda m: m.__name__)
-def test_every_event_type_appears_on_its_subject_with_its_payload_fields(doc: dict[str, Any],
-                                                                        model: type[BaseModel]) -> None:
+def test_every_event_type_appears_on_its_subject_with_its_payload_fields(
+    doc: dict[str, Any], model: type[BaseModel]
+) -> None:
     name = model.model_fields["type"].default
     schema = doc["components"]["schemas"].get(name)
     assert schema is not None, f"{name} is not in the document's schemas"
@@ -129,7 +130,8 @@ def test_every_parameter_of_an_address_is_described(doc: dict[str, Any]) -> None
 
 def test_status_changes_appear(doc: dict[str, Any]) -> None:
     template = CommunityStatusChanged.model_construct(
-        process_id="{process_id}", dimension="{dimension}", category="{category}").subject
+        process_id="{process_id}", dimension="{dimension}", category="{category}"
+    ).subject
     channel = channel_at(doc, template)
     assert "ENGAGEMENT_STATUS" in channel["description"]
     message = message_of(doc, channel)
@@ -151,8 +153,11 @@ def test_dead_letters_appear_as_raw_bytes_with_their_headers(doc: dict[str, Any]
 
 def test_every_header_the_code_sets_is_documented(doc: dict[str, Any]) -> None:
     """Header names are literals in the publishing code: one added there must be described here too."""
-    documented = {name for message in doc["components"]["messages"].values()
-                  for name in message.get("headers", {}).get("properties", {})}
+    documented = {
+        name
+        for message in doc["components"]["messages"].values()
+        for name in message.get("headers", {}).get("properties", {})
+    }
     set_in_code: dict[str, str] = {}
     for file in [*(ROOT / "services").rglob("*.py"), *(ROOT / "shared").glob("*.py")]:
         if file.name == "asyncapi.py":

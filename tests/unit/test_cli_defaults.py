@@ -10,8 +10,13 @@ from pathlib import Path
 
 def engage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
-    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], capture_output=True, text=True,
-                          env={**clean, **env}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        timeout=60,
+    )
 
 
 def test_coverage_looks_for_tokens_in_the_data_dir_and_analytics_on_its_port(tmp_path: Path) -> None:

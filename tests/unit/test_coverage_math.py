@@ -7,22 +7,28 @@ from typing import Any
 
 from services.analytics.answers.coverage import View, coverage
 from services.analytics.answers.models import Freshness
-from services.analytics.projection.fold import ALONE, ANSWERED
 from services.analytics.projection.counts import Counts
+from services.analytics.projection.fold import ALONE, ANSWERED
 from shared.plan import shipped_plans
 
 PLAN = shipped_plans()["shfa-2018"]
 
 
 def counts(categories: dict[tuple[str, str], int], participants: int) -> Counts:
-    return Counts(sequence=7, participants=participants, engagements=participants,
-                  channels={"survey": participants}, categories=categories)
+    return Counts(
+        sequence=7,
+        participants=participants,
+        engagements=participants,
+        channels={"survey": participants},
+        categories=categories,
+    )
 
 
 def answer(c: Counts, plan: Any, view: View) -> dict[str, Any]:
     """The coverage answer as /coverage sends it (JSON)."""
-    fresh = Freshness(sequence=c.sequence, stream_sequence=c.sequence, behind=0, projected_at=None,
-                      answered_at=datetime.now(UTC))
+    fresh = Freshness(
+        sequence=c.sequence, stream_sequence=c.sequence, behind=0, projected_at=None, answered_at=datetime.now(UTC)
+    )
     return coverage(c, "shfa-2018", plan, view, fresh).model_dump(mode="json")
 
 
@@ -36,8 +42,19 @@ def cat(body: dict, key: str, code: str) -> dict:
 
 def test_shares_are_of_those_who_answered_and_labels_come_from_the_plan() -> None:
     """Declined and unanswered people are reported, but are not in the denominator."""
-    body = answer(counts({("region", "northeast"): 60, ("region", "central"): 20, ("region", ANSWERED): 80,
-                            ("region", "declined"): 10}, 100), PLAN, View(5, suppressed=False))
+    body = answer(
+        counts(
+            {
+                ("region", "northeast"): 60,
+                ("region", "central"): 20,
+                ("region", ANSWERED): 80,
+                ("region", "declined"): 10,
+            },
+            100,
+        ),
+        PLAN,
+        View(5, suppressed=False),
+    )
     region = dim(body, "region")
     assert (region["answered"], region["declined"], region["not_answered"]) == (80, 10, 10)
     assert cat(body, "region", "northeast")["share"] == 75.0
@@ -46,18 +63,38 @@ def test_shares_are_of_those_who_answered_and_labels_come_from_the_plan() -> Non
 
 
 def test_multi_select_shares_can_add_past_100_and_alone_is_beside_them() -> None:
-    body = answer(counts({("race_ethnicity", "white"): 60, ("race_ethnicity", "black"): 60,
-                            ("race_ethnicity", ALONE + "white"): 40, ("race_ethnicity", ANSWERED): 100}, 100),
-                    PLAN, View(5, suppressed=False))
+    body = answer(
+        counts(
+            {
+                ("race_ethnicity", "white"): 60,
+                ("race_ethnicity", "black"): 60,
+                ("race_ethnicity", ALONE + "white"): 40,
+                ("race_ethnicity", ANSWERED): 100,
+            },
+            100,
+        ),
+        PLAN,
+        View(5, suppressed=False),
+    )
     white, black = cat(body, "race_ethnicity", "white"), cat(body, "race_ethnicity", "black")
     assert white["share"] + black["share"] == 120.0
     assert white["alone"] == 40 and black["alone"] == 0
 
 
 def test_under_reached_communities_come_first_lowest_ratio_first() -> None:
-    body = answer(counts({("region", "twin_cities_west_metro"): 90, ("region", "northwest"): 2,
-                            ("region", "west_central"): 8, ("region", ANSWERED): 100}, 100), PLAN,
-                    View(5, suppressed=False))
+    body = answer(
+        counts(
+            {
+                ("region", "twin_cities_west_metro"): 90,
+                ("region", "northwest"): 2,
+                ("region", "west_central"): 8,
+                ("region", ANSWERED): 100,
+            },
+            100,
+        ),
+        PLAN,
+        View(5, suppressed=False),
+    )
     regions = [c["category"] for c in body["under_reached"] if c["dimension"] == "region"]
     # northwest's 2 of 100 against 7% is short, but within the noise (Wilson upper bound 7.0%): watch
     assert set(regions) == {"twin_cities_east_metro", "central", "northeast", "southeast", "southwest"}
@@ -69,8 +106,20 @@ def test_under_reached_communities_come_first_lowest_ratio_first() -> None:
 
 def test_a_coordinator_sees_no_count_from_1_to_k_minus_1_anywhere() -> None:
     """Primary and complementary suppression; a hidden cell's share and ratio are withheld."""
-    body = answer(counts({("region", "twin_cities_west_metro"): 3, ("region", "central"): 40, ("region", "southwest"): 9,
-                            ("region", ANSWERED): 52, ("region", "declined"): 1}, 60), PLAN, View(5, suppressed=True))
+    body = answer(
+        counts(
+            {
+                ("region", "twin_cities_west_metro"): 3,
+                ("region", "central"): 40,
+                ("region", "southwest"): 9,
+                ("region", ANSWERED): 52,
+                ("region", "declined"): 1,
+            },
+            60,
+        ),
+        PLAN,
+        View(5, suppressed=True),
+    )
     northeast, southwest = cat(body, "region", "twin_cities_west_metro"), cat(body, "region", "southwest")
     assert northeast["count"] == "<5" and northeast["share"] is None and northeast["ratio"] is None
     assert southwest["count"] == "suppressed" and southwest["share"] is None  # protects northeast's 3
@@ -104,7 +153,10 @@ def test_an_analyst_sees_every_number() -> None:
 
 def test_a_tiny_process_is_all_suppressed_without_error() -> None:
     """Two participants: every count is hidden, and judging a hidden cell cannot overflow."""
-    body = answer(counts({("region", "northeast"): 1, ("region", "central"): 1, ("region", ANSWERED): 2}, 2),
-                    PLAN, View(5, suppressed=True))
+    body = answer(
+        counts({("region", "northeast"): 1, ("region", "central"): 1, ("region", ANSWERED): 2}, 2),
+        PLAN,
+        View(5, suppressed=True),
+    )
     assert body["participants"] == "<5"
     assert {cat(body, "region", c)["count"] for c in ("northeast", "central")} == {"<5"}

@@ -22,8 +22,12 @@ from tests import factories as f
 RNG = random.Random(3)
 SAMPLES: list[dict[str, Any]] = [
     orjson.loads(orjson.dumps(ev.model_dump(mode="json")))
-    for ev in (f.survey(f.random_profile(RNG)), f.interview(f.ref(), f.random_profile(RNG)),
-               f.gathering(5, [f.random_profile(RNG)]), f.withdrawn(f.ref()))
+    for ev in (
+        f.survey(f.random_profile(RNG)),
+        f.interview(f.ref(), f.random_profile(RNG)),
+        f.gathering(5, [f.random_profile(RNG)]),
+        f.withdrawn(f.ref()),
+    )
 ]
 # A marker no schema word contains, as a name typed into the wrong field would be.
 MARKERS = st.from_regex(r"Zq[a-z]{4,10} [A-Z][a-z]{3,8}", fullmatch=True)
@@ -51,10 +55,15 @@ def replaced(doc: Any, path: tuple[Any, ...], new: Any) -> Any:
 
 
 @settings(max_examples=300, deadline=None)
-@given(sample=st.sampled_from(SAMPLES), where=st.integers(0, 10_000), marker=MARKERS,
-       how=st.sampled_from(["value", "in_list", "key", "number_key"]))
-def test_an_unreadable_event_s_reason_never_repeats_what_it_said(sample: dict[str, Any], where: int, marker: str,
-                                                                 how: str) -> None:
+@given(
+    sample=st.sampled_from(SAMPLES),
+    where=st.integers(0, 10_000),
+    marker=MARKERS,
+    how=st.sampled_from(["value", "in_list", "key", "number_key"]),
+)
+def test_an_unreadable_event_s_reason_never_repeats_what_it_said(
+    sample: dict[str, Any], where: int, marker: str, how: str
+) -> None:
     paths = places(sample)
     path = paths[where % len(paths)]
     if how == "value":
@@ -100,8 +109,12 @@ def test_bytes_that_are_not_an_event_are_unreadable_without_being_quoted() -> No
 
 def test_a_batch_keeps_the_readable_events_in_order_and_reports_the_rest() -> None:
     good = [f.survey(region="central") for _ in range(3)]
-    raw = [(1, "s", good[0].model_dump_json().encode()), (2, "t", b"Zqmaria"),
-           (3, "s", good[1].model_dump_json().encode()), (4, "s", good[2].model_dump_json().encode())]
+    raw = [
+        (1, "s", good[0].model_dump_json().encode()),
+        (2, "t", b"Zqmaria"),
+        (3, "s", good[1].model_dump_json().encode()),
+        (4, "s", good[2].model_dump_json().encode()),
+    ]
     events, skipped = decode_batch(raw)
     assert [seq for seq, _ in events] == [1, 3, 4] and [ev.event_id for _, ev in events] == [g.event_id for g in good]
     assert [(s.sequence, s.subject) for s in skipped] == [(2, "t")] and skipped[0].reason == "not JSON"

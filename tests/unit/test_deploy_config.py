@@ -87,7 +87,7 @@ def users() -> dict[str, str]:
     text = _uncommented(ACCOUNTS.read_text())
     found = {}
     for entry in re.findall(r"\{\s*user:[^{}]*\}", text):
-        name = re.search(r"user:\s*(\w+)", entry).group(1)  # type: ignore[union-attr]
+        name = re.search(r"user:\s*(\w+)", entry).group(1)
         perm = re.search(r"permissions:\s*\$(\w+)", entry)
         found[name] = perm.group(1) if perm else ""
         assert re.search(r"password:\s*\$[A-Z_]+_NATS_PASSWORD", entry), f"{name}: password must come from env"
@@ -103,8 +103,12 @@ def test_the_subject_matcher_follows_nats_wildcards() -> None:
 
 
 def test_every_user_is_listed_with_its_password_from_the_environment() -> None:
-    assert users() == {"admin": "", "intake": "INTAKE_PERMISSIONS", "survey": "SURVEY_PERMISSIONS",
-                       "analytics": "ANALYTICS_PERMISSIONS"}
+    assert users() == {
+        "admin": "",
+        "intake": "INTAKE_PERMISSIONS",
+        "survey": "SURVEY_PERMISSIONS",
+        "analytics": "ANALYTICS_PERMISSIONS",
+    }
 
 
 @pytest.mark.parametrize("user", ["intake", "survey", "analytics"])
@@ -118,11 +122,19 @@ def test_each_service_publishes_only_its_own_events(user: str) -> None:
 @pytest.mark.parametrize("user", ["intake", "survey"])
 def test_writers_cannot_change_the_event_log(user: str) -> None:
     rules = allowed(user, "publish")
-    for api in ("STREAM.UPDATE.ENGAGEMENT", "STREAM.DELETE.ENGAGEMENT", "STREAM.PURGE.ENGAGEMENT",
-                "STREAM.MSG.DELETE.ENGAGEMENT", "STREAM.CREATE.ENGAGEMENT"):
+    for api in (
+        "STREAM.UPDATE.ENGAGEMENT",
+        "STREAM.DELETE.ENGAGEMENT",
+        "STREAM.PURGE.ENGAGEMENT",
+        "STREAM.MSG.DELETE.ENGAGEMENT",
+        "STREAM.CREATE.ENGAGEMENT",
+    ):
         assert not any(subject_matches(rule, f"$JS.API.{api}") for rule in rules), api
-    for needed in ("$JS.API.STREAM.INFO.ENGAGEMENT", "$JS.API.STREAM.MSG.GET.ENGAGEMENT",
-                   "$JS.API.DIRECT.GET.ENGAGEMENT.engagement.x.survey-response.sr-1"):
+    for needed in (
+        "$JS.API.STREAM.INFO.ENGAGEMENT",
+        "$JS.API.STREAM.MSG.GET.ENGAGEMENT",
+        "$JS.API.DIRECT.GET.ENGAGEMENT.engagement.x.survey-response.sr-1",
+    ):
         assert any(subject_matches(rule, needed) for rule in rules), needed
 
 
@@ -147,8 +159,14 @@ def test_jetstream_fsyncs_every_write_and_the_cluster_has_three_routes() -> None
 
 
 def _nats_server_test(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([nats_server_binary(), "-t", "-c", str(NATS_CONF)], env=env,
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(NATS_CONF)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_nats_server_accepts_the_config_when_every_password_is_set() -> None:
@@ -170,7 +188,7 @@ def test_nats_server_refuses_to_start_without_a_password() -> None:
 def compose_service(name: str) -> str:
     """The text of one entry under ``services:`` (two-space indented keys)."""
     text = COMPOSE.read_text()
-    services = text[text.index("\nservices:\n"):]
+    services = text[text.index("\nservices:\n") :]
     match = re.search(rf"\n  {re.escape(name)}:\n((?:    .*\n|\s*\n)+)", services)
     assert match, f"compose.yaml has no service {name!r}"
     return match.group(1)
@@ -181,14 +199,14 @@ def test_each_service_runs_engage_serve_with_its_own_nats_user(service: str) -> 
     block = compose_service(service)
     assert f'command: ["serve", "{service}"]' in block
     assert "<<: *engage" in block
-    url = re.search(r"ENGAGE_NATS_URL:\s*(\S+)", block).group(1)  # type: ignore[union-attr]
+    url = re.search(r"ENGAGE_NATS_URL:\s*(\S+)", block).group(1)
     assert url.startswith(f"nats://{service}:${{{service.upper()}_NATS_PASSWORD}}@nats-")
     assert "ENGAGE_TOKENS_FILE: /run/secrets/engage_tokens" in block
 
 
 def test_the_image_runs_engage_and_mounts_the_tokens_secret() -> None:
     text = COMPOSE.read_text()
-    anchor = text[text.index("x-engage: &engage"):text.index("\nservices:\n")]
+    anchor = text[text.index("x-engage: &engage") : text.index("\nservices:\n")]
     assert "dockerfile: deploy/Containerfile" in anchor and "secrets: [engage_tokens]" in anchor
     containerfile = (DEPLOY / "Containerfile").read_text()
     assert "FROM python:3.11-slim" in containerfile and "pip install --no-cache-dir ." in containerfile

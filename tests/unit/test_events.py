@@ -38,13 +38,15 @@ def test_events_are_frozen() -> None:
     """Events are facts: they cannot be changed after the fact."""
     ev = f.survey()
     with pytest.raises(ValidationError):
-        ev.process_id = "other"  # type: ignore[misc]
+        ev.process_id = "other"
 
 
 def test_declined_is_an_answer_and_a_category_list_must_not_be_empty() -> None:
     """ "declined" is accepted for every question; an empty list is not an answer."""
     assert Profile(region="declined", race_ethnicity="declined").categories == {
-        "region": ("declined",), "race_ethnicity": ("declined",)}
+        "region": ("declined",),
+        "race_ethnicity": ("declined",),
+    }
     with pytest.raises(ValidationError, match="race_ethnicity"):
         Profile(race_ethnicity=[])
 
@@ -70,14 +72,18 @@ def test_participant_refs_are_opaque(ref: str) -> None:
 
 def test_a_one_on_one_interview_has_exactly_one_participant() -> None:
     with pytest.raises(ValidationError, match="exactly one participant"):
-        InterviewCompleted(interview_id="iv-0123456789", format="phone",
-                           participants=[Attendee(participant_ref=f.ref()), Attendee(participant_ref=f.ref())])
+        InterviewCompleted(
+            interview_id="iv-0123456789",
+            format="phone",
+            participants=[Attendee(participant_ref=f.ref()), Attendee(participant_ref=f.ref())],
+        )
 
 
 def test_a_gathering_cannot_have_more_profiles_than_attendees() -> None:
     with pytest.raises(ValidationError, match="more profiles than attendees"):
-        GatheringHeld(gathering_id="gh-0123456789", kind="art_of_hosting", attendee_count=1,
-                      profiles=[Profile(), Profile()])
+        GatheringHeld(
+            gathering_id="gh-0123456789", kind="art_of_hosting", attendee_count=1, profiles=[Profile(), Profile()]
+        )
 
 
 def test_timestamps_need_a_time_zone() -> None:

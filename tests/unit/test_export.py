@@ -12,10 +12,10 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from services.analytics.export.tables import Recorder, build, coverage_rows, pseudonymiser, write
+from services.analytics.export.tables import Recorder, build, pseudonymiser, write
 from services.analytics.projection.memory import MemoryProjection
-from services.cli.export import formats_of
 from services.analytics.reading.decode import reason_of
+from services.cli.export import formats_of
 from services.cli.replay import window_of
 from shared.errors import EngageError
 from shared.events import (
@@ -39,7 +39,7 @@ MARCH_5_EVENING = datetime(2018, 3, 6, 3, 0, tzinfo=UTC)  # 9 pm on 5 March in M
 
 
 def wrap(payload: object, at: datetime = MARCH_5_EVENING) -> Envelope:
-    return Envelope.wrap(payload, process_id="shfa-2018", source="intake", occurred_at=at)  # type: ignore[arg-type]
+    return Envelope.wrap(payload, process_id="shfa-2018", source="intake", occurred_at=at)
 
 
 def recorded(events: list[Envelope]) -> Recorder:
@@ -71,8 +71,13 @@ def test_pseudonyms_hide_the_reference_and_change_with_each_exports_key() -> Non
 def test_a_withdrawn_participant_is_in_no_row_and_the_rows_still_match_the_counts() -> None:
     """Withdrawal removes every row of that person; rows and distinct pseudonyms equal the projection's totals."""
     leaving, staying = f.ref(), f.ref()
-    events = [f.interview(leaving, region="northeast"), f.interview(staying, region="central"),
-              f.interview(leaving, region="northeast"), f.withdrawn(leaving), f.survey(region="southwest")]
+    events = [
+        f.interview(leaving, region="northeast"),
+        f.interview(staying, region="central"),
+        f.interview(leaving, region="northeast"),
+        f.withdrawn(leaving),
+        f.survey(region="southwest"),
+    ]
     recorder = recorded(events)
     rows = build(recorder, PLAN, secret=b"k" * 32).tables["engagements"][1]
     counts = recorder.projection.counts("shfa-2018", PLAN)
@@ -82,8 +87,12 @@ def test_a_withdrawn_participant_is_in_no_row_and_the_rows_still_match_the_count
 
 
 def test_multi_select_answers_are_joined_by_semicolons_and_declined_stays_declined() -> None:
-    rows = rows_of([f.survey(race_ethnicity=["white", "black"], gender="declined", region="declined"),
-                    f.survey(experience_terms=["own_term_prostitute", "survivor_of_trafficking"])])
+    rows = rows_of(
+        [
+            f.survey(race_ethnicity=["white", "black"], gender="declined", region="declined"),
+            f.survey(experience_terms=["own_term_prostitute", "survivor_of_trafficking"]),
+        ]
+    )
     assert (rows[0]["race_ethnicity"], rows[0]["gender"], rows[0]["region"]) == ("white;black", "declined", "declined")
     assert rows[1]["experience_terms"] == "own_term_prostitute;survivor_of_trafficking"
     assert rows[1]["race_ethnicity"] is None and rows[1]["lived_experience"] is None
@@ -91,8 +100,15 @@ def test_multi_select_answers_are_joined_by_semicolons_and_declined_stays_declin
 
 def test_every_attendee_of_a_gathering_is_a_row_with_the_gatherings_region() -> None:
     """Three attendees, one profile: three people, three pseudonyms, the event's region on each."""
-    held = wrap(GatheringHeld(gathering_id=f.agg("gh"), kind=GatheringKind.art_of_hosting, region="northwest",
-                              attendee_count=3, profiles=[Profile(lived_experience="yes")]))
+    held = wrap(
+        GatheringHeld(
+            gathering_id=f.agg("gh"),
+            kind=GatheringKind.art_of_hosting,
+            region="northwest",
+            attendee_count=3,
+            profiles=[Profile(lived_experience="yes")],
+        )
+    )
     rows = rows_of([held])
     assert len({r["participant"] for r in rows}) == 3
     assert {(r["channel"], r["event_region"]) for r in rows} == {("art_of_hosting", "northwest")}
@@ -102,23 +118,37 @@ def test_every_attendee_of_a_gathering_is_a_row_with_the_gatherings_region() -> 
 def test_an_interviews_region_comes_from_its_scheduling_and_days_are_local() -> None:
     """The completed interview carries the scheduled region; 03:00 UTC is the evening before in Minnesota."""
     iv = f.agg("iv")
-    scheduled = wrap(InterviewScheduled(interview_id=iv, format=InterviewFormat.phone, scheduled_for=MARCH_5_EVENING,
-                                        region="southeast"))
-    done = wrap(InterviewCompleted(interview_id=iv, format=InterviewFormat.phone,
-                                   participants=[Attendee(participant_ref=f.ref())]))
+    scheduled = wrap(
+        InterviewScheduled(
+            interview_id=iv, format=InterviewFormat.phone, scheduled_for=MARCH_5_EVENING, region="southeast"
+        )
+    )
+    done = wrap(
+        InterviewCompleted(
+            interview_id=iv, format=InterviewFormat.phone, participants=[Attendee(participant_ref=f.ref())]
+        )
+    )
     (row,) = rows_of([scheduled, done])
-    assert (row["event_region"], row["channel"], row["event_type"]) == ("southeast", "interview_phone",
-                                                                        "InterviewCompleted")
+    assert (row["event_region"], row["channel"], row["event_type"]) == (
+        "southeast",
+        "interview_phone",
+        "InterviewCompleted",
+    )
     assert row["occurred_at"] == MARCH_5_EVENING and row["local_date"] == date(2018, 3, 5)
 
 
 def test_advisory_members_count_when_they_join_and_for_each_feedback_that_names_them() -> None:
     member = f.ref()
-    rows = rows_of([wrap(AdvisoryMemberJoined(participant_ref=member, profile=Profile(professional_roles=["police"]))),
-                    wrap(AdvisoryFeedbackLogged(feedback_id=f.agg("fb"), topic=FeedbackTopic.protocols,
-                                                member_refs=[member]))])
-    assert [(r["event_type"], r["channel"]) for r in rows] == [("AdvisoryMemberJoined", "advisory"),
-                                                               ("AdvisoryFeedbackLogged", "advisory")]
+    rows = rows_of(
+        [
+            wrap(AdvisoryMemberJoined(participant_ref=member, profile=Profile(professional_roles=["police"]))),
+            wrap(AdvisoryFeedbackLogged(feedback_id=f.agg("fb"), topic=FeedbackTopic.protocols, member_refs=[member])),
+        ]
+    )
+    assert [(r["event_type"], r["channel"]) for r in rows] == [
+        ("AdvisoryMemberJoined", "advisory"),
+        ("AdvisoryFeedbackLogged", "advisory"),
+    ]
     assert rows[0]["mandated_group"] == "police_probation" and rows[0]["professional_roles"] == "police"
 
 
@@ -129,8 +159,9 @@ def test_the_coverage_table_is_the_analyst_answer_row_for_row() -> None:
     made = build(recorded(events), PLAN)
     rows, table = made.tables["engagements"][1], made.tables["coverage"][1]
     region = {r["category"]: r["count"] for r in table if r["dimension"] == "region"}
-    assert {k: v for k, v in region.items() if v} == dict(Counter(r["region"] for r in rows
-                                                                  if r["region"] not in (None, "declined")))
+    assert {k: v for k, v in region.items() if v} == dict(
+        Counter(r["region"] for r in rows if r["region"] not in (None, "declined"))
+    )
     yes = next(r for r in table if (r["dimension"], r["category"]) == ("lived_experience", "yes"))
     assert (yes["target_share"], yes["target_kind"], yes["target_vintage"]) == (40.0, "goal", "2018")
 
@@ -165,7 +196,7 @@ def test_the_dictionary_documents_every_column_and_quotes_their_own_term_as_thei
     made = build(recorded([f.survey(region="central")]), PLAN, formats=("csv",))
     write(tmp_path, made, ("csv",))
     about = orjson.loads((tmp_path / "data_dictionary.json").read_bytes())
-    for name, (columns, rows) in made.tables.items():
+    for name, (columns, _) in made.tables.items():
         assert [c["name"] for c in about["tables"][name]["columns"]] == [c.name for c in columns]
         assert about["tables"][name]["files"] == [f"{name}.csv"]
     terms = next(d for d in about["dimensions"] if d["dimension"] == "experience_terms")
@@ -181,16 +212,20 @@ def test_the_dictionary_documents_every_column_and_quotes_their_own_term_as_thei
 
 def test_replay_options_are_checked_with_the_option_named() -> None:
     """Each bad option is one EngageError naming it; good ones make the window."""
-    for kwargs, named in [({"from_seq": 0}, "--from-seq"), ({"from_seq": 5, "to_seq": 2}, "--to-seq"),
-                          ({"since": "yesterday"}, "--since"), ({"until": "2018-04-01T00:00"}, "--until"),
-                          ({"since": "2018-04-02", "until": "2018-04-01T00:00Z"}, "--until"),
-                          ({"process": "Not A Process"}, "--process")]:
+    for kwargs, named in [
+        ({"from_seq": 0}, "--from-seq"),
+        ({"from_seq": 5, "to_seq": 2}, "--to-seq"),
+        ({"since": "yesterday"}, "--since"),
+        ({"until": "2018-04-01T00:00"}, "--until"),
+        ({"since": "2018-04-02", "until": "2018-04-01T00:00Z"}, "--until"),
+        ({"process": "Not A Process"}, "--process"),
+    ]:
         args = {"since": None, "until": None, "from_seq": None, "to_seq": None, "process": None, **kwargs}
         with pytest.raises(EngageError, match=f"^{named}"):
             window_of(**args)
     window = window_of("2018-04-01", "2018-05-01T00:00-05:00", 3, 9, "shfa-2018")
     assert (window.from_seq, window.to_seq, window.since) == (3, 9, datetime(2018, 4, 1, tzinfo=UTC))
-    with pytest.raises(EngageError, match="^--format"):
+    with pytest.raises(EngageError, match=r"^--format"):
         formats_of("csv,xlsx")
     assert formats_of("parquet, CSV") == ("csv", "parquet")
 
@@ -198,7 +233,7 @@ def test_replay_options_are_checked_with_the_option_named() -> None:
 def test_an_unreadable_events_reason_never_shows_the_rejected_value() -> None:
     """pydantic quotes the input; the report keeps the field and the reason only."""
     try:
-        Profile(region="Jane Doe 555-0100")  # type: ignore[arg-type]
+        Profile(region="Jane Doe 555-0100")
     except ValueError as exc:
         reason = reason_of(exc)
     assert "region" in reason and "Jane" not in reason and "555" not in reason

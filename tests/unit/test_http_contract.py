@@ -59,8 +59,11 @@ async def test_healthy_servers_are_true() -> None:
 
 
 async def test_a_probe_that_raises_is_false_never_an_exception() -> None:
-    for checks in (health_checks(nats=nats(flush="raise")), health_checks(nats=nats(flush="raise-on-state")),
-                   health_checks(database=FakeDatabase(mode="raise"))):
+    for checks in (
+        health_checks(nats=nats(flush="raise")),
+        health_checks(nats=nats(flush="raise-on-state")),
+        health_checks(database=FakeDatabase(mode="raise")),
+    ):
         [check] = checks.values()
         assert await check() is False
 

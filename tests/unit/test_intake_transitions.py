@@ -35,22 +35,42 @@ def test_final_interview_refuses_every_action(last: str, action: Action) -> None
 @pytest.mark.parametrize(
     ("last", "action", "reason"),
     [
-        ("InterviewCancelled", Action.complete,
-         f"interview {IV} was cancelled; a cancelled interview cannot be completed"),
-        ("InterviewCancelled", Action.reschedule,
-         f"interview {IV} was cancelled; a cancelled interview cannot be rescheduled"),
-        ("InterviewCancelled", Action.cancel,
-         f"interview {IV} was cancelled; a cancelled interview cannot be cancelled"),
-        ("InterviewCompleted", Action.cancel,
-         f"interview {IV} was completed; a completed interview cannot be cancelled"),
-        ("InterviewCompleted", Action.complete,
-         f"interview {IV} was completed; a completed interview cannot be completed"),
-        ("InterviewCompleted", Action.no_show,
-         f"interview {IV} was completed; a completed interview cannot be marked a no-show"),
-        ("InterviewNoShow", Action.complete,
-         f"interview {IV} was a no-show; a no-show interview cannot be completed"),
-        ("InterviewNoShow", Action.reschedule,
-         f"interview {IV} was a no-show; a no-show interview cannot be rescheduled"),
+        (
+            "InterviewCancelled",
+            Action.complete,
+            f"interview {IV} was cancelled; a cancelled interview cannot be completed",
+        ),
+        (
+            "InterviewCancelled",
+            Action.reschedule,
+            f"interview {IV} was cancelled; a cancelled interview cannot be rescheduled",
+        ),
+        (
+            "InterviewCancelled",
+            Action.cancel,
+            f"interview {IV} was cancelled; a cancelled interview cannot be cancelled",
+        ),
+        (
+            "InterviewCompleted",
+            Action.cancel,
+            f"interview {IV} was completed; a completed interview cannot be cancelled",
+        ),
+        (
+            "InterviewCompleted",
+            Action.complete,
+            f"interview {IV} was completed; a completed interview cannot be completed",
+        ),
+        (
+            "InterviewCompleted",
+            Action.no_show,
+            f"interview {IV} was completed; a completed interview cannot be marked a no-show",
+        ),
+        ("InterviewNoShow", Action.complete, f"interview {IV} was a no-show; a no-show interview cannot be completed"),
+        (
+            "InterviewNoShow",
+            Action.reschedule,
+            f"interview {IV} was a no-show; a no-show interview cannot be rescheduled",
+        ),
     ],
 )
 def test_refusal_reasons(last: str, action: Action, reason: str) -> None:
@@ -64,7 +84,11 @@ def test_unexpected_history_is_refused_not_guessed() -> None:
 
 def test_final_and_open_states_cover_every_interview_event() -> None:
     assert OPEN_STATES | set(FINAL_STATES) == {
-        "InterviewScheduled", "InterviewRescheduled", "InterviewCancelled", "InterviewNoShow", "InterviewCompleted",
+        "InterviewScheduled",
+        "InterviewRescheduled",
+        "InterviewCancelled",
+        "InterviewNoShow",
+        "InterviewCompleted",
     }
     assert not OPEN_STATES & set(FINAL_STATES)
 

@@ -10,8 +10,17 @@ from shared.errors import ConfigError
 from shared.plan import Plan, check_plan_text, load_plan, load_plans, shipped_plans
 from shared.profile import CATEGORIES, Profile
 
-MANDATED = ("victims_survivors", "social_service_providers", "tribal_affiliation", "crime_victim_coalitions",
-            "task_forces", "prosecutors_defenders", "police_probation", "intersecting_issues", "researchers")
+MANDATED = (
+    "victims_survivors",
+    "social_service_providers",
+    "tribal_affiliation",
+    "crime_victim_coalitions",
+    "task_forces",
+    "prosecutors_defenders",
+    "police_probation",
+    "intersecting_issues",
+    "researchers",
+)
 
 HEAD = 'process_id = "test-process"\nname = "A test process"\n'
 REGION = '[dimensions.region]\nlabel = "Region"\nmulti_select = false\n'
@@ -77,15 +86,24 @@ def test_check_plan_text_summarises_and_warns(tmp_path: Path) -> None:
     shipped = Path(__file__).resolve().parents[2] / "shared" / "plans" / "shfa-2018.toml"
     text = check_plan_text(shipped)
     assert "shfa-2018" in text and "11 dimensions" in text and "no warnings" in text
-    thin = HEAD + REGION + "".join(
-        f'[dimensions.region.categories.{c}]\nlabel = "{c}"\n'
-        f'target = {{ share = 0.1, kind = "goal", source = "a goal" }}\n' for c in ("central", "southeast"))
+    thin = (
+        HEAD
+        + REGION
+        + "".join(
+            f'[dimensions.region.categories.{c}]\nlabel = "{c}"\n'
+            f'target = {{ share = 0.1, kind = "goal", source = "a goal" }}\n'
+            for c in ("central", "southeast")
+        )
+    )
     assert "add up to only 0.2" in check_plan_text(write(tmp_path, thin))
 
 
 def test_unknown_dimension(tmp_path: Path) -> None:
-    message = refused(tmp_path, HEAD + '[dimensions.colour]\nlabel = "C"\nmulti_select = false\n'
-                                       '[dimensions.colour.categories.red]\nlabel = "Red"\n')
+    message = refused(
+        tmp_path,
+        HEAD + '[dimensions.colour]\nlabel = "C"\nmulti_select = false\n'
+        '[dimensions.colour.categories.red]\nlabel = "Red"\n',
+    )
     assert "plan test.toml: dimensions.colour: 'colour' is not a profile dimension (allowed: region," in message
 
 
@@ -96,30 +114,43 @@ def test_unknown_category_names_the_allowed_ones(tmp_path: Path) -> None:
 
 
 def test_share_past_one(tmp_path: Path) -> None:
-    message = refused(tmp_path, HEAD + REGION + '[dimensions.region.categories.central]\nlabel = "Central"\n'
-                                                'target = { share = 1.5, kind = "goal", source = "s" }\n')
-    assert ("plan test.toml: dimensions.region.categories.central.target.share = 1.5: "
-            "Input should be less than or equal to 1") in message
+    message = refused(
+        tmp_path,
+        HEAD + REGION + '[dimensions.region.categories.central]\nlabel = "Central"\n'
+        'target = { share = 1.5, kind = "goal", source = "s" }\n',
+    )
+    assert (
+        "plan test.toml: dimensions.region.categories.central.target.share = 1.5: "
+        "Input should be less than or equal to 1"
+    ) in message
 
 
 def test_both_share_and_min_count(tmp_path: Path) -> None:
-    message = refused(tmp_path, HEAD + REGION + '[dimensions.region.categories.central]\nlabel = "Central"\n'
-                      'target = { share = 0.3, min_count = 10, kind = "goal", source = "s" }\n')
+    message = refused(
+        tmp_path,
+        HEAD + REGION + '[dimensions.region.categories.central]\nlabel = "Central"\n'
+        'target = { share = 0.3, min_count = 10, kind = "goal", source = "s" }\n',
+    )
     assert "dimensions.region.categories.central.target: share = 0.3, min_count = 10" in message
     assert "exactly one of share or min_count" in message
 
 
 def test_when_on_a_dimension_that_is_not_derived(tmp_path: Path) -> None:
-    message = refused(tmp_path, HEAD + REGION + '[dimensions.region.categories.central]\nlabel = "Central"\n'
-                                                'when = { lived_experience = ["yes"] }\n')
+    message = refused(
+        tmp_path,
+        HEAD + REGION + '[dimensions.region.categories.central]\nlabel = "Central"\n'
+        'when = { lived_experience = ["yes"] }\n',
+    )
     assert "dimensions.region.categories.central.when = {'lived_experience': ['yes']}" in message
     assert "only categories of a derived dimension take `when`" in message
 
 
 def test_derived_dimension_needs_valid_when_rules(tmp_path: Path) -> None:
-    body = HEAD + ('[dimensions.group]\nlabel = "G"\nmulti_select = true\nderived = true\n'
-                   '[dimensions.group.categories.a]\nlabel = "A"\n'
-                   '[dimensions.group.categories.b]\nlabel = "B"\nwhen = { professional_roles = ["cop"] }\n')
+    body = HEAD + (
+        '[dimensions.group]\nlabel = "G"\nmulti_select = true\nderived = true\n'
+        '[dimensions.group.categories.a]\nlabel = "A"\n'
+        '[dimensions.group.categories.b]\nlabel = "B"\nwhen = { professional_roles = ["cop"] }\n'
+    )
     message = refused(tmp_path, body)
     assert "dimensions.group.categories.a.when: missing" in message
     assert "dimensions.group.categories.b.when.professional_roles: 'cop' is not a professional_roles" in message
@@ -133,24 +164,39 @@ def test_wrong_multi_select(tmp_path: Path) -> None:
 
 
 def test_single_select_shares_past_one(tmp_path: Path) -> None:
-    body = HEAD + REGION + "".join(
-        f'[dimensions.region.categories.{c}]\nlabel = "{c}"\n'
-        f'target = {{ share = 0.6, kind = "goal", source = "s" }}\n' for c in ("central", "southeast"))
+    body = (
+        HEAD
+        + REGION
+        + "".join(
+            f'[dimensions.region.categories.{c}]\nlabel = "{c}"\n'
+            f'target = {{ share = 0.6, kind = "goal", source = "s" }}\n'
+            for c in ("central", "southeast")
+        )
+    )
     message = refused(tmp_path, body)
     assert "dimensions.region: target shares add up to 1.2 (central 0.6 + southeast 0.6)" in message
     assert "cannot pass 1.0" in message
 
 
 def test_multi_select_shares_may_add_past_one(tmp_path: Path) -> None:
-    body = HEAD + '[dimensions.race_ethnicity]\nlabel = "R"\nmulti_select = true\n' + "".join(
-        f'[dimensions.race_ethnicity.categories.{c}]\nlabel = "{c}"\n'
-        f'target = {{ share = 0.6, kind = "benchmark", source = "s", vintage = "2020" }}\n' for c in ("black", "white"))
+    body = (
+        HEAD
+        + '[dimensions.race_ethnicity]\nlabel = "R"\nmulti_select = true\n'
+        + "".join(
+            f'[dimensions.race_ethnicity.categories.{c}]\nlabel = "{c}"\n'
+            f'target = {{ share = 0.6, kind = "benchmark", source = "s", vintage = "2020" }}\n'
+            for c in ("black", "white")
+        )
+    )
     assert load_plan(write(tmp_path, body)).dimension("race_ethnicity").categories["white"].target.share == 0.6
 
 
 def test_a_missing_source_is_refused(tmp_path: Path) -> None:
-    message = refused(tmp_path, HEAD + REGION + '[dimensions.region.categories.central]\nlabel = "Central"\n'
-                                                'target = { share = 0.1, kind = "goal", source = "  " }\n')
+    message = refused(
+        tmp_path,
+        HEAD + REGION + '[dimensions.region.categories.central]\nlabel = "Central"\n'
+        'target = { share = 0.1, kind = "goal", source = "  " }\n',
+    )
     assert "dimensions.region.categories.central.target.source = '  ': String should have at least 1" in message
 
 

@@ -24,8 +24,9 @@ async def test_eventually_fails_naming_what_it_awaited_and_the_last_value_seen()
         return {"sequence": 41}
 
     with pytest.raises(AssertionError, match=r"waiting for the projection to reach 42; last seen: \{'sequence': 41\}"):
-        await eventually(probe, lambda body: body["sequence"] >= 42, what="the projection to reach 42",
-                         timeout=0.2, interval=0.01)
+        await eventually(
+            probe, lambda body: body["sequence"] >= 42, what="the projection to reach 42", timeout=0.2, interval=0.01
+        )
 
 
 async def test_eventually_bounds_a_probe_that_never_answers() -> None:

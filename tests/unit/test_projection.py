@@ -15,10 +15,15 @@ P = "shfa-2018"
 def test_a_survey_response_is_a_participant_with_its_categories() -> None:
     changes = project([f.survey(region="northeast", race_ethnicity=["white", "black"])], {})
     assert changes.totals == Counter({(P, "participants"): 1, (P, "engagements"): 1})
-    assert changes.categories == Counter({
-        (P, "region", "northeast"): 1, (P, "region", ANSWERED): 1,
-        (P, "race_ethnicity", "white"): 1, (P, "race_ethnicity", "black"): 1, (P, "race_ethnicity", ANSWERED): 1,
-    })
+    assert changes.categories == Counter(
+        {
+            (P, "region", "northeast"): 1,
+            (P, "region", ANSWERED): 1,
+            (P, "race_ethnicity", "white"): 1,
+            (P, "race_ethnicity", "black"): 1,
+            (P, "race_ethnicity", ANSWERED): 1,
+        }
+    )
 
 
 def test_declined_is_counted_but_not_as_an_answered_category() -> None:
@@ -48,14 +53,23 @@ def test_a_changed_answer_moves_the_person_between_categories() -> None:
 def test_withdrawal_takes_away_everything_the_person_added() -> None:
     """Withdrawn: out of participants, engagements and every category, and stays out."""
     person = f.ref()
-    known = {(P, person_key(person)): ParticipantState(
-        profile=Profile(region="central", gender=["female"]), channels={"interview_phone": 2})}
+    known = {
+        (P, person_key(person)): ParticipantState(
+            profile=Profile(region="central", gender=["female"]), channels={"interview_phone": 2}
+        )
+    }
     changes = project([f.withdrawn(person), f.interview(person, region="central")], known)
     assert changes.totals == Counter({(P, "participants"): -1, (P, "engagements"): -2})
     assert changes.engagements == Counter({(P, "interview_phone"): -2})
-    assert changes.categories == Counter({
-        (P, "region", "central"): -1, (P, "region", ANSWERED): -1,
-        (P, "gender", "female"): -1, (P, "gender", ANSWERED): -1, (P, "gender", ALONE + "female"): -1})
+    assert changes.categories == Counter(
+        {
+            (P, "region", "central"): -1,
+            (P, "region", ANSWERED): -1,
+            (P, "gender", "female"): -1,
+            (P, "gender", ANSWERED): -1,
+            (P, "gender", ALONE + "female"): -1,
+        }
+    )
     assert changes.participants[(P, person_key(person))].withdrawn
 
 
@@ -69,8 +83,11 @@ def test_a_gathering_counts_every_attendee_profiled_or_not() -> None:
 def test_scheduling_events_change_no_count() -> None:
     from shared.events import Envelope, InterviewScheduled
 
-    ev = Envelope.wrap(InterviewScheduled(interview_id="iv-0123456789", format="phone", scheduled_for=f.when()),
-                       process_id=P, source="intake")
+    ev = Envelope.wrap(
+        InterviewScheduled(interview_id="iv-0123456789", format="phone", scheduled_for=f.when()),
+        process_id=P,
+        source="intake",
+    )
     changes = project([ev], {})
     assert not changes.totals and not changes.categories and not changes.participants
 
@@ -104,11 +121,13 @@ def test_engagements_are_counted_by_local_day_and_channel() -> None:
     late = f.interview(person).model_copy(update={"occurred_at": datetime(2018, 3, 6, 2, 30, tzinfo=UTC)})
     later = f.interview(person).model_copy(update={"occurred_at": datetime(2018, 3, 9, 15, 0, tzinfo=UTC)})
     changes = project([later, late], {})
-    assert changes.daily == Counter({(P, "2018-03-05", "interview_in_person"): 1,
-                                     (P, "2018-03-09", "interview_in_person"): 1})
+    assert changes.daily == Counter(
+        {(P, "2018-03-05", "interview_in_person"): 1, (P, "2018-03-09", "interview_in_person"): 1}
+    )
     assert changes.firsts == Counter({(P, "2018-03-05", "interview_in_person"): 1})
     state = changes.participants[(P, person_key(person))]
     gone = project([f.withdrawn(person)], {(P, person_key(person)): state})
-    assert gone.daily == Counter({(P, "2018-03-05", "interview_in_person"): -1,
-                                  (P, "2018-03-09", "interview_in_person"): -1})
+    assert gone.daily == Counter(
+        {(P, "2018-03-05", "interview_in_person"): -1, (P, "2018-03-09", "interview_in_person"): -1}
+    )
     assert gone.firsts == Counter({(P, "2018-03-05", "interview_in_person"): -1})

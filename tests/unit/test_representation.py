@@ -19,12 +19,17 @@ from services.analytics.answers.representation import (
 )
 
 
-@pytest.mark.parametrize(("count", "of", "expected"), [
-    (90, 288, 31.3),    # the report's Twin Cities West Metro: 31.25 rounds half up
-    (111, 288, 38.5),   # lived experience: 38.54
-    (1, 16, 6.3),       # 6.25 -> 6.3, not banker's 6.2
-    (1, 8, 12.5), (0, 5, 0.0), (5, 5, 100.0),
-])
+@pytest.mark.parametrize(
+    ("count", "of", "expected"),
+    [
+        (90, 288, 31.3),  # the report's Twin Cities West Metro: 31.25 rounds half up
+        (111, 288, 38.5),  # lived experience: 38.54
+        (1, 16, 6.3),  # 6.25 -> 6.3, not banker's 6.2
+        (1, 8, 12.5),
+        (0, 5, 0.0),
+        (5, 5, 100.0),
+    ],
+)
 def test_percent_rounds_half_up_to_one_decimal(count: int, of: int, expected: float) -> None:
     assert percent(count, of) == expected
 
@@ -70,10 +75,15 @@ def test_needed_lands_exactly_on_the_boundary() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(n=st.integers(1, 300), data=st.data(), percent_target=st.integers(1, 100),
-       threshold_percent=st.sampled_from([50, 75, 80, 90, 100]))
+@given(
+    n=st.integers(1, 300),
+    data=st.data(),
+    percent_target=st.integers(1, 100),
+    threshold_percent=st.sampled_from([50, 75, 80, 90, 100]),
+)
 def test_needed_for_a_share_equals_adding_one_participant_at_a_time(
-        n: int, data: st.DataObject, percent_target: int, threshold_percent: int) -> None:
+    n: int, data: st.DataObject, percent_target: int, threshold_percent: int
+) -> None:
     """For any count, size, target and threshold, the formula agrees with counting up one by one."""
     count = data.draw(st.integers(0, n), label="count")
     expected = fewest_more_by_counting(count, n, percent_target, threshold_percent)
@@ -87,10 +97,10 @@ def test_needed_for_a_minimum_count_is_what_is_missing_to_its_four_fifths() -> N
 
 
 @settings(max_examples=300, deadline=None)
-@given(minimum=st.integers(1, 200), count=st.integers(0, 250),
-       threshold_percent=st.sampled_from([50, 75, 80, 90, 100]))
+@given(minimum=st.integers(1, 200), count=st.integers(0, 250), threshold_percent=st.sampled_from([50, 75, 80, 90, 100]))
 def test_needed_for_a_minimum_count_equals_adding_one_participant_at_a_time(
-        minimum: int, count: int, threshold_percent: int) -> None:
+    minimum: int, count: int, threshold_percent: int
+) -> None:
     x = 0
     while (count + x) * 100 < threshold_percent * minimum:
         x += 1

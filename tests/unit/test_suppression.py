@@ -20,6 +20,7 @@ K = 5
 
 # --- one row ---------------------------------------------------------------------------
 
+
 def test_one_small_cell_takes_the_smallest_other_non_zero_cell_with_it() -> None:
     assert suppress_row({"a": 8, "b": 2, "c": 12}, 22, K) == {"b", "a"}
 
@@ -81,14 +82,21 @@ def test_show_uses_k() -> None:
 
 # --- tables ----------------------------------------------------------------------------
 
+
 def test_a_lone_small_cell_takes_a_cell_in_its_row_and_column_and_a_fourth_to_close() -> None:
     table = {("w1", "phone"): 2, ("w1", "web"): 10, ("w2", "phone"): 20, ("w2", "web"): 30}
     assert suppress_table(table, K) == set(table)
 
 
 def test_a_complement_alone_in_its_row_hides_that_row_total() -> None:
-    table = {("w1", "phone"): 2, ("w1", "web"): 9, ("w2", "phone"): 0, ("w2", "web"): 40,
-             ("w3", "phone"): 7, ("w3", "web"): 0}
+    table = {
+        ("w1", "phone"): 2,
+        ("w1", "web"): 9,
+        ("w2", "phone"): 0,
+        ("w2", "web"): 40,
+        ("w3", "phone"): 7,
+        ("w3", "web"): 0,
+    }
     hidden = suppress_table(table, K)
     assert ("w1", "phone") in hidden and ("w3", "phone") in hidden  # 7 is the column's complement
     assert ("w3", TOTAL) in hidden  # else the w3 total (7) gives it back
@@ -116,6 +124,7 @@ def test_an_empty_table_hides_nothing() -> None:
 
 # --- properties ------------------------------------------------------------------------
 
+
 @st.composite
 def rows(draw: st.DrawFn) -> tuple[dict[int, int], int]:
     counts = draw(st.lists(st.integers(0, 60), min_size=1, max_size=12))
@@ -128,9 +137,9 @@ def test_a_row_never_leaves_a_hidden_count_to_be_worked_out(row: tuple[dict[int,
     cells, k = row
     total = sum(cells.values())
     hidden = suppress_row(cells, total, k)
-    assert {c for c, n in cells.items() if 0 < n < k} <= hidden          # (1) primary
-    if TOTAL not in hidden:                                              # (2) total shown:
-        assert len(hidden) != 1                                          # >= 2 unknowns or none
+    assert {c for c, n in cells.items() if 0 < n < k} <= hidden  # (1) primary
+    if TOTAL not in hidden:  # (2) total shown:
+        assert len(hidden) != 1  # >= 2 unknowns or none
     else:
         assert 0 < total < k and hidden == {c for c, n in cells.items() if n} | {TOTAL}
     assert not {c for c in hidden if c is not TOTAL and cells[c] == 0}  # (3) zeros stay shown
@@ -149,13 +158,14 @@ def tables(draw: st.DrawFn) -> tuple[dict[tuple[int, int], int], int, bool, bool
 @settings(max_examples=300, deadline=None)
 @given(tables())
 def test_a_table_never_leaves_a_hidden_count_to_be_worked_out(
-        table: tuple[dict[tuple[int, int], int], int, bool, bool]) -> None:
+    table: tuple[dict[tuple[int, int], int], int, bool, bool],
+) -> None:
     cells, k, rows_shown, cols_shown = table
     hidden = suppress_table(cells, k, row_totals=rows_shown, col_totals=cols_shown)
     entries = _with_totals(cells, rows_shown, cols_shown)
-    assert {e for e, n in entries.items() if 0 < n < k} <= hidden        # primary, totals too
-    assert all(entries[e] > 0 for e in hidden)                           # zeros stay shown
-    for line in _lines(entries, rows_shown, cols_shown):                 # the line rule
+    assert {e for e, n in entries.items() if 0 < n < k} <= hidden  # primary, totals too
+    assert all(entries[e] > 0 for e in hidden)  # zeros stay shown
+    for line in _lines(entries, rows_shown, cols_shown):  # the line rule
         assert sum(e in hidden for e in line) != 1
     assert_unrecoverable(cells, hidden, k, rows=rows_shown, cols=cols_shown)
 
@@ -183,19 +193,20 @@ def _lines(entries: Mapping[Entry, int], rows: bool, cols: bool) -> list[list[En
     out = []
     for axis, shown, margin_shown in ((0, rows, cols), (1, cols, rows)):
         for index in {e[axis] for e in entries}:
-            if (margin_shown if index is TOTAL else shown):
+            if margin_shown if index is TOTAL else shown:
                 out.append([e for e in entries if e[axis] == index])
     return out
 
 
-def assert_unrecoverable(cells: Mapping[Entry, int], hidden: set[Entry], k: int, *,
-                         rows: bool, cols: bool) -> None:
+def assert_unrecoverable(cells: Mapping[Entry, int], hidden: set[Entry], k: int, *, rows: bool, cols: bool) -> None:
     """No hidden entry is pinned down by the shown totals: its unit vector is not in the row
     space of (each line's sum of cells minus its total) restricted to the hidden entries."""
     entries = _with_totals(cells, rows, cols)
     unknowns = [e for e in entries if e in hidden]
-    matrix = [[Fraction(0 if e not in line else -1 if e == line[-1] else 1)
-               for e in unknowns] for line in _lines(entries, rows, cols)]
+    matrix = [
+        [Fraction(0 if e not in line else -1 if e == line[-1] else 1) for e in unknowns]
+        for line in _lines(entries, rows, cols)
+    ]
     for row in _rref(matrix):
         assert sum(x != 0 for x in row) != 1, f"{unknowns[[x != 0 for x in row].index(True)]} recoverable"
 

@@ -7,10 +7,10 @@ from datetime import date
 from services.analytics.answers.timeline import period_of, timeline
 
 ROWS = [
-    (date(2018, 3, 5), "survey", 12, 12),          # a Monday
+    (date(2018, 3, 5), "survey", 12, 12),  # a Monday
     (date(2018, 3, 7), "survey", 9, 9),
     (date(2018, 3, 7), "interview_phone", 2, 2),
-    (date(2018, 3, 12), "survey", 20, 18),         # the next Monday
+    (date(2018, 3, 12), "survey", 20, 18),  # the next Monday
     (date(2018, 3, 12), "interview_phone", 7, 6),
 ]
 
@@ -37,6 +37,10 @@ def test_a_coordinator_sees_no_small_count_and_cannot_work_one_out() -> None:
     hidden = [v for w in weeks for v in (*w["engagements"].values(), w["total_engagements"]) if isinstance(v, str)]
     assert len(hidden) >= 2
     for w in weeks:
-        for value in (*w["engagements"].values(), *w["participants_reached"].values(),
-                      w["total_engagements"], w["total_participants_reached"]):
+        for value in (
+            *w["engagements"].values(),
+            *w["participants_reached"].values(),
+            w["total_engagements"],
+            w["total_participants_reached"],
+        ):
             assert not (isinstance(value, int) and 0 < value < 5)

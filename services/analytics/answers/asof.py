@@ -42,8 +42,15 @@ class AsOf:
     def freshness(self) -> Replayed:
         """What an as-of answer reflects: the moment, and the log read up to its last sequence
         (so it is never behind)."""
-        return Replayed(as_of=self.moment, sequence=self.sequence, stream_sequence=self.sequence, behind=0,
-                        unreadable=self.unreadable, projected_at=self.replayed_at, answered_at=datetime.now(UTC))
+        return Replayed(
+            as_of=self.moment,
+            sequence=self.sequence,
+            stream_sequence=self.sequence,
+            behind=0,
+            unreadable=self.unreadable,
+            projected_at=self.replayed_at,
+            answered_at=datetime.now(UTC),
+        )
 
 
 def parse_moment(value: str, now: datetime | None = None) -> datetime:
@@ -70,8 +77,9 @@ def counted_at(event: Envelope, moment: datetime) -> bool:
     return event.occurred_at <= moment or event.payload.type == "ParticipantWithdrawn"
 
 
-async def replay_to(nc: Client, stream: str, process_id: str, moment: datetime, tz: tzinfo,
-                    plan: Plan | None) -> tuple[MemoryProjection, AsOf]:
+async def replay_to(
+    nc: Client, stream: str, process_id: str, moment: datetime, tz: tzinfo, plan: Plan | None
+) -> tuple[MemoryProjection, AsOf]:
     """Replay the whole log, as it is now, into memory, keeping what counts as of ``moment``."""
     sequence = await replay.last_sequence(nc, stream)
     unreadable = 0
@@ -100,8 +108,9 @@ async def replay_to(nc: Client, stream: str, process_id: str, moment: datetime, 
     return memory, AsOf(moment, sequence, counts, unreadable, datetime.now(UTC))
 
 
-async def coverage_counts(nc: Client, stream: str, process_id: str, moment: datetime, tz: tzinfo,
-                          plan: Plan | None, segment: Segment | None) -> AsOf:
+async def coverage_counts(
+    nc: Client, stream: str, process_id: str, moment: datetime, tz: tzinfo, plan: Plan | None, segment: Segment | None
+) -> AsOf:
     """The counts of a process (or of one segment of it) as they stood at ``moment``."""
     memory, result = await replay_to(nc, stream, process_id, moment, tz, plan)
     if segment is None:

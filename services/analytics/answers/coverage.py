@@ -64,13 +64,11 @@ def _dimensions(plan: Plan | None) -> Iterable[tuple[str, Dimension | None]]:
 def _codes(key: str, spec: Dimension | None, counts: Counts) -> list[str]:
     """The plan's categories in its order, then any other category with participants."""
     listed = list(spec.categories) if spec else list(CATEGORIES.get(key, ()))
-    seen = {c for (d, c) in counts.categories if d == key and c not in (ANSWERED, DECLINED)
-            and not c.startswith(ALONE)}
+    seen = {c for (d, c) in counts.categories if d == key and c not in (ANSWERED, DECLINED) and not c.startswith(ALONE)}
     return listed + sorted(seen - set(listed))
 
 
-def dimension_view(key: str, spec: Dimension | None, counts: Counts, plan: Plan | None,
-                   view: View) -> DimensionAnswer:
+def dimension_view(key: str, spec: Dimension | None, counts: Counts, plan: Plan | None, view: View) -> DimensionAnswer:
     cats = counts.categories
     derived = bool(spec and spec.derived)
     multi = spec.multi_select if spec else key in MULTI_SELECT
@@ -82,8 +80,13 @@ def dimension_view(key: str, spec: Dimension | None, counts: Counts, plan: Plan 
 
     head = {"answered": answered, "declined": declined, "not_answered": not_answered}
     # A derived dimension's "answered" is the participant total, hidden as the total is.
-    head_hidden: set[object] = view.hide(head, sum(head.values())) if not derived else \
-        {"answered"} if view.suppressed and 0 < answered < view.k else set()
+    head_hidden: set[object] = (
+        view.hide(head, sum(head.values()))
+        if not derived
+        else {"answered"}
+        if view.suppressed and 0 < answered < view.k
+        else set()
+    )
     hidden = view.hide(values, None if multi else answered)
     if TOTAL in hidden:
         head_hidden.add("answered")
@@ -93,24 +96,31 @@ def dimension_view(key: str, spec: Dimension | None, counts: Counts, plan: Plan 
     for code in codes:
         count, is_hidden = values[code], code in hidden or n_hidden
         target = spec.categories[code].target if spec and code in spec.categories else None
-        judged = judge(min(view.k - 1, answered) if is_hidden else count, answered,
-                       share=target.share if target else None, min_count=target.min_count if target else None,
-                       threshold=plan.threshold if plan else 0.8)
+        judged = judge(
+            min(view.k - 1, answered) if is_hidden else count,
+            answered,
+            share=target.share if target else None,
+            min_count=target.min_count if target else None,
+            threshold=plan.threshold if plan else 0.8,
+        )
         alone = cats.get((key, ALONE + code), 0) if multi and not derived else None
-        rows.append(CategoryRow(
-            category=code,
-            label=plan.label_of(key, code) if plan else code,
-            count=show(count, is_hidden, view.k),
-            alone=None if alone is None else show(alone, view.suppressed and 0 < alone < view.k, view.k),
-            share=None if is_hidden else percent(count, answered),
-            interval=None if is_hidden or judged.interval is None else
-            (round_half_up(100 * judged.interval[0], 1), round_half_up(100 * judged.interval[1], 1)),
-            target=_target(target),
-            ratio=None if is_hidden or judged.ratio is None else round_half_up(judged.ratio, 2),
-            status=judged.status,
-            needed=judged.needed,
-            needed_is_lower_bound=is_hidden and judged.needed is not None,
-        ))
+        rows.append(
+            CategoryRow(
+                category=code,
+                label=plan.label_of(key, code) if plan else code,
+                count=show(count, is_hidden, view.k),
+                alone=None if alone is None else show(alone, view.suppressed and 0 < alone < view.k, view.k),
+                share=None if is_hidden else percent(count, answered),
+                interval=None
+                if is_hidden or judged.interval is None
+                else (round_half_up(100 * judged.interval[0], 1), round_half_up(100 * judged.interval[1], 1)),
+                target=_target(target),
+                ratio=None if is_hidden or judged.ratio is None else round_half_up(judged.ratio, 2),
+                status=judged.status,
+                needed=judged.needed,
+                needed_is_lower_bound=is_hidden and judged.needed is not None,
+            )
+        )
     return DimensionAnswer(
         dimension=key,
         label=spec.label if spec else key,
@@ -126,18 +136,32 @@ def dimension_view(key: str, spec: Dimension | None, counts: Counts, plan: Plan 
 def _target(target: PlanTarget | None) -> Target | None:
     if target is None:
         return None
-    return Target(kind=target.kind, source=target.source, vintage=target.vintage,
-                  share=None if target.share is None else round_half_up(100 * target.share, 1),
-                  min_count=target.min_count)
+    return Target(
+        kind=target.kind,
+        source=target.source,
+        vintage=target.vintage,
+        share=None if target.share is None else round_half_up(100 * target.share, 1),
+        min_count=target.min_count,
+    )
 
 
-def coverage(counts: Counts, process_id: str, plan: Plan | None, view: View, freshness: Freshness | Replayed,
-             segment: tuple[str, str] | None = None) -> CoverageAnswer:
+def coverage(
+    counts: Counts,
+    process_id: str,
+    plan: Plan | None,
+    view: View,
+    freshness: Freshness | Replayed,
+    segment: tuple[str, str] | None = None,
+) -> CoverageAnswer:
     """The coverage answer for one process or segment, whether read from the read models or replayed."""
     dimensions = [dimension_view(key, spec, counts, plan, view) for key, spec in _dimensions(plan)]
     under = sorted(
-        (UnderReached(dimension=d.dimension, dimension_label=d.label, **c.model_dump())
-         for d in dimensions for c in d.categories if c.status is Status.UNDER_REACHED),
+        (
+            UnderReached(dimension=d.dimension, dimension_label=d.label, **c.model_dump())
+            for d in dimensions
+            for c in d.categories
+            if c.status is Status.UNDER_REACHED
+        ),
         key=lambda c: (c.ratio if c.ratio is not None else -1, c.dimension, c.category),
     )
     channel_hidden = view.hide(counts.channels, counts.engagements)
@@ -145,8 +169,11 @@ def coverage(counts: Counts, process_id: str, plan: Plan | None, view: View, fre
     return CoverageAnswer(
         process_id=process_id,
         plan=PlanInfo(name=plan.name, threshold=plan.threshold) if plan else None,
-        segment=SegmentInfo(dimension=segment[0], category=segment[1],
-                            label=plan.label_of(*segment) if plan else segment[1]) if segment else None,
+        segment=SegmentInfo(
+            dimension=segment[0], category=segment[1], label=plan.label_of(*segment) if plan else segment[1]
+        )
+        if segment
+        else None,
         as_of=freshness,
         suppression=view.suppression,
         participants=show(counts.participants, small_total, view.k),

@@ -17,8 +17,13 @@ async def freshness(js: JetStreamContext, stream: str, sequence: int, projected_
     """The answer reflects ``sequence``; the stream's last sequence says how far behind that is."""
     info = await js.stream_info(stream)
     last = info.state.last_seq or 0
-    return Freshness(sequence=sequence, stream_sequence=last, behind=max(last - sequence, 0),
-                     projected_at=projected_at, answered_at=datetime.now(UTC))
+    return Freshness(
+        sequence=sequence,
+        stream_sequence=last,
+        behind=max(last - sequence, 0),
+        projected_at=projected_at,
+        answered_at=datetime.now(UTC),
+    )
 
 
 async def behind_seconds(js: JetStreamContext, stream: str, fresh: Freshness) -> float | None:

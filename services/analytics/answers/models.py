@@ -57,8 +57,9 @@ class DimensionAnswer(_Answer):
     dimension: str
     label: str
     multi_select: bool
-    derived: bool = Field(description="Built from profile answers (e.g. the mandated groups): all participants "
-                                      "are its denominator.")
+    derived: bool = Field(
+        description="Built from profile answers (e.g. the mandated groups): all participants are its denominator."
+    )
     answered: Shown
     declined: Shown
     not_answered: Shown

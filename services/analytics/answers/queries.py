@@ -66,8 +66,9 @@ async def coverage_now(src: Sources, process_id: str | None, segment: str | None
     return coverage(counts, process, plan, view, await src.freshness(counts.sequence, counts.projected_at), seg)
 
 
-async def coverage_as_of(src: Sources, process_id: str | None, segment: str | None, view: View,
-                         moment: datetime) -> CoverageAnswer:
+async def coverage_as_of(
+    src: Sources, process_id: str | None, segment: str | None, view: View, moment: datetime
+) -> CoverageAnswer:
     """The same answer as it stood at ``moment``, replayed from the log (see ``asof``)."""
     process, plan = src.process(process_id)
     seg = parse_segment(plan, segment)
@@ -79,6 +80,11 @@ async def over_time(src: Sources, process_id: str | None, by: Literal["day", "we
     """Participation per period and channel: engagements, and participants first reached."""
     process, _ = src.process(process_id)
     sequence, projected_at, rows = await reads.daily(src.pool, process, src.settings.consumer_name)
-    return OverTimeAnswer(process_id=process, by=by, timezone=src.settings.timezone,
-                          as_of=await src.freshness(sequence, projected_at), suppression=view.suppression,
-                          periods=timeline(rows, by, view.k, view.suppressed))
+    return OverTimeAnswer(
+        process_id=process,
+        by=by,
+        timezone=src.settings.timezone,
+        as_of=await src.freshness(sequence, projected_at),
+        suppression=view.suppression,
+        periods=timeline(rows, by, view.k, view.suppressed),
+    )

@@ -78,8 +78,9 @@ class Judgement:
     interval: tuple[float, float] | None
 
 
-def judge(count: int, n: int, *, share: float | None = None, min_count: int | None = None,
-          threshold: float = 0.8) -> Judgement:
+def judge(
+    count: int, n: int, *, share: float | None = None, min_count: int | None = None, threshold: float = 0.8
+) -> Judgement:
     """Ratio, status and needed for one category (``n``: participants who answered)."""
     interval = wilson(count, n) if n > 0 else None
     if share is not None:

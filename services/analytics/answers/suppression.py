@@ -87,8 +87,9 @@ def suppress_row(cells: Mapping[Any, int], total: int | None, k: int) -> set[Any
     return hidden - {_REST}
 
 
-def suppress_table(cells: Mapping[tuple[Any, Any], int], k: int, *, row_totals: bool = True,
-                   col_totals: bool = True) -> set[tuple[Any, Any]]:
+def suppress_table(
+    cells: Mapping[tuple[Any, Any], int], k: int, *, row_totals: bool = True, col_totals: bool = True
+) -> set[tuple[Any, Any]]:
     """The same for a 2-D table (e.g. weeks x channels) whose row and/or column totals are shown;
     iterates until every shown-total line has 0 or >= 2 hidden cells.
 
@@ -113,18 +114,28 @@ def suppress_table(cells: Mapping[tuple[Any, Any], int], k: int, *, row_totals: 
         return (row_totals, col_totals)[axis] if index is not TOTAL else (col_totals, row_totals)[axis]
 
     # Rows, then columns, then the margins; each line's own total comes last (dict order).
-    lines = [[e for e in value if e[axis] == index] for axis, indices in ((0, rows), (1, cols))
-             for index in [*indices, TOTAL] if constrained(axis, index)]
+    lines = [
+        [e for e in value if e[axis] == index]
+        for axis, indices in ((0, rows), (1, cols))
+        for index in [*indices, TOTAL]
+        if constrained(axis, index)
+    ]
     hidden = {e for e, n in value.items() if 0 < n < k}
     while True:
-        while any([_fix_line(line, value, hidden) for line in lines]):  # a list: fix every line
+        while any([_fix_line(line, value, hidden) for line in lines]):  # noqa: C419 - a list: fix every line
             pass
         bridge = _bridge(value, hidden, constrained)
         if bridge is None:
             return hidden
         side_a, side_b = bridge
-        closing = [e for e in value if e not in hidden and value[e] > 0
-                   and set(_ends(e, constrained)) & side_a and set(_ends(e, constrained)) & side_b]
+        closing = [
+            e
+            for e in value
+            if e not in hidden
+            and value[e] > 0
+            and set(_ends(e, constrained)) & side_a
+            and set(_ends(e, constrained)) & side_b
+        ]
         if not closing:  # not seen in testing; hiding every non-zero entry is the safe way out
             return {e for e, n in value.items() if n > 0}
         hidden.add(min(closing, key=lambda e: (TOTAL in e, value[e])))
@@ -136,8 +147,9 @@ def _ends(entry: tuple[Hashable, Hashable], constrained: _Check) -> tuple[Hashab
     return (("r", row) if constrained(0, row) else _FREE, ("c", col) if constrained(1, col) else _FREE)
 
 
-def _bridge(value: Mapping[tuple[Hashable, Hashable], int], hidden: set[tuple[Hashable, Hashable]],
-            constrained: _Check) -> tuple[set[Hashable], set[Hashable]] | None:
+def _bridge(
+    value: Mapping[tuple[Hashable, Hashable], int], hidden: set[tuple[Hashable, Hashable]], constrained: _Check
+) -> tuple[set[Hashable], set[Hashable]] | None:
     """The two sides of the first hidden entry whose value the shown totals pin down, if any."""
     edges = [(e, *_ends(e, constrained)) for e in value if e in hidden]
     near: dict[Hashable, list[tuple[Hashable, Hashable]]] = {}  # vertex -> (entry, other end)

@@ -37,11 +37,13 @@ def timeline(rows: Iterable[tuple[date, str, int, int]], by: Period, k: int, sup
         channels = sorted({c for p, c in engagements if p == period} | {c for p, c in reached if p == period})
         total_e = sum(engagements[(period, c)] for c in channels)
         total_p = sum(reached[(period, c)] for c in channels)
-        out.append(PeriodAnswer(
-            period=period.isoformat(),
-            engagements={c: show(engagements[(period, c)], (period, c) in hidden_e, k) for c in channels},
-            participants_reached={c: show(reached[(period, c)], (period, c) in hidden_p, k) for c in channels},
-            total_engagements=show(total_e, (period, TOTAL) in hidden_e, k),
-            total_participants_reached=show(total_p, (period, TOTAL) in hidden_p, k),
-        ))
+        out.append(
+            PeriodAnswer(
+                period=period.isoformat(),
+                engagements={c: show(engagements[(period, c)], (period, c) in hidden_e, k) for c in channels},
+                participants_reached={c: show(reached[(period, c)], (period, c) in hidden_p, k) for c in channels},
+                total_engagements=show(total_e, (period, TOTAL) in hidden_e, k),
+                total_participants_reached=show(total_p, (period, TOTAL) in hidden_p, k),
+            )
+        )
     return out

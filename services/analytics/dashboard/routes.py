@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime
+from datetime import date
 from importlib import resources
 from string import Template
 from typing import Any
@@ -52,7 +52,7 @@ FEED_LENGTH = 15
 SECURITY_HEADERS = {
     # Nothing comes from anywhere but engage itself.
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -72,24 +72,35 @@ def _signed_in(request: Request) -> str | None:
 
 
 def _unauthorized() -> JSONResponse:
-    return JSONResponse({"error": "unauthorized", "reason": "sign in at /dashboard/login"}, status_code=401,
-                        headers=SECURITY_HEADERS)
+    return JSONResponse(
+        {"error": "unauthorized", "reason": "sign in at /dashboard/login"}, status_code=401, headers=SECURITY_HEADERS
+    )
 
 
 def _safe_next(target: str | None) -> str:
     """Only a path of this dashboard: a sign-in link must not send anyone elsewhere."""
-    if target and target.startswith("/dashboard") and not target.startswith("/dashboard/login") \
-            and "//" not in target and "\\" not in target:
+    if (
+        target
+        and target.startswith("/dashboard")
+        and not target.startswith("/dashboard/login")
+        and "//" not in target
+        and "\\" not in target
+    ):
         return target
     return "/dashboard"
 
 
 def _login_page(next_url: str, problem: str | None = None, status: int = 200) -> HTMLResponse:
-    error = (f'<p class="problem" id="token-problem" role="alert"><strong>Token:</strong> {html.escape(problem)}</p>'
-             if problem else "")
+    error = (
+        f'<p class="problem" id="token-problem" role="alert"><strong>Token:</strong> {html.escape(problem)}</p>'
+        if problem
+        else ""
+    )
     body = _template("login.html").substitute(
-        next=html.escape(next_url), error=error,
-        described='aria-describedby="token-problem" aria-invalid="true"' if problem else "")
+        next=html.escape(next_url),
+        error=error,
+        described='aria-describedby="token-problem" aria-invalid="true"' if problem else "",
+    )
     return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
 
 
@@ -116,8 +127,15 @@ async def login(request: Request) -> Response:
         return _login_page(next_url, "is not recognised, or may not open the dashboard", 401)
     log.info("dashboard_signed_in", token_name=name)
     response = RedirectResponse(next_url, status_code=303, headers=SECURITY_HEADERS)
-    response.set_cookie(session.COOKIE, session.issue(request.app.state.tokens, name), max_age=session.LIFETIME,
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        session.COOKIE,
+        session.issue(request.app.state.tokens, name),
+        max_age=session.LIFETIME,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
     return response
 
 
@@ -132,15 +150,19 @@ def _choices(plans: Mapping[str, Plan], process: str, segment: str | None) -> tu
     """<option>s for the process and segment pickers."""
     processes = "".join(
         f'<option value="{html.escape(pid)}"{" selected" if pid == process else ""}>{html.escape(p.name)}</option>'
-        for pid, p in plans.items())
+        for pid, p in plans.items()
+    )
     plan = plans.get(process)
     groups = ['<option value="">Everyone</option>']
-    for key, dim in (plan.dimensions.items() if plan else ()):
+    for key, dim in plan.dimensions.items() if plan else ():
         if dim.derived or key not in CATEGORIES:
             continue
         opts = "".join(
             f'<option value="{key}:{code}"{" selected" if segment == f"{key}:{code}" else ""}>'
-            f"{html.escape(cat.label)}</option>" for code, cat in dim.categories.items() if code in CATEGORIES[key])
+            f"{html.escape(cat.label)}</option>"
+            for code, cat in dim.categories.items()
+            if code in CATEGORIES[key]
+        )
         groups.append(f'<optgroup label="{html.escape(dim.label)}">{opts}</optgroup>')
     return processes, "".join(groups)
 
@@ -163,8 +185,11 @@ async def page(request: Request, process_id: str | None = PROCESS, segment: str 
     _segment(src.plans.get(process), segment)  # a bad segment is a 422 now
     processes, segments = _choices(src.plans, process, segment)
     body = _template("dashboard.html").substitute(
-        process_name=html.escape(src.plans[process].name), processes=processes, segments=segments,
-        k=src.settings.small_cell_k)
+        process_name=html.escape(src.plans[process].name),
+        processes=processes,
+        segments=segments,
+        k=src.settings.small_cell_k,
+    )
     return HTMLResponse(body, headers=SECURITY_HEADERS)
 
 
@@ -176,7 +201,9 @@ def _segment(plan: Plan | None, segment: str | None) -> None:
 
 
 def _view(request: Request) -> View:
-    return View(state_of(request).sources.settings.small_cell_k, suppressed=True)  # always: this is the coordinators' page
+    return View(
+        state_of(request).sources.settings.small_cell_k, suppressed=True
+    )  # always: this is the coordinators' page
 
 
 async def build_snapshot(request: Request, process: str, segment: str | None) -> dict[str, Any]:
@@ -190,8 +217,16 @@ async def build_snapshot(request: Request, process: str, segment: str | None) ->
     _, _, rows = await reads.daily(src.pool, process, settings.consumer_name)
     feed = await reads.recent_activity(src.pool, process, FEED_LENGTH)
     days: list[date] = sorted({row[0] for row in rows})
-    return snapshot(body, timeline(rows, "week", view.k, True), feed, days, src.plans.get(process),
-                    k=view.k, behind_seconds=await behind_seconds(src.js, settings.stream_name, body.as_of), tz=settings.tz)
+    return snapshot(
+        body,
+        timeline(rows, "week", view.k, True),
+        feed,
+        days,
+        src.plans.get(process),
+        k=view.k,
+        behind_seconds=await behind_seconds(src.js, settings.stream_name, body.as_of),
+        tz=settings.tz,
+    )
 
 
 def _json(value: Any) -> bytes:
@@ -241,5 +276,6 @@ async def stream(request: Request, process_id: str | None = PROCESS, segment: st
             yield b"event: snapshot\ndata: " + _json(snap) + b"\n\n"
             await asyncio.sleep(MIN_GAP)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={**SECURITY_HEADERS, "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={**SECURITY_HEADERS, "X-Accel-Buffering": "no"}
+    )

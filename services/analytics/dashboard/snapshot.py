@@ -68,13 +68,13 @@ def feed_item(row: Mapping[str, Any], plan: Plan | None) -> dict[str, Any]:
 def over_time(periods: Sequence[Period]) -> dict[str, Any]:
     """Engagements per week and channel, as the chart draws them (suppressed cells stay "<k")."""
     order = list(CHANNEL_LABELS)
-    channels = sorted({c for p in periods for c in p.engagements},
-                      key=lambda c: (order.index(c) if c in order else len(order), c))
+    channels = sorted(
+        {c for p in periods for c in p.engagements}, key=lambda c: (order.index(c) if c in order else len(order), c)
+    )
     return {
         "by": "week",
         "channels": [{"channel": c, "label": CHANNEL_LABELS.get(c, humanize(c))} for c in channels],
-        "periods": [{"period": p.period, "engagements": p.engagements, "total": p.total_engagements}
-                    for p in periods],
+        "periods": [{"period": p.period, "engagements": p.engagements, "total": p.total_engagements} for p in periods],
     }
 
 
@@ -108,15 +108,24 @@ def snapshot(
         },
         "engagements_by_channel": [
             {"channel": c, "label": CHANNEL_LABELS.get(c, humanize(c)), "engagements": n}
-            for c, n in body.engagements_by_channel.items()],
+            for c, n in body.engagements_by_channel.items()
+        ],
         "under_reached": [
-            {"dimension": u.dimension, "dimension_label": u.dimension_label, **_row(u)}
-            for u in body.under_reached],
+            {"dimension": u.dimension, "dimension_label": u.dimension_label, **_row(u)} for u in body.under_reached
+        ],
         "dimensions": [
-            {"dimension": d.dimension, "label": d.label, "multi_select": d.multi_select,
-             "derived": d.derived, "answered": d.answered, "declined": d.declined,
-             "not_answered": d.not_answered, "categories": [_row(r) for r in d.categories]}
-            for d in body.dimensions],
+            {
+                "dimension": d.dimension,
+                "label": d.label,
+                "multi_select": d.multi_select,
+                "derived": d.derived,
+                "answered": d.answered,
+                "declined": d.declined,
+                "not_answered": d.not_answered,
+                "categories": [_row(r) for r in d.categories],
+            }
+            for d in body.dimensions
+        ],
         "over_time": over_time(periods),
         "feed": [feed_item(row, plan) for row in feed],
         "timezone": getattr(tz, "key", str(tz)),

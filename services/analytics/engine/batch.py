@@ -41,7 +41,8 @@ class BatchEngine:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("INSERT INTO checkpoint (consumer) VALUES ($1) ON CONFLICT DO NOTHING", self.consumer)
             done = await conn.fetchval(
-                "SELECT stream_seq FROM checkpoint WHERE consumer = $1 FOR UPDATE", self.consumer)
+                "SELECT stream_seq FROM checkpoint WHERE consumer = $1 FOR UPDATE", self.consumer
+            )
             fresh = [(seq, ev) for seq, ev in events if seq > done]
             if fresh:
                 envelopes = [ev for _, ev in fresh]
@@ -49,8 +50,11 @@ class BatchEngine:
                 await writes.write(conn, changes)
                 await writes.write_activity(conn, fresh)
             if reached > done:
-                await conn.execute("UPDATE checkpoint SET stream_seq = $2, updated_at = now() WHERE consumer = $1",
-                                   self.consumer, reached)
+                await conn.execute(
+                    "UPDATE checkpoint SET stream_seq = $2, updated_at = now() WHERE consumer = $1",
+                    self.consumer,
+                    reached,
+                )
             return len(fresh)
 
     async def submit(self, events: Sequence[tuple[int, Envelope]], reached: int) -> None:

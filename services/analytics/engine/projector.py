@@ -40,8 +40,9 @@ class Progress:
 class Projector:
     JUDGE_EVERY = 1.0  # seconds: while catching up, judge statuses at most this often
 
-    def __init__(self, settings: Settings, nc: Client, pool: asyncpg.Pool,
-                 plans: Mapping[str, Plan] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, nc: Client, pool: asyncpg.Pool, plans: Mapping[str, Plan] | None = None
+    ) -> None:
         self.settings, self.nc, self.pool, self.plans = settings, nc, pool, dict(plans or {})
         self._judged_at = 0.0
         self.js = nc.jetstream()
@@ -120,7 +121,8 @@ class Projector:
             "Engage-Original-Subject": skipped.subject,
             "Engage-Original-Sequence": str(skipped.sequence),
         }
-        await self.js.publish(f"deadletter.{skipped.subject}", data or b"", headers=headers,
-                              timeout=self.settings.publish_timeout_seconds)
+        await self.js.publish(
+            f"deadletter.{skipped.subject}", data or b"", headers=headers, timeout=self.settings.publish_timeout_seconds
+        )
         self.progress.parked += 1
         log.warning("event_parked", sequence=skipped.sequence, reason=skipped.reason)

@@ -15,12 +15,11 @@ of announced statuses stays as it is, so a rebuild does not announce them again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 import nats
@@ -44,8 +43,16 @@ REBUILD_SCHEMA = "analytics_rebuild"
 RETIRED_SCHEMA = "analytics_retired"
 # The read models rebuilt from the log. category_status (what was announced) and
 # schema_migrations stay with the live schema.
-TABLES = ("checkpoint", "participants", "category_counts", "engagement_counts", "totals", "daily_counts",
-          "activity", "interview_regions")
+TABLES = (
+    "checkpoint",
+    "participants",
+    "category_counts",
+    "engagement_counts",
+    "totals",
+    "daily_counts",
+    "activity",
+    "interview_regions",
+)
 Progress = Callable[[int, int], None]  # (sequence reached, sequence aimed at)
 
 
@@ -75,8 +82,16 @@ class Result:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-async def project_range(nc: Client, pool: asyncpg.Pool, settings: Settings, start: int, end: int,
-                        result: Result, progress: Progress | None = None, batch: int = 5000) -> None:
+async def project_range(
+    nc: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    start: int,
+    end: int,
+    result: Result,
+    progress: Progress | None = None,
+    batch: int = 5000,
+) -> None:
     """Project stream sequences ``start``..``end`` into the tables ``pool`` points at.
 
     Unreadable events are skipped: the live projector has parked them already."""
@@ -98,21 +113,20 @@ async def check(conn: Connection, schema: str) -> list[str]:
     s = f'"{schema}"'
     problems = []
     checks = {
-        "totals match the counted participants":
-            f"SELECT t.process_id FROM {s}.totals t LEFT JOIN (SELECT process_id, count(*) n FROM {s}.participants "
-            f"WHERE NOT withdrawn GROUP BY 1) p USING (process_id) WHERE t.participants <> coalesce(p.n, 0)",
-        "engagements by channel add up to the total":
-            f"SELECT t.process_id FROM {s}.totals t LEFT JOIN (SELECT process_id, sum(engagements) n FROM "
-            f"{s}.engagement_counts GROUP BY 1) e USING (process_id) WHERE t.engagements <> coalesce(e.n, 0)",
-        "engagements by day add up to the total":
-            f"SELECT t.process_id FROM {s}.totals t LEFT JOIN (SELECT process_id, sum(engagements) n FROM "
-            f"{s}.daily_counts GROUP BY 1) d USING (process_id) WHERE t.engagements <> coalesce(d.n, 0)",
-        "participants first reached add up to the total":
-            f"SELECT t.process_id FROM {s}.totals t LEFT JOIN (SELECT process_id, sum(participants) n FROM "
-            f"{s}.daily_counts GROUP BY 1) d USING (process_id) WHERE t.participants <> coalesce(d.n, 0)",
-        "no count is negative":
-            f"SELECT process_id FROM {s}.category_counts WHERE participants < 0 UNION ALL "
-            f"SELECT process_id FROM {s}.engagement_counts WHERE engagements < 0",
+        "totals match the counted participants": f"SELECT t.process_id FROM {s}.totals t LEFT JOIN "
+        f"(SELECT process_id, count(*) n FROM {s}.participants WHERE NOT withdrawn GROUP BY 1) p "
+        "USING (process_id) WHERE t.participants <> coalesce(p.n, 0)",
+        "engagements by channel add up to the total": f"SELECT t.process_id FROM {s}.totals t LEFT JOIN "
+        f"(SELECT process_id, sum(engagements) n FROM {s}.engagement_counts GROUP BY 1) e "
+        "USING (process_id) WHERE t.engagements <> coalesce(e.n, 0)",
+        "engagements by day add up to the total": f"SELECT t.process_id FROM {s}.totals t LEFT JOIN "
+        f"(SELECT process_id, sum(engagements) n FROM {s}.daily_counts GROUP BY 1) d "
+        "USING (process_id) WHERE t.engagements <> coalesce(d.n, 0)",
+        "participants first reached add up to the total": f"SELECT t.process_id FROM {s}.totals t LEFT JOIN "
+        f"(SELECT process_id, sum(participants) n FROM {s}.daily_counts GROUP BY 1) d "
+        "USING (process_id) WHERE t.participants <> coalesce(d.n, 0)",
+        "no count is negative": f"SELECT process_id FROM {s}.category_counts WHERE participants < 0 UNION ALL "
+        f"SELECT process_id FROM {s}.engagement_counts WHERE engagements < 0",
     }
     passed = []
     for name, query in checks.items():
@@ -145,8 +159,9 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
         await nc.jetstream().stream_info(settings.stream_name)
     except NotFoundError:
         await nc.close()
-        raise RebuildBusy(f"the event log (stream {settings.stream_name}) is not on that NATS server: "
-                          "nothing to rebuild from") from None
+        raise RebuildBusy(
+            f"the event log (stream {settings.stream_name}) is not on that NATS server: nothing to rebuild from"
+        ) from None
     live = await db_schema.open_pool(dsn)
     guard = await live.acquire()  # holds the rebuild's lock for as long as it runs
     if not await guard.fetchval("SELECT pg_try_advisory_lock($1)", _REBUILD_LOCK):
@@ -156,8 +171,9 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
         raise RebuildBusy("another rebuild of these read models is running; wait for it to finish")
     await db_schema.migrate(live)
     async with live.acquire() as conn:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{REBUILD_SCHEMA}" CASCADE; '
-                           f'DROP SCHEMA IF EXISTS "{RETIRED_SCHEMA}" CASCADE')
+        await conn.execute(
+            f'DROP SCHEMA IF EXISTS "{REBUILD_SCHEMA}" CASCADE; DROP SCHEMA IF EXISTS "{RETIRED_SCHEMA}" CASCADE'
+        )
     fresh = await db_schema.open_pool(dsn, schema=REBUILD_SCHEMA, max_size=3)
     started = time.perf_counter()
     try:
@@ -167,8 +183,9 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
         result.seconds = time.perf_counter() - started
         async with live.acquire() as conn, conn.transaction():
             # From here the live projector waits: its checkpoint cannot move until the swap commits.
-            await conn.execute("LOCK TABLE " + ", ".join(f"{db_schema.SCHEMA}.{t}" for t in TABLES)
-                               + " IN ACCESS EXCLUSIVE MODE")
+            await conn.execute(
+                "LOCK TABLE " + ", ".join(f"{db_schema.SCHEMA}.{t}" for t in TABLES) + " IN ACCESS EXCLUSIVE MODE"
+            )
             target = await reads.checkpoint(conn, settings.consumer_name)
             reached = await reads.checkpoint(fresh, settings.consumer_name)
             if target > reached:  # the live side went on while the rebuild ran: catch up to it
@@ -184,8 +201,9 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
     finally:
         await fresh.close()
         async with live.acquire() as conn:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{RETIRED_SCHEMA}" CASCADE; '
-                               f'DROP SCHEMA IF EXISTS "{REBUILD_SCHEMA}" CASCADE')
+            await conn.execute(
+                f'DROP SCHEMA IF EXISTS "{RETIRED_SCHEMA}" CASCADE; DROP SCHEMA IF EXISTS "{REBUILD_SCHEMA}" CASCADE'
+            )
         await guard.execute("SELECT pg_advisory_unlock($1)", _REBUILD_LOCK)
         await live.release(guard)
         await live.close()

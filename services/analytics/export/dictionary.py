@@ -28,7 +28,8 @@ OWN_TERMS = "experience_terms"
 CATEGORY_NOTES = {
     (OWN_TERMS, "own_term_prostitute"): (
         "The participant's own term: they chose this word for themselves. It is their term, never a label "
-        "of ours; quote it as theirs. The code is kept as recorded."),
+        "of ours; quote it as theirs. The code is kept as recorded."
+    ),
 }
 DIMENSION_NOTES = {
     OWN_TERMS: "Each category is a term participants chose for their own experience, not a label of ours.",
@@ -47,13 +48,21 @@ PRIVACY = [
 BASE_ENGAGEMENT_COLUMNS = [
     Column("participant", "string", "Pseudonym of the participant (see privacy); the same within this export."),
     Column("sequence", "integer", "Stream sequence of the event this engagement comes from."),
-    Column("event_type", "string", "The event: InterviewCompleted, GatheringHeld, SurveyCompleted, "
-           "AdvisoryMemberJoined or AdvisoryFeedbackLogged."),
+    Column(
+        "event_type",
+        "string",
+        "The event: InterviewCompleted, GatheringHeld, SurveyCompleted, "
+        "AdvisoryMemberJoined or AdvisoryFeedbackLogged.",
+    ),
     Column("channel", "string", "How the participant took part; engagements are counted per channel."),
     Column("occurred_at", "timestamp", "When it happened, in UTC (ISO 8601 in CSV)."),
     Column("local_date", "date", "The local calendar day it happened (the export's time zone)."),
-    Column("event_region", "string", "Region the event itself names (an interview's from its scheduling, a "
-           "gathering's); empty if none. The participant's own region is the `region` column."),
+    Column(
+        "event_region",
+        "string",
+        "Region the event itself names (an interview's from its scheduling, a "
+        "gathering's); empty if none. The participant's own region is the `region` column.",
+    ),
 ]
 
 COVERAGE_COLUMNS = [
@@ -62,10 +71,18 @@ COVERAGE_COLUMNS = [
     Column("category", "string", "Category code."),
     Column("label", "string", "The category's label in the plan."),
     Column("count", "integer", "Participants in the category."),
-    Column("alone", "integer", "Multi-select profile questions only: participants who chose this category and "
-           "nothing else (count is then 'alone or in combination')."),
-    Column("share", "number", "Percent of those who answered the question (declined and unanswered left out; "
-           "a derived dimension: of all participants), one decimal, half up."),
+    Column(
+        "alone",
+        "integer",
+        "Multi-select profile questions only: participants who chose this category and "
+        "nothing else (count is then 'alone or in combination').",
+    ),
+    Column(
+        "share",
+        "number",
+        "Percent of those who answered the question (declined and unanswered left out; "
+        "a derived dimension: of all participants), one decimal, half up.",
+    ),
     Column("interval_low", "number", "Lower bound of the Wilson 95% interval of the share, in percent."),
     Column("interval_high", "number", "Upper bound of the Wilson 95% interval of the share, in percent."),
     Column("target_share", "number", "The plan's target share, in percent; empty if the target is a minimum."),
@@ -75,8 +92,11 @@ COVERAGE_COLUMNS = [
     Column("target_vintage", "string", "The year (or date) the target refers to."),
     Column("ratio", "number", "share / target_share, or count / target_min_count, two decimals."),
     Column("status", "string", "under-reached, watch, on-track or no-target (see the README)."),
-    Column("needed", "integer", "Under-reached only: the fewest more participants that bring the ratio to the "
-           "plan's threshold."),
+    Column(
+        "needed",
+        "integer",
+        "Under-reached only: the fewest more participants that bring the ratio to the plan's threshold.",
+    ),
 ]
 
 TOTALS_COLUMNS = [
@@ -92,13 +112,23 @@ def engagement_columns(plan: Plan) -> list[Column]:
     cols = list(BASE_ENGAGEMENT_COLUMNS)
     for dim in DIMENSIONS:
         label = plan.dimensions[dim].label if dim in plan.dimensions else Profile.model_fields[dim].description
-        how = ("category codes joined by ';'" if dim in MULTI_SELECT else "the category code") + \
-            ", 'declined', or empty if not answered"
-        cols.append(Column(dim, "string", f"{label}: the participant's answer as projected (merged over their "
-                                          f"engagements): {how}."))
+        how = (
+            "category codes joined by ';'" if dim in MULTI_SELECT else "the category code"
+        ) + ", 'declined', or empty if not answered"
+        cols.append(
+            Column(
+                dim, "string", f"{label}: the participant's answer as projected (merged over their engagements): {how}."
+            )
+        )
     for dim, spec in plan.derived_dimensions().items():
-        cols.append(Column(dim, "string", f"{spec.label}: derived by the plan's rules from the profile columns; "
-                                          "category codes joined by ';', empty if none."))
+        cols.append(
+            Column(
+                dim,
+                "string",
+                f"{spec.label}: derived by the plan's rules from the profile columns; "
+                "category codes joined by ';', empty if none.",
+            )
+        )
     return cols
 
 
@@ -119,9 +149,13 @@ def _dimensions(plan: Plan) -> list[dict[str, Any]]:
             cats.append(cat)
         if not derived:
             cats.append({"code": DECLINED, "label": "Declined to answer"})
-        entry = {"dimension": key, "label": spec.label if spec else Profile.model_fields[key].description,
-                 "multi_select": spec.multi_select if spec else key in MULTI_SELECT, "derived": derived,
-                 "categories": cats}
+        entry = {
+            "dimension": key,
+            "label": spec.label if spec else Profile.model_fields[key].description,
+            "multi_select": spec.multi_select if spec else key in MULTI_SELECT,
+            "derived": derived,
+            "categories": cats,
+        }
         if key in DIMENSION_NOTES:
             entry["note"] = DIMENSION_NOTES[key]
         out.append(entry)
@@ -129,22 +163,42 @@ def _dimensions(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _targets(plan: Plan) -> list[dict[str, Any]]:
-    return [{"dimension": key, "category": code, "label": cat.label,
-             "share_percent": None if cat.target.share is None else round(100 * cat.target.share, 1),
-             "min_count": cat.target.min_count, "kind": cat.target.kind, "source": cat.target.source,
-             "vintage": cat.target.vintage}
-            for key, dim in plan.dimensions.items() for code, cat in dim.categories.items() if cat.target]
+    return [
+        {
+            "dimension": key,
+            "category": code,
+            "label": cat.label,
+            "share_percent": None if cat.target.share is None else round(100 * cat.target.share, 1),
+            "min_count": cat.target.min_count,
+            "kind": cat.target.kind,
+            "source": cat.target.source,
+            "vintage": cat.target.vintage,
+        }
+        for key, dim in plan.dimensions.items()
+        for code, cat in dim.categories.items()
+        if cat.target
+    ]
 
 
-def dictionary(plan: Plan, tables: dict[str, list[Column]], *, formats: Any, stream: str, sequence: int,
-               made_at: datetime, tz: tzinfo, first_event: datetime | None, last_event: datetime | None) -> dict[str, Any]:
+def dictionary(
+    plan: Plan,
+    tables: dict[str, list[Column]],
+    *,
+    formats: Any,
+    stream: str,
+    sequence: int,
+    made_at: datetime,
+    tz: tzinfo,
+    first_event: datetime | None,
+    last_event: datetime | None,
+) -> dict[str, Any]:
     """The data dictionary as plain JSON-ready data."""
     about = {
         "engagements": "One row per participant-engagement: an interview participant, a gathering attendee, a "
-                       "survey response, an advisory member joining, each member named in advisory feedback.",
+        "survey response, an advisory member joining, each member named in advisory feedback.",
         "coverage": "One row per dimension x category: the analyst coverage answer (unsuppressed).",
         "totals": "Participants and engagements (all, and per channel), and per dimension how many answered, "
-                  "declined or did not answer.",
+        "declined or did not answer.",
     }
     return {
         "process_id": plan.process_id,
@@ -156,9 +210,14 @@ def dictionary(plan: Plan, tables: dict[str, list[Column]], *, formats: Any, str
         "first_event": first_event.isoformat() if first_event else None,
         "last_event": last_event.isoformat() if last_event else None,
         "threshold": plan.threshold,
-        "tables": {name: {"files": [f"{name}.{fmt}" for fmt in formats], "description": about[name],
-                          "columns": [{"name": c.name, "type": c.type, "meaning": c.meaning} for c in cols]}
-                   for name, cols in tables.items()},
+        "tables": {
+            name: {
+                "files": [f"{name}.{fmt}" for fmt in formats],
+                "description": about[name],
+                "columns": [{"name": c.name, "type": c.type, "meaning": c.meaning} for c in cols],
+            }
+            for name, cols in tables.items()
+        },
         "dimensions": _dimensions(plan),
         "targets": _targets(plan),
         "privacy": PRIVACY,
@@ -171,20 +230,38 @@ def _cell(value: Any) -> str:
 
 def markdown(d: dict[str, Any]) -> str:
     """The same dictionary for people: one page of Markdown."""
-    lines = [f"# Data dictionary: {d['process_name']}", "",
-             f"- process: `{d['process_id']}`",
-             f"- reflects stream `{d['stream']}` up to sequence {d['stream_sequence']}",
-             f"- made at {d['made_at']}; local days in {d['timezone']}",
-             f"- events from {d['first_event'] or '(none)'} to {d['last_event'] or '(none)'}", "", "## Privacy", ""]
+    lines = [
+        f"# Data dictionary: {d['process_name']}",
+        "",
+        f"- process: `{d['process_id']}`",
+        f"- reflects stream `{d['stream']}` up to sequence {d['stream_sequence']}",
+        f"- made at {d['made_at']}; local days in {d['timezone']}",
+        f"- events from {d['first_event'] or '(none)'} to {d['last_event'] or '(none)'}",
+        "",
+        "## Privacy",
+        "",
+    ]
     lines += [f"- {p}" for p in d["privacy"]]
     for name, table in d["tables"].items():
-        lines += ["", f"## {name} ({', '.join(table['files'])})", "", table["description"], "",
-                  "| column | type | meaning |", "| --- | --- | --- |"]
+        lines += [
+            "",
+            f"## {name} ({', '.join(table['files'])})",
+            "",
+            table["description"],
+            "",
+            "| column | type | meaning |",
+            "| --- | --- | --- |",
+        ]
         lines += [f"| `{c['name']}` | {c['type']} | {_cell(c['meaning'])} |" for c in table["columns"]]
     lines += ["", "## Dimensions and categories"]
     for dim in d["dimensions"]:
-        kind = "derived, several may apply" if dim["derived"] else "several may be chosen" if dim["multi_select"] \
+        kind = (
+            "derived, several may apply"
+            if dim["derived"]
+            else "several may be chosen"
+            if dim["multi_select"]
             else "one answer"
+        )
         lines += ["", f"### {_cell(dim['label'])} (`{dim['dimension']}`; {kind})", ""]
         if dim.get("note"):
             lines += [dim["note"], ""]
@@ -192,10 +269,17 @@ def markdown(d: dict[str, Any]) -> str:
         for c in dim["categories"]:
             note = c.get("note") or (f"when any of {c['when']}" if c.get("when") else "")
             lines.append(f"| `{c['code']}` | {_cell(c['label'])} | {_cell(note)} |")
-    lines += ["", f"## Targets (threshold {d['threshold']})", "",
-              "| dimension | category | target | kind | vintage | source |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        f"## Targets (threshold {d['threshold']})",
+        "",
+        "| dimension | category | target | kind | vintage | source |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for t in d["targets"]:
         value = f"{t['share_percent']}%" if t["share_percent"] is not None else f"at least {t['min_count']}"
-        lines.append(f"| `{t['dimension']}` | {_cell(t['label'])} | {value} | {t['kind']} | {_cell(t['vintage'])} "
-                     f"| {_cell(t['source'])} |")
+        lines.append(
+            f"| `{t['dimension']}` | {_cell(t['label'])} | {value} | {t['kind']} | {_cell(t['vintage'])} "
+            f"| {_cell(t['source'])} |"
+        )
     return "\n".join(lines) + "\n"

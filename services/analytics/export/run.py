@@ -35,9 +35,17 @@ class Exported:
     unreadable: int
 
 
-async def export_log(nc: Client, directory: Path, plan: Plan, *, stream: str = "ENGAGEMENT",
-                     tz: tzinfo = DEFAULT_TZ, formats: Sequence[str] = FORMATS, k: int = 5,
-                     report: TextIO | None = None) -> Exported:
+async def export_log(
+    nc: Client,
+    directory: Path,
+    plan: Plan,
+    *,
+    stream: str = "ENGAGEMENT",
+    tz: tzinfo = DEFAULT_TZ,
+    formats: Sequence[str] = FORMATS,
+    k: int = 5,
+    report: TextIO | None = None,
+) -> Exported:
     """Replay ``plan``'s process from the log on ``nc`` and write its export into ``directory``."""
     unreadable = 0
 

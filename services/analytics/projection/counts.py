@@ -31,9 +31,15 @@ class Counts:
     projected_at: datetime | None = None
 
 
-def counts_of(states: Iterable[ParticipantState], plan: Plan | None, *, sequence: int,
-              first_event: datetime | None = None, last_event: datetime | None = None,
-              projected_at: datetime | None = None) -> Counts:
+def counts_of(
+    states: Iterable[ParticipantState],
+    plan: Plan | None,
+    *,
+    sequence: int,
+    first_event: datetime | None = None,
+    last_event: datetime | None = None,
+    projected_at: datetime | None = None,
+) -> Counts:
     """The counts ``states`` make together (withdrawn participants make none)."""
     changes = Changes()
     derived = [(plan, dimension) for dimension in plan.derived_dimensions()] if plan else []

@@ -41,8 +41,10 @@ def touches(ev: Envelope) -> list[Touch]:
         return [(person_key(a.participant_ref), channel, a.profile) for a in p.participants]
     if p.type == "GatheringHeld":
         channel, profiles = Channel(p.kind._value_), p.profiles
-        return [(attendee_key(p.gathering_id, i), channel, profiles[i] if i < len(profiles) else None)
-                for i in range(p.attendee_count)]
+        return [
+            (attendee_key(p.gathering_id, i), channel, profiles[i] if i < len(profiles) else None)
+            for i in range(p.attendee_count)
+        ]
     if p.type == "AdvisoryMemberJoined":
         return [(person_key(p.participant_ref), Channel.advisory, p.profile)]
     if p.type == "AdvisoryFeedbackLogged":

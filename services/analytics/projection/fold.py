@@ -26,7 +26,6 @@ PARTICIPANTS = "participants"
 ENGAGEMENTS = "engagements"
 
 
-
 @dataclass(frozen=True)
 class ParticipantState:
     """What the read model knows of one participant."""
@@ -134,9 +133,7 @@ def _engaged(
     )
 
 
-def project(
-    events: Iterable[Envelope], known: Mapping[Key, ParticipantState], tz: tzinfo = DEFAULT_TZ
-) -> Changes:
+def project(events: Iterable[Envelope], known: Mapping[Key, ParticipantState], tz: tzinfo = DEFAULT_TZ) -> Changes:
     """Apply ``events`` (in log order) to the ``known`` participants they touch."""
     before: dict[Key, ParticipantState | None] = {}
     now: dict[Key, ParticipantState] = {}

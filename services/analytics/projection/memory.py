@@ -58,5 +58,10 @@ class MemoryProjection:
     def counts(self, process_id: str, plan: Plan | None) -> Counts:
         """The counts of a process's participants, with the span of its events."""
         first, last = self.times.get(process_id, (None, None))
-        return counts_of((s for _, s in self.participants(process_id)), plan, sequence=self.sequence,
-                         first_event=first, last_event=last)
+        return counts_of(
+            (s for _, s in self.participants(process_id)),
+            plan,
+            sequence=self.sequence,
+            first_event=first,
+            last_event=last,
+        )

@@ -11,8 +11,10 @@ milliseconds, so a live event is projected at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
+from typing import Any
 
 import orjson
 from nats.aio.client import Client
@@ -42,12 +44,13 @@ async def attach_consumer(js: JetStreamContext, stream: str, durable: str, after
     (they would come back only after the ack wait, behind newer ones, and the checkpoint
     would already be past them), so every start begins again right after the checkpoint.
     """
-    try:
+    with contextlib.suppress(NotFoundError):
         await js.delete_consumer(stream, durable)
-    except NotFoundError:
-        pass
-    start = dict(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1) if after else dict(
-        deliver_policy=DeliverPolicy.ALL)
+    start: dict[str, Any] = (
+        {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after + 1}
+        if after
+        else {"deliver_policy": DeliverPolicy.ALL}
+    )
     await js.add_consumer(
         stream,
         ConsumerConfig(

@@ -20,7 +20,7 @@ import queue
 import secrets
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -49,9 +49,11 @@ class Window:
     process_id: str | None = None
 
     def admits(self, event: Envelope) -> bool:
-        return ((self.since is None or event.occurred_at >= self.since)
-                and (self.until is None or event.occurred_at < self.until)
-                and (self.process_id is None or event.process_id == self.process_id))
+        return (
+            (self.since is None or event.occurred_at >= self.since)
+            and (self.until is None or event.occurred_at < self.until)
+            and (self.process_id is None or event.process_id == self.process_id)
+        )
 
 
 def parse_time(value: str | datetime | None, name: str) -> datetime | None:
@@ -76,8 +78,9 @@ async def last_sequence(nc: Client, stream: str) -> int:
     return (await nc.jetstream().stream_info(stream)).state.last_seq or 0
 
 
-async def raw_batches(nc: Client, stream: str, from_seq: int = 1, to_seq: int | None = None,
-                      batch: int = 2000) -> AsyncGenerator[list[tuple[int, str, bytes]], None]:
+async def raw_batches(
+    nc: Client, stream: str, from_seq: int = 1, to_seq: int | None = None, batch: int = 2000
+) -> AsyncGenerator[list[tuple[int, str, bytes]], None]:
     """Batches of (sequence, subject, data) from ``from_seq`` through ``to_seq`` (default: the
     stream's last sequence now), in order."""
     js = nc.jetstream()
@@ -87,9 +90,18 @@ async def raw_batches(nc: Client, stream: str, from_seq: int = 1, to_seq: int | 
     if end < start:
         return
     name = "replay-" + secrets.token_hex(6)
-    await js.add_consumer(stream, ConsumerConfig(
-        name=name, ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
-        inactive_threshold=60.0, max_waiting=4, mem_storage=True))
+    await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            name=name,
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            inactive_threshold=60.0,
+            max_waiting=4,
+            mem_storage=True,
+        ),
+    )
     reader = PullReader(nc, stream, name, batch, expires=2.0)
     await reader.start()
     try:
@@ -103,20 +115,19 @@ async def raw_batches(nc: Client, stream: str, from_seq: int = 1, to_seq: int | 
                 out.append((seq, msg.subject, msg.data))
             if out:
                 yield out
-            if out and out[-1][0] >= end or (msgs and stream_sequence(msgs[-1]) >= end):
+            if (out and out[-1][0] >= end) or (msgs and stream_sequence(msgs[-1]) >= end):
                 return
             if not msgs and await last_sequence(nc, stream) < start:
                 return  # the stream was purged under us
     finally:
         await reader.stop()
-        try:
+        with suppress(NotFoundError):
             await js.delete_consumer(stream, name)
-        except NotFoundError:
-            pass
 
 
-async def events(nc: Client, stream: str, window: Window = Window(),
-                 on_unreadable: OnUnreadable | None = None) -> AsyncGenerator[tuple[int, Envelope], None]:
+async def events(
+    nc: Client, stream: str, window: Window = Window(), on_unreadable: OnUnreadable | None = None
+) -> AsyncGenerator[tuple[int, Envelope], None]:
     """Typed, upcast events in ``window``, in log order, with their stream sequences.
 
     An unreadable event's reason names fields and rules, never the values (they may be what
@@ -134,9 +145,16 @@ async def events(nc: Client, stream: str, window: Window = Window(),
                     yield seq, event
 
 
-def replay(nats_url: str, *, stream: str = "ENGAGEMENT", from_seq: int = 1, to_seq: int | None = None,
-           since: str | datetime | None = None, until: str | datetime | None = None,
-           process_id: str | None = None) -> Iterator[tuple[int, Envelope]]:
+def replay(
+    nats_url: str,
+    *,
+    stream: str = "ENGAGEMENT",
+    from_seq: int = 1,
+    to_seq: int | None = None,
+    since: str | datetime | None = None,
+    until: str | datetime | None = None,
+    process_id: str | None = None,
+) -> Iterator[tuple[int, Envelope]]:
     """The same events for code without an event loop (a notebook, a script): a plain iterator.
 
     Runs the reader on a thread of its own, so it also works where a loop is already running.

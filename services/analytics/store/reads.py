@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
@@ -37,7 +37,10 @@ async def recent_activity(pool: asyncpg.Pool, process_id: str, limit: int = 20) 
     """The newest feed items of a process, newest first."""
     rows = await pool.fetch(
         "SELECT kind, channel, region, topic, occurred_at, recorded_at FROM activity WHERE process_id = $1 "
-        "ORDER BY sequence DESC LIMIT $2", process_id, limit)
+        "ORDER BY sequence DESC LIMIT $2",
+        process_id,
+        limit,
+    )
     return [dict(r) for r in rows]
 
 
@@ -48,11 +51,12 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan 
         sequence, projected_at = await reached(conn, consumer)
         total = await conn.fetchrow("SELECT * FROM totals WHERE process_id = $1", process_id)
         cats = await conn.fetch(
-            "SELECT dimension, category, participants FROM category_counts "
-            "WHERE process_id = $1 AND participants <> 0", process_id)
+            "SELECT dimension, category, participants FROM category_counts WHERE process_id = $1 AND participants <> 0",
+            process_id,
+        )
         chans = await conn.fetch(
-            "SELECT channel, engagements FROM engagement_counts WHERE process_id = $1 AND engagements <> 0",
-            process_id)
+            "SELECT channel, engagements FROM engagement_counts WHERE process_id = $1 AND engagements <> 0", process_id
+        )
         categories = {(r["dimension"], r["category"]): r["participants"] for r in cats}
         if plan is not None:
             categories.update(await _derived_counts(conn, process_id, plan.derived_rules()))
@@ -68,8 +72,9 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan 
     )
 
 
-async def _derived_counts(conn: Connection, process_id: str,
-                          derived: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]]) -> dict[tuple[str, str], int]:
+async def _derived_counts(
+    conn: Connection, process_id: str, derived: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]]
+) -> dict[tuple[str, str], int]:
     filters: list[str] = []
     args: list[object] = [process_id]
     names: list[tuple[str, str]] = []
@@ -84,13 +89,15 @@ async def _derived_counts(conn: Connection, process_id: str,
     if not filters:
         return {}
     row = await conn.fetchrow(
-        f"SELECT {', '.join(filters)} FROM participants WHERE process_id = $1 AND NOT withdrawn", *args)
+        f"SELECT {', '.join(filters)} FROM participants WHERE process_id = $1 AND NOT withdrawn", *args
+    )
     assert row is not None  # an aggregate always answers one row
     return {name: row[i] for i, name in enumerate(names) if row[i]}
 
 
-async def states_in(pool: asyncpg.Pool, process_id: str, consumer: str, dimension: str, category: str
-                    ) -> tuple[int, list[ParticipantState]]:
+async def states_in(
+    pool: asyncpg.Pool, process_id: str, consumer: str, dimension: str, category: str
+) -> tuple[int, list[ParticipantState]]:
     """The sequence reached, and the state (profile and engagements) of every counted participant
     whose answer to ``dimension`` includes ``category`` (a segment), read in one snapshot. The SQL
     twin of :func:`answers.segments.in_segment`."""
@@ -98,24 +105,31 @@ async def states_in(pool: asyncpg.Pool, process_id: str, consumer: str, dimensio
         sequence = await checkpoint(conn, consumer)
         rows = await conn.fetch(
             "SELECT profile::text AS profile, channels::text AS channels FROM participants "
-            "WHERE process_id = $1 AND NOT withdrawn AND (profile -> $2) ? $3", process_id, dimension, category)
-    return sequence, [ParticipantState(profile=Profile.model_validate_json(r["profile"]),
-                                       channels=orjson.loads(r["channels"])) for r in rows]
+            "WHERE process_id = $1 AND NOT withdrawn AND (profile -> $2) ? $3",
+            process_id,
+            dimension,
+            category,
+        )
+    return sequence, [
+        ParticipantState(profile=Profile.model_validate_json(r["profile"]), channels=orjson.loads(r["channels"]))
+        for r in rows
+    ]
 
 
-async def daily(pool: asyncpg.Pool, process_id: str, consumer: str
-                ) -> tuple[int, datetime | None, list[tuple[date, str, int, int]]]:
+async def daily(
+    pool: asyncpg.Pool, process_id: str, consumer: str
+) -> tuple[int, datetime | None, list[tuple[date, str, int, int]]]:
     """The sequence reached and when, and (day, channel, engagements, participants first reached), oldest first."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         sequence, projected_at = await reached(conn, consumer)
         rows = await conn.fetch(
             "SELECT day, channel, engagements, participants FROM daily_counts "
-            "WHERE process_id = $1 AND (engagements <> 0 OR participants <> 0) ORDER BY day, channel", process_id)
-    return (sequence, projected_at,
-            [(r["day"], r["channel"], r["engagements"], r["participants"]) for r in rows])
+            "WHERE process_id = $1 AND (engagements <> 0 OR participants <> 0) ORDER BY day, channel",
+            process_id,
+        )
+    return (sequence, projected_at, [(r["day"], r["channel"], r["engagements"], r["participants"]) for r in rows])
 
 
 async def statuses(pool: asyncpg.Pool, process_id: str) -> dict[tuple[str, str], str]:
-    rows = await pool.fetch("SELECT dimension, category, status FROM category_status WHERE process_id = $1",
-                            process_id)
+    rows = await pool.fetch("SELECT dimension, category, status FROM category_status WHERE process_id = $1", process_id)
     return {(r["dimension"], r["category"]): r["status"] for r in rows}

@@ -33,14 +33,20 @@ async def open_pool(dsn: str, schema: str = SCHEMA, max_size: int = 8) -> asyncp
 async def migrate(pool: asyncpg.Pool) -> list[str]:
     """Apply the SQL files in ``migrations/`` not yet applied, in name order; return them."""
     files = sorted(
-        (f for f in resources.files("services.analytics.store").joinpath("migrations").iterdir() if f.name.endswith(".sql")),
+        (
+            f
+            for f in resources.files("services.analytics.store").joinpath("migrations").iterdir()
+            if f.name.endswith(".sql")
+        ),
         key=lambda f: f.name,
     )
     applied: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
-                           "applied_at timestamptz NOT NULL DEFAULT now())")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
         for f in files:
             if f.name not in done:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
@@ -32,7 +32,8 @@ async def load(conn: Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
         "SELECT p.process_id, p.participant, p.profile::text AS profile, p.channels::text AS channels, "
         "p.days::text AS days, p.first_channel, p.withdrawn, p.first_seen, p.last_seen FROM participants p "
         "JOIN unnest($1::text[], $2::text[]) AS k(process_id, participant) USING (process_id, participant)",
-        list(procs), list(parts),
+        list(procs),
+        list(parts),
     )
     return {
         (r["process_id"], r["participant"]): ParticipantState(
@@ -63,12 +64,15 @@ async def write(conn: Connection, changes: Changes) -> None:
                    first_channel = EXCLUDED.first_channel, withdrawn = EXCLUDED.withdrawn,
                    first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen
             """,
-            [k[0] for k in keys], [k[1] for k in keys],
+            [k[0] for k in keys],
+            [k[1] for k in keys],
             [s.profile.model_dump_json(exclude_none=True) for s in states],
             [orjson.dumps(s.channels).decode() for s in states],
             [orjson.dumps(s.days).decode() for s in states],
             [s.first_channel for s in states],
-            [s.withdrawn for s in states], [s.first_seen for s in states], [s.last_seen for s in states],
+            [s.withdrawn for s in states],
+            [s.first_seen for s in states],
+            [s.last_seen for s in states],
         )
     if changes.categories:
         (procs, dims, cats), deltas = _columns(changes.categories, 3)
@@ -79,7 +83,10 @@ async def write(conn: Connection, changes: Changes) -> None:
             ON CONFLICT (process_id, dimension, category) DO UPDATE
                SET participants = c.participants + EXCLUDED.participants
             """,
-            procs, dims, cats, deltas,
+            procs,
+            dims,
+            cats,
+            deltas,
         )
     if changes.engagements:
         (procs, channels), deltas = _columns(changes.engagements, 2)
@@ -89,7 +96,9 @@ async def write(conn: Connection, changes: Changes) -> None:
             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
             ON CONFLICT (process_id, channel) DO UPDATE SET engagements = e.engagements + EXCLUDED.engagements
             """,
-            procs, channels, deltas,
+            procs,
+            channels,
+            deltas,
         )
     if changes.daily or changes.firsts:
         days = sorted(set(changes.daily) | set(changes.firsts))
@@ -101,8 +110,11 @@ async def write(conn: Connection, changes: Changes) -> None:
                SET engagements = d.engagements + EXCLUDED.engagements,
                    participants = d.participants + EXCLUDED.participants
             """,
-            [k[0] for k in days], [date.fromisoformat(k[1]) for k in days], [k[2] for k in days],
-            [changes.daily[k] for k in days], [changes.firsts[k] for k in days],
+            [k[0] for k in days],
+            [date.fromisoformat(k[1]) for k in days],
+            [k[2] for k in days],
+            [changes.daily[k] for k in days],
+            [changes.firsts[k] for k in days],
         )
     for proc, (first, last) in changes.event_times.items():
         await conn.execute(
@@ -115,7 +127,11 @@ async def write(conn: Connection, changes: Changes) -> None:
                    first_event = LEAST(t.first_event, EXCLUDED.first_event),
                    last_event = GREATEST(t.last_event, EXCLUDED.last_event)
             """,
-            proc, changes.totals[(proc, "participants")], changes.totals[(proc, "engagements")], first, last,
+            proc,
+            changes.totals[(proc, "participants")],
+            changes.totals[(proc, "engagements")],
+            first,
+            last,
         )
 
 
@@ -130,7 +146,10 @@ async def write_activity(conn: Connection, events: Sequence[tuple[int, Envelope]
             SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
             ON CONFLICT (process_id, interview_id) DO UPDATE SET region = EXCLUDED.region
             """,
-            [k[0] for k in keys], [k[1] for k in keys], [scheduled[k] for k in keys])
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [scheduled[k] for k in keys],
+        )
     items = activity.items(events, scheduled)
     # Interviews scheduled in earlier batches: their region is in the table.
     wanted = {(i.process_id, i.interview_id) for i in items if i.region is None and i.interview_id}
@@ -139,10 +158,11 @@ async def write_activity(conn: Connection, events: Sequence[tuple[int, Envelope]
         rows = await conn.fetch(
             "SELECT process_id, interview_id, region FROM interview_regions "
             "JOIN unnest($1::text[], $2::text[]) AS k(process_id, interview_id) USING (process_id, interview_id)",
-            list(procs), list(ids))
+            list(procs),
+            list(ids),
+        )
         found = {(r["process_id"], r["interview_id"]): r["region"] for r in rows}
-        items = [replace(i, region=found.get((i.process_id, i.interview_id))) if i.region is None else i
-                 for i in items]
+        items = [replace(i, region=found.get((i.process_id, i.interview_id))) if i.region is None else i for i in items]
     if not items:
         return
     await conn.execute(
@@ -152,14 +172,22 @@ async def write_activity(conn: Connection, events: Sequence[tuple[int, Envelope]
                              $7::timestamptz[], $8::timestamptz[])
         ON CONFLICT DO NOTHING
         """,
-        [i.process_id for i in items], [i.sequence for i in items], [i.kind for i in items],
-        [i.channel for i in items], [i.region for i in items], [i.topic for i in items],
-        [i.occurred_at for i in items], [i.recorded_at for i in items])
+        [i.process_id for i in items],
+        [i.sequence for i in items],
+        [i.kind for i in items],
+        [i.channel for i in items],
+        [i.region for i in items],
+        [i.topic for i in items],
+        [i.occurred_at for i in items],
+        [i.recorded_at for i in items],
+    )
     for process_id in {i.process_id for i in items}:
         await conn.execute(
             "DELETE FROM activity WHERE process_id = $1 AND sequence < ("
             "SELECT sequence FROM activity WHERE process_id = $1 ORDER BY sequence DESC OFFSET $2 LIMIT 1)",
-            process_id, activity.KEEP - 1)
+            process_id,
+            activity.KEEP - 1,
+        )
 
 
 def _columns(counter: Any, width: int) -> tuple[list[list[str]], list[int]]:
@@ -167,8 +195,9 @@ def _columns(counter: Any, width: int) -> tuple[list[list[str]], list[int]]:
     return [[k[i] for k, _ in items] for i in range(width)], [v for _, v in items]
 
 
-async def save_statuses(pool: asyncpg.Pool, process_id: str, changed: Mapping[tuple[str, str], str],
-                        sequence: int) -> None:
+async def save_statuses(
+    pool: asyncpg.Pool, process_id: str, changed: Mapping[tuple[str, str], str], sequence: int
+) -> None:
     if not changed:
         return
     keys = sorted(changed)
@@ -179,5 +208,9 @@ async def save_statuses(pool: asyncpg.Pool, process_id: str, changed: Mapping[tu
         ON CONFLICT (process_id, dimension, category) DO UPDATE
            SET status = EXCLUDED.status, sequence = EXCLUDED.sequence, changed_at = now()
         """,
-        process_id, [k[0] for k in keys], [k[1] for k in keys], [changed[k] for k in keys], sequence,
+        process_id,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [changed[k] for k in keys],
+        sequence,
     )
