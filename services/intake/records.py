@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from services.intake import contacts
-from services.intake.context import IntakeDep, KeyDep, envelope, new_ref, written
+from services.intake.context import IntakeDep, IntakeState, KeyDep, envelope, new_ref, written
 from services.intake.schemas import (
     AddAdvisoryMember,
     AdvisoryMemberAnswer,
+    Command,
     FeedbackAnswer,
     GatheringAnswer,
     LogAdvisoryFeedback,
@@ -18,13 +19,39 @@ from services.intake.schemas import (
     WithdrawalAnswer,
     WithdrawParticipant,
 )
-from shared.events import AdvisoryFeedbackLogged, AdvisoryMemberJoined, GatheringHeld, ParticipantWithdrawn
+from shared.bus import Stored
+from shared.events import AdvisoryFeedbackLogged, AdvisoryMemberJoined, GatheringHeld, ParticipantWithdrawn, Payload
 from shared.http import error_responses, invalid, require_scope
 from shared.idempotency import derived_id
 
 router = APIRouter(dependencies=[Depends(require_scope("intake:write"))])
 CREATE_ERRORS = error_responses(401, 403, 409, 422, 503)
 Ref = Annotated[str, Path(pattern=r"^p-[0-9a-z]{10,32}$", description="The participant's opaque reference.")]
+
+
+async def _record(
+    intake: IntakeState,
+    body: Command,
+    key: str | None,
+    payload: Payload,
+    *,
+    action: str,
+    aggregate_id: str,
+    exists: str,
+    **ids: str,
+) -> Stored:
+    """Record a new aggregate's one event (``exists``: the 409's reason if it is already there), and log it."""
+    event = envelope(
+        payload,
+        process_id=body.process_id or intake.settings.process_id,
+        key=key,
+        action=action,
+        aggregate_id=aggregate_id,
+        occurred_at=body.occurred_at,
+    )
+    stored = await intake.log.create(event, exists=exists)
+    written(event, stored, **ids)
+    return stored
 
 
 @router.post(
@@ -43,16 +70,16 @@ async def record_gathering(body: RecordGathering, intake: IntakeDep, key: KeyDep
         attendee_count=body.attendee_count,
         profiles=body.profiles,
     )
-    event = envelope(
+    stored = await _record(
+        intake,
+        body,
+        key,
         payload,
-        process_id=body.process_id or intake.settings.process_id,
-        key=key,
         action="gathering",
         aggregate_id=gathering_id,
-        occurred_at=body.occurred_at,
+        exists=f"gathering {gathering_id} is already recorded",
+        gathering_id=gathering_id,
     )
-    stored = await intake.log.create(event, exists=f"gathering {gathering_id} is already recorded")
-    written(event, stored, gathering_id=gathering_id)
     return GatheringAnswer(gathering_id=gathering_id, event_id=stored.event_id, sequence=stored.sequence)
 
 
@@ -68,16 +95,15 @@ async def add_advisory_member(body: AddAdvisoryMember, intake: IntakeDep, key: K
     their reference; anyone else is issued a new one."""
     ref = body.participant_ref or new_ref(key, "advisory-member")
     payload = AdvisoryMemberJoined(participant_ref=ref, profile=body.profile)
-    event = envelope(
+    stored = await _record(
+        intake,
+        body,
+        key,
         payload,
-        process_id=body.process_id or intake.settings.process_id,
-        key=key,
         action="advisory-member",
         aggregate_id=ref,
-        occurred_at=body.occurred_at,
+        exists=f"participant {ref} is already an advisory member",
     )
-    stored = await intake.log.create(event, exists=f"participant {ref} is already an advisory member")
-    written(event, stored)
     return AdvisoryMemberAnswer(participant_ref=ref, event_id=stored.event_id, sequence=stored.sequence)
 
 
@@ -88,16 +114,16 @@ async def log_advisory_feedback(body: LogAdvisoryFeedback, intake: IntakeDep, ke
     """Record that the advisory group gave feedback on a topic (a category, not its content)."""
     feedback_id = derived_id(key, "fb", "intake", "feedback")
     payload = AdvisoryFeedbackLogged(feedback_id=feedback_id, topic=body.topic, member_refs=body.member_refs)
-    event = envelope(
+    stored = await _record(
+        intake,
+        body,
+        key,
         payload,
-        process_id=body.process_id or intake.settings.process_id,
-        key=key,
         action="feedback",
         aggregate_id=feedback_id,
-        occurred_at=body.occurred_at,
+        exists=f"feedback {feedback_id} is already logged",
+        feedback_id=feedback_id,
     )
-    stored = await intake.log.create(event, exists=f"feedback {feedback_id} is already logged")
-    written(event, stored, feedback_id=feedback_id)
     return FeedbackAnswer(feedback_id=feedback_id, event_id=stored.event_id, sequence=stored.sequence)
 
 

@@ -31,7 +31,9 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Command(_Body):
+class Command(_Body):
+    """What every write carries besides its own fields: when it happened and in which process."""
+
     occurred_at: PastTimestamp | None = Field(
         None,
         description="When this happened, with a time zone, if it is being recorded after the fact. "
@@ -51,7 +53,7 @@ class ContactDetails(_Body):
     email: str | None = Field(None, min_length=3, max_length=254, description="E-mail address.")
 
 
-class ScheduleInterview(_Command):
+class ScheduleInterview(Command):
     """Schedule an interview with one participant or a small group."""
 
     format: InterviewFormat = Field(description="One-on-one in person, by phone, or a small group.")
@@ -66,19 +68,19 @@ class ScheduleInterview(_Command):
     )
 
 
-class RescheduleInterview(_Command):
+class RescheduleInterview(Command):
     """Move an open interview to a new time."""
 
     scheduled_for: AwareDatetime = Field(description="The new time, with a time zone.")
 
 
-class CancelInterview(_Command):
+class CancelInterview(Command):
     """Cancel an open interview."""
 
     reason: CancelReason = Field(description="Why it was cancelled (a category, never free text).")
 
 
-class MarkNoShow(_Command):
+class MarkNoShow(Command):
     """Record that nobody came to an open interview."""
 
 
@@ -93,7 +95,7 @@ class CompletedParticipant(_Body):
     profile: Profile = Field(default_factory=Profile, description="What this participant chose to say.")
 
 
-class CompleteInterview(_Command):
+class CompleteInterview(Command):
     """Record that an open interview took place, and who took part."""
 
     participants: list[CompletedParticipant] = Field(
@@ -101,7 +103,7 @@ class CompleteInterview(_Command):
     )
 
 
-class RecordGathering(_Command):
+class RecordGathering(Command):
     """Record an Art-of-Hosting event or small-group meeting that was held."""
 
     kind: GatheringKind = Field(description="Art-of-Hosting event or small-group meeting.")
@@ -112,7 +114,7 @@ class RecordGathering(_Command):
     )
 
 
-class AddAdvisoryMember(_Command):
+class AddAdvisoryMember(Command):
     """Record that someone joined the advisory group."""
 
     participant_ref: ParticipantRef | None = Field(
@@ -121,7 +123,7 @@ class AddAdvisoryMember(_Command):
     profile: Profile = Field(default_factory=Profile, description="What the member chose to say.")
 
 
-class LogAdvisoryFeedback(_Command):
+class LogAdvisoryFeedback(Command):
     """Record that the advisory group gave feedback on a topic."""
 
     topic: FeedbackTopic = Field(description="What the feedback was about (a category, never free text).")
@@ -130,7 +132,7 @@ class LogAdvisoryFeedback(_Command):
     )
 
 
-class WithdrawParticipant(_Command):
+class WithdrawParticipant(Command):
     """A participant asked to be withdrawn: they leave every count, live and on replay."""
 
 
