@@ -8,7 +8,6 @@ segments of it; and an unreadable event costs each of them the same one event.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
@@ -26,7 +25,7 @@ from shared.plan import shipped_plans
 from shared.settings import Settings
 from tests import factories as f
 from tests.integration.test_rebuild import workload
-from tests.polling import eventually
+from tests.projecting import project_until
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +58,7 @@ async def test_live_rebuilt_and_in_memory_counts_are_equal_for_a_random_log(
     pool = await schema.open_pool(settings.database_url or "")
     await schema.migrate(pool)
     projector = Projector(settings, broker.connection, pool, {PROCESS: PLAN})
-    running = asyncio.create_task(projector.run())
-    try:
-        await eventually(
-            lambda: reads.checkpoint(pool, settings.consumer_name),
-            lambda seq: seq >= last,
-            what=f"the projector to reach sequence {last}",
-            timeout=60,
-        )
-    finally:
-        running.cancel()
-        await asyncio.wait({running})
+    await project_until(projector, last, timeout=60)
     assert projector.progress.parked == 1
     live = await reads.counts(pool, PROCESS, settings.consumer_name, PLAN)
 
@@ -112,17 +101,7 @@ async def test_live_rebuilt_and_in_memory_counts_are_equal_for_a_random_log(
     # A withdrawal after all that leaves every view alike again.
     withdrawn = next(key for key, s in memory.participants(PROCESS) if key.startswith("ref:"))
     await publish_event(broker, f.withdrawn(withdrawn.removeprefix("ref:")), settings)
-    running = asyncio.create_task(projector.run())
-    try:
-        await eventually(
-            lambda: reads.checkpoint(pool, settings.consumer_name),
-            lambda seq: seq >= last + 1,
-            what=f"the projector to reach sequence {last + 1}",
-            timeout=30,
-        )
-    finally:
-        running.cancel()
-        await asyncio.wait({running})
+    await project_until(projector, last + 1, timeout=30)
     memory.feed([pair async for pair in events(broker.connection, settings.stream_name, Window(from_seq=last + 1))])
     after = await reads.counts(pool, PROCESS, settings.consumer_name, PLAN)
     assert after.participants == live.participants - 1

@@ -5,7 +5,6 @@ all decode the same way.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -15,11 +14,11 @@ from structlog.testing import capture_logs
 from services.analytics.engine import rebuild as rebuilding
 from services.analytics.engine.projector import Projector
 from services.analytics.reading.replay import Window, events
-from services.analytics.store import reads, schema
+from services.analytics.store import schema
 from shared.bus import DEADLETTER_STREAM, attach_streams, make_broker, publish_event
 from shared.settings import Settings
 from tests import factories as f
-from tests.polling import eventually
+from tests.projecting import project_until
 
 pytestmark = pytest.mark.integration
 
@@ -69,17 +68,7 @@ async def test_no_reason_log_line_or_dead_letter_repeats_an_unreadable_event(
     await schema.migrate(pool)
     projector = Projector(settings, broker.connection, pool, {})
     with capture_logs() as live_logs:  # what our code hands to the logger, before any redaction
-        running = asyncio.create_task(projector.run())
-        try:
-            await eventually(
-                lambda: reads.checkpoint(pool, settings.consumer_name),
-                lambda seq: seq >= last,
-                what=f"the projector to reach sequence {last}",
-                timeout=30,
-            )
-        finally:
-            running.cancel()
-            await asyncio.wait({running})
+        await project_until(projector, last, timeout=30)
     assert projector.progress.parked == len(bad) and projector.progress.projected == len(bad)
     parked_lines = [e for e in live_logs if e["event"] == "event_parked"]
     assert len(parked_lines) == len(bad)
