@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
-
 from services.analytics.answers.queries import Sources
 from services.analytics.engine.projector import Projector
+from shared.http import app_state
 
 
 @dataclass(frozen=True)
@@ -18,6 +17,5 @@ class AnalyticsState:
     projector: Projector  # its pulse beats after every commit
 
 
-def state_of(request: Request) -> AnalyticsState:
-    found: AnalyticsState = request.app.state.analytics
-    return found
+state_of = app_state("analytics", AnalyticsState)
+"""``state_of(request)``: the started app's state, typed (the same accessor intake and survey use)."""

@@ -70,7 +70,3 @@ class BatchEngine:
         if self._writing is not None:
             task, self._writing = self._writing, None
             await task
-
-    async def checkpoint(self) -> int:
-        """The stream sequence the tables reflect."""
-        return await self.pool.fetchval("SELECT stream_seq FROM checkpoint WHERE consumer = $1", self.consumer) or 0
