@@ -27,12 +27,24 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
-# A timestamp with a time zone. (pydantic's Timestamp does the same check about ten
-# times slower, and every event carries two: this is on the replay's hot path.)
-Timestamp = Annotated[datetime, AfterValidator(_aware)]
+# Every time an event carries lies in a sane window: nothing engage records happened before
+# 2000, and nothing is planned more than five years ahead. Outside it, a local calendar day
+# cannot always be computed (year 1 in Minnesota is before the first day Python knows), so a
+# time outside the window would stop the projection: requests are refused with 422, and an
+# event on the log that carries one is unreadable (parked, never counted).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+FURTHEST_AHEAD = timedelta(days=5 * 366)
 # Coordinators record after the fact, but nothing can have happened in the future;
 # a minute of slack absorbs clock skew between their device and ours.
 CLOCK_SLACK = timedelta(minutes=1)
+
+
+def _in_window(value: datetime) -> datetime:
+    if value < EARLIEST:
+        raise ValueError("must not be before 2000-01-01")
+    if value > datetime.now(UTC) + FURTHEST_AHEAD:
+        raise ValueError("must not be more than 5 years ahead")
+    return value
 
 
 def _not_in_future(value: datetime) -> datetime:
@@ -41,8 +53,11 @@ def _not_in_future(value: datetime) -> datetime:
     return value
 
 
-# When something happened, as a request states it: with a time zone, not in the future.
-PastTimestamp = Annotated[datetime, AfterValidator(_aware), AfterValidator(_not_in_future)]
+# A timestamp with a time zone, in the window. (pydantic's Timestamp does the zone check about
+# ten times slower, and every event carries two: this is on the replay's hot path.)
+Timestamp = Annotated[datetime, AfterValidator(_aware), AfterValidator(_in_window)]
+# When something happened, as a request states it: with a time zone, in the window, not in the future.
+PastTimestamp = Annotated[datetime, AfterValidator(_aware), AfterValidator(_in_window), AfterValidator(_not_in_future)]
 EventId = Annotated[
     str,
     Field(
@@ -71,6 +86,12 @@ ProcessId = Annotated[
     str,
     Field(pattern=PROCESS_ID_PATTERN, description="The engagement process, e.g. `shfa-2018`."),
 ]
+
+
+# Sizes: every list an event carries is bounded, so that the largest event the contract allows
+# stays well under MAX_EVENT_BYTES, NATS's default max payload (1 MiB); a test builds that event.
+MAX_EVENT_BYTES = 1024 * 1024
+MAX_PROFILES_PER_GATHERING = 500
 
 
 class _Payload(BaseModel):
@@ -188,7 +209,10 @@ class GatheringHeld(_Payload):
     )
     attendee_count: int = Field(ge=1, le=5000, description="Everyone who attended, profiled or not.")
     profiles: list[Profile] = Field(
-        default_factory=list, description="Self-identified profiles of the attendees who chose to give one."
+        default_factory=list,
+        max_length=MAX_PROFILES_PER_GATHERING,
+        description="Self-identified profiles of the attendees who chose to give one "
+        f"(at most {MAX_PROFILES_PER_GATHERING}).",
     )
 
     @model_validator(mode="after")

@@ -3,7 +3,8 @@
 Every field is optional. ``None`` means the question was not asked or not answered;
 ``"declined"`` is an answer in its own right ("I'd rather not say") and is counted as one.
 Multi-select questions (race/ethnicity, gender, the terms people use for their
-experience, professional roles) take a list of categories, or ``"declined"``.
+experience, professional roles) take a list of categories, or ``"declined"``; a list holds
+at most as many items as the question has categories.
 
 The categories follow the Safe Harbor for All 2018 report. There is deliberately no
 free-text field: nothing here can carry a name, a phone number or an address.
@@ -15,7 +16,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 DECLINED = "declined"
 Declined = Literal["declined"]
@@ -116,22 +117,22 @@ class Profile(BaseModel):
     lived_experience: YesNo | Declined | None = Field(
         None, description="Whether the participant has lived experience in transactional sex."
     )
-    race_ethnicity: Annotated[list[RaceEthnicity], Field(min_length=1)] | Declined | None = Field(
-        None, description="Race/ethnicity; several may be chosen."
-    )
-    gender: Annotated[list[Gender], Field(min_length=1)] | Declined | None = Field(
+    race_ethnicity: (
+        Annotated[list[RaceEthnicity], Field(min_length=1, max_length=len(RaceEthnicity))] | Declined | None
+    ) = Field(None, description="Race/ethnicity; several may be chosen.")
+    gender: Annotated[list[Gender], Field(min_length=1, max_length=len(Gender))] | Declined | None = Field(
         None, description="Gender; several may be chosen."
     )
     lgbq: YesNo | Declined | None = Field(
         None, description="Whether the participant identifies as lesbian, gay, bisexual, queer or pansexual."
     )
     age_band: AgeBand | Declined | None = Field(None, description="Age band (participants are 18 or older).")
-    experience_terms: Annotated[list[ExperienceTerm], Field(min_length=1)] | Declined | None = Field(
-        None, description="The terms the participant uses for their own experience; several may be chosen."
-    )
-    professional_roles: Annotated[list[ProfessionalRole], Field(min_length=1)] | Declined | None = Field(
-        None, description="Professional roles related to the participant's knowledge of the issues; several."
-    )
+    experience_terms: (
+        Annotated[list[ExperienceTerm], Field(min_length=1, max_length=len(ExperienceTerm))] | Declined | None
+    ) = Field(None, description="The terms the participant uses for their own experience; several may be chosen.")
+    professional_roles: (
+        Annotated[list[ProfessionalRole], Field(min_length=1, max_length=len(ProfessionalRole))] | Declined | None
+    ) = Field(None, description="Professional roles related to the participant's knowledge of the issues; several.")
     task_force_connection: YesNo | Declined | None = Field(
         None, description="Whether the participant has a connection to a human-trafficking task force."
     )
@@ -185,3 +186,21 @@ _ENUM_OF: dict[str, type[StrEnum]] = {
 }
 # Every dimension's category codes (besides "declined"), in the order the enums list them.
 CATEGORIES: dict[str, tuple[str, ...]] = {dim: tuple(c.value for c in _ENUM_OF[dim]) for dim in DIMENSIONS}
+
+
+def no_repeated_ticks(profile: Profile) -> Profile:
+    """Refuse a multi-select that lists a category twice (the message names the question, never a value).
+
+    The log has always accepted a repeated tick and counts it once (older events may carry
+    one), so the rule is the request's, not the event's: see :data:`StatedProfile`.
+    """
+    values = profile.__dict__
+    for name in sorted(MULTI_SELECT):
+        value = values.get(name)
+        if type(value) is list and len(set(value)) != len(value):
+            raise ValueError(f"{name} lists a category more than once")
+    return profile
+
+
+# A profile as a request states it: a Profile, and each multi-select lists a category once.
+StatedProfile = Annotated[Profile, AfterValidator(no_repeated_ticks)]

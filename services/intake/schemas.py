@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import (
+    MAX_PROFILES_PER_GATHERING,
     AggregateId,
     CancelReason,
     FeedbackTopic,
@@ -21,8 +22,9 @@ from shared.events import (
     ParticipantRef,
     PastTimestamp,
     ProcessId,
+    Timestamp,
 )
-from shared.profile import Profile, Region
+from shared.profile import Profile, Region, StatedProfile
 
 
 class _Body(BaseModel):
@@ -37,7 +39,7 @@ class Command(_Body):
     occurred_at: PastTimestamp | None = Field(
         None,
         description="When this happened, with a time zone, if it is being recorded after the fact. "
-        "Defaults to now; may not be in the future.",
+        "Defaults to now; may not be before 2000-01-01 or in the future.",
     )
     process_id: ProcessId | None = Field(
         None, description="The engagement process this belongs to; defaults to the service's process."
@@ -57,7 +59,9 @@ class ScheduleInterview(Command):
     """Schedule an interview with one participant or a small group."""
 
     format: InterviewFormat = Field(description="One-on-one in person, by phone, or a small group.")
-    scheduled_for: AwareDatetime = Field(description="When the interview is to take place, with a time zone.")
+    scheduled_for: Timestamp = Field(
+        description="When the interview is to take place, with a time zone; from 2000-01-01 to 5 years ahead."
+    )
     region: Region | None = Field(None, description="Region where the interview takes place, if known.")
     expected_participants: int = Field(1, ge=1, le=50, description="How many people are expected.")
     participant_ref: ParticipantRef | None = Field(
@@ -71,7 +75,7 @@ class ScheduleInterview(Command):
 class RescheduleInterview(Command):
     """Move an open interview to a new time."""
 
-    scheduled_for: AwareDatetime = Field(description="The new time, with a time zone.")
+    scheduled_for: Timestamp = Field(description="The new time, with a time zone; from 2000-01-01 to 5 years ahead.")
 
 
 class CancelInterview(Command):
@@ -92,7 +96,7 @@ class CompletedParticipant(_Body):
         description="Their reference. Omit for the person the interview was scheduled with; "
         "in a small group, others without one are issued a new reference.",
     )
-    profile: Profile = Field(default_factory=Profile, description="What this participant chose to say.")
+    profile: StatedProfile = Field(default_factory=Profile, description="What this participant chose to say.")
 
 
 class CompleteInterview(Command):
@@ -109,8 +113,11 @@ class RecordGathering(Command):
     kind: GatheringKind = Field(description="Art-of-Hosting event or small-group meeting.")
     region: Region | None = Field(None, description="Region where the gathering was held.")
     attendee_count: int = Field(ge=1, le=5000, description="Everyone who attended, profiled or not.")
-    profiles: list[Profile] = Field(
-        default_factory=list, description="Self-identified profiles of the attendees who chose to give one."
+    profiles: list[StatedProfile] = Field(
+        default_factory=list,
+        max_length=MAX_PROFILES_PER_GATHERING,
+        description="Self-identified profiles of the attendees who chose to give one "
+        f"(at most {MAX_PROFILES_PER_GATHERING}).",
     )
 
 
@@ -120,7 +127,7 @@ class AddAdvisoryMember(Command):
     participant_ref: ParticipantRef | None = Field(
         None, description="Their reference if intake already knows them; omit to issue a new one."
     )
-    profile: Profile = Field(default_factory=Profile, description="What the member chose to say.")
+    profile: StatedProfile = Field(default_factory=Profile, description="What the member chose to say.")
 
 
 class LogAdvisoryFeedback(Command):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import PastTimestamp, ProcessId
-from shared.profile import Profile
+from shared.profile import StatedProfile
 
 
 class RecordSurveyResponse(BaseModel):
@@ -33,14 +33,14 @@ class RecordSurveyResponse(BaseModel):
         },
     )
 
-    profile: Profile = Field(
+    profile: StatedProfile = Field(
         description="What the respondent chose to say about themselves; every question is optional and "
         '"declined" is an answer.'
     )
     submitted_at: PastTimestamp | None = Field(
         None,
         description="When the respondent submitted the survey, with a time zone; defaults to now. "
-        "May not be more than a minute in the future.",
+        "May not be before 2000-01-01 or more than a minute in the future.",
     )
     process_id: ProcessId | None = Field(
         None, description="The engagement process the survey belongs to; defaults to the configured process."
