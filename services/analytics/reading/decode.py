@@ -62,6 +62,11 @@ def reason_of(exc: Exception) -> str:
     return f"unreadable event ({type(exc).__name__})"
 
 
+def unprojectable(exc: BaseException) -> str:
+    """Why a readable event could not be projected: the error's type, never its message (it may quote the event)."""
+    return f"event could not be projected ({type(exc).__name__})"
+
+
 def decode(data: bytes) -> Envelope | Unreadable:
     """The event in ``data``, upcast to today's schema, or why it cannot be read."""
     try:
