@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 
+from shared.errors import ConfigError
+
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
@@ -22,12 +24,36 @@ _MIGRATION_LOCK = 7_310_001
 
 
 async def open_pool(dsn: str, schema: str = SCHEMA, max_size: int = 8) -> asyncpg.Pool:
+    """A pool whose connections work in ``schema`` and commit synchronously.
+
+    ``synchronous_commit=on`` for every connection, whatever the server's or database's
+    default: a batch's counts and checkpoint are on disk before the batch is acknowledged
+    to NATS, so a power cut cannot lose a batch the log then no longer redelivers. Each new
+    connection checks that the server honours it (a pooler in between may drop it).
+    """
     admin = await asyncpg.connect(dsn)
     try:
         await admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     finally:
         await admin.close()
-    return await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, server_settings={"search_path": schema})
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        server_settings={"search_path": schema, "synchronous_commit": "on"},
+        init=require_synchronous_commit,
+    )
+
+
+async def require_synchronous_commit(conn: Connection) -> None:
+    """Refuse a connection whose commits may return before they are on disk."""
+    value = await conn.fetchval("SHOW synchronous_commit")
+    if value != "on":
+        raise ConfigError(
+            f"PostgreSQL runs this connection with synchronous_commit={value}, and analytics needs it on "
+            "(a committed batch must survive a power cut): connect to PostgreSQL directly, or let the "
+            "connection pooler pass the setting through"
+        )
 
 
 async def migrate(pool: asyncpg.Pool) -> list[str]:
