@@ -3,7 +3,8 @@
 Errors are mapped here once: bad input is 422 naming each field and the reason (the
 rejected value is never echoed back: it could be someone's phone number), a state
 conflict is 409, an event log that did not confirm is 503, and anything unexpected is a
-plain 500 with a request id, never a stack trace.
+plain 500 with a request id, never a stack trace. A body over ``MAX_BODY_BYTES`` is 413,
+refused before it is read.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import ConflictError, NotFoundError, PublishError
 from shared.idempotency import BadIdempotencyKey
@@ -91,6 +94,12 @@ class NotFoundAnswer(RefusalAnswer):
     error: Literal["not_found"] = "not_found"
 
 
+class TooLargeAnswer(RefusalAnswer):
+    """413: the request's body is larger than any request engage takes; it was not read."""
+
+    error: Literal["too_large"] = "too_large"
+
+
 class ConflictAnswer(RefusalAnswer):
     """409: the record's state does not allow this, or someone else changed it at the same moment."""
 
@@ -115,6 +124,7 @@ ERROR_ANSWERS: dict[int, type[ErrorAnswer]] = {
     403: ForbiddenAnswer,
     404: NotFoundAnswer,
     409: ConflictAnswer,
+    413: TooLargeAnswer,
     422: InvalidAnswer,
     500: InternalAnswer,
     503: UnavailableAnswer,
@@ -124,12 +134,12 @@ ERROR_ANSWERS: dict[int, type[ErrorAnswer]] = {
 def error_responses(*statuses: int, described: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` of a route that can answer ``statuses``, each with engage's own body.
 
-    A route passes the statuses it can really answer; 500 (which any route can) is always
-    added. Listing 422 here also keeps FastAPI from documenting its own validation body,
+    A route passes the statuses it can really answer; 413 and 500 (which any route can) are
+    always added. Listing 422 here also keeps FastAPI from documenting its own validation body,
     which engage never sends. ``described`` replaces the generic description of a status
     with what it means on this route.
     """
-    wanted = {*statuses, 500}
+    wanted = {*statuses, 413, 500}
     unknown = wanted - ERROR_ANSWERS.keys() | (described or {}).keys() - wanted
     if unknown:
         raise ValueError(f"no error answer for status {sorted(unknown)} here; known: {sorted(ERROR_ANSWERS)}")
@@ -151,6 +161,65 @@ def _first_line(model: type[BaseModel]) -> str:
 def _answer(body: ErrorAnswer, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
     """Send an error through its model, so the body and the documented schema cannot drift apart."""
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+# The largest request body engage reads (the largest request the contract allows is well under it).
+MAX_BODY_BYTES = 256 * 1024
+_TOO_LARGE = f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB"
+
+
+class BodyTooLarge(HTTPException):
+    """A body that passed the cap while it was being read (one sent without a Content-Length).
+
+    An HTTPException, so that FastAPI lets it through as it is rather than as a 400.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(413, _TOO_LARGE)
+
+
+class BodyCap:
+    """Refuse a request body over ``limit`` bytes with 413, never reading it whole.
+
+    A Content-Length over the cap is refused before the app sees the request; a body sent
+    in chunks is counted as it arrives and refused once it passes the cap.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                await _answer(TooLargeAnswer(reason=_TOO_LARGE), 413, {"Connection": "close"})(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except BodyTooLarge:
+            if started:
+                raise
+            await _answer(TooLargeAnswer(reason=_TOO_LARGE), 413, {"Connection": "close"})(scope, receive, send)
 
 
 class UnauthorizedError(Exception):
@@ -348,8 +417,9 @@ def service_app(
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Attach tokens, error handlers, ``GET /health`` and ``GET /docs`` to a service's app."""
+    """Attach tokens, the body cap, error handlers, ``GET /health`` and ``GET /docs`` to a service's app."""
     app.state.tokens = settings.all_tokens()
+    app.add_middleware(BodyCap)
     install_docs(app)
 
     @app.exception_handler(UnauthorizedError)
@@ -370,6 +440,10 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def _bad_key(_r: Request, exc: BadIdempotencyKey) -> JSONResponse:
         field, _, reason = str(exc).partition(": ")
         return _answer(_invalid_body([{"field": field, "reason": reason}]), 422)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_r: Request, exc: BodyTooLarge) -> JSONResponse:
+        return _answer(TooLargeAnswer(reason=exc.detail), 413, {"Connection": "close"})
 
     @app.exception_handler(ConflictError)
     async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:
