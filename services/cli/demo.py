@@ -22,6 +22,7 @@ import orjson
 from rich.console import Console
 from rich.progress import Progress
 
+from shared.errors import EngageError
 from shared.settings import Settings
 
 START = datetime(2018, 1, 15, 15, 0, tzinfo=UTC)
@@ -155,16 +156,57 @@ class Outreach:
 async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
     for attempt in range(5):  # the same key makes a retry harmless
-        resp = await client.post(
-            url, content=orjson.dumps(body), headers={**headers, "content-type": "application/json"}
-        )
+        try:
+            resp = await client.post(
+                url, content=orjson.dumps(body), headers={**headers, "content-type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            raise EngageError(f"{url} did not answer ({type(exc).__name__}); is `engage up` running?") from None
         if resp.status_code < 500:
-            resp.raise_for_status()
+            if resp.status_code >= 400:
+                raise EngageError(f"{url} answered {resp.status_code}: {_reason(resp)}")
             answer: dict[str, Any] = resp.json()
             return answer
         await asyncio.sleep(0.2 * (attempt + 1))
-    resp.raise_for_status()
-    return {}
+    raise EngageError(f"{url} answered {resp.status_code} five times: {_reason(resp)}")
+
+
+def _reason(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return " ".join(resp.text.split())[:200] or resp.reason_phrase
+    if isinstance(body, dict):
+        problems = "; ".join(f"{p.get('field')}: {p.get('reason')}" for p in body.get("problems") or [])
+        return str(body.get("reason") or body.get("detail") or problems or body)[:200]
+    return str(body)[:200]
+
+
+async def _answering(client: httpx.AsyncClient, urls: dict[str, str]) -> None:
+    """Each service answers its health check, or EngageError names the URL that did not."""
+    for name, url in urls.items():
+        try:
+            await client.get(f"{url}/health", timeout=5)
+        except httpx.HTTPError as exc:
+            raise EngageError(
+                f"{name} did not answer at {url} ({type(exc).__name__}); is `engage up` running?"
+            ) from None
+
+
+def _tokens(settings: Settings, tokens_file: Path | None) -> dict[str, str]:
+    tokens = {n: t.token for n, t in settings.all_tokens().items()}
+    if tokens_file is not None:
+        try:
+            tokens.update({n: spec["token"] for n, spec in orjson.loads(tokens_file.read_bytes()).items()})
+        except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+            raise EngageError(
+                f"--tokens-file {tokens_file}: cannot be read ({type(exc).__name__}); "
+                "`engage up` writes it in its data dir"
+            ) from None
+    missing = [name for name in ("intake", "survey") if name not in tokens]
+    if missing:
+        raise EngageError(f"no token named {' or '.join(missing)}: give --tokens-file or ENGAGE_TOKENS")
+    return tokens
 
 
 async def feed(
@@ -177,14 +219,13 @@ async def feed(
     stop: threading.Event | None = None,
 ) -> int:
     """Send the outreach to intake and survey; returns how many requests were made."""
-    tokens = {n: t.token for n, t in settings.all_tokens().items()}
-    if tokens_file is not None:
-        tokens.update({n: spec["token"] for n, spec in orjson.loads(tokens_file.read_bytes()).items()})
+    tokens = _tokens(settings, tokens_file)
     outreach = Outreach(seed)
     steps = outreach.plan()
     intake, survey = urls["intake"], urls["survey"]
     sent = 0
     async with httpx.AsyncClient(timeout=10) as client:
+        await _answering(client, {"intake": intake, "survey": survey})
         with Progress(console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("feeding a synthetic outreach", total=len(steps))
             for when, kind, details in steps:

@@ -11,10 +11,9 @@ from nats.aio.client import Client
 
 from services.analytics.export.run import Exported, export_log
 from services.analytics.export.tables import FORMATS
-from services.cli.replay import nats_url_of, with_stream
+from services.cli.replay import known_process, nats_url_of, with_stream
 from shared.errors import EngageError
-from shared.ids import PROCESS_ID
-from shared.plan import Plan, load_plan, load_plans
+from shared.plan import Plan, load_plan
 from shared.settings import Settings
 
 
@@ -31,20 +30,15 @@ def formats_of(value: str) -> tuple[str, ...]:
 
 def plan_of(settings: Settings, process: str | None, plan_file: Path | None) -> Plan:
     """The plan named by --plan, else the one analytics uses for the process (ENGAGE_PLANS or shipped)."""
-    if process is not None and not PROCESS_ID.match(process):
-        raise EngageError(f"--process: {process!r} is not a process id like shfa-2018")
     if plan_file is not None:
         plan = load_plan(plan_file)
         if process is not None and plan.process_id != process:
             raise EngageError(f"--plan {plan_file}: is for process {plan.process_id}, not --process {process}")
         return plan
-    wanted = process or settings.process_id
-    plans = load_plans(settings.plans)
-    if wanted not in plans:
-        raise EngageError(
-            f"--process {wanted}: no plan for it (plans for: {', '.join(plans)}); give one with --plan FILE"
-        )
-    return plans[wanted]
+    try:
+        return known_process(settings, process or settings.process_id)
+    except EngageError as exc:
+        raise EngageError(f"{exc}; or give a plan with --plan FILE") from None
 
 
 def _directory(out: Path) -> Path:

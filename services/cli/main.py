@@ -8,22 +8,27 @@ engage demo                 feed a synthetic outreach into running services
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from shared.errors import EngageError
-from shared.logging import configure_logging
+from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from services.cli.stack import Stack
 
 app = typer.Typer(
@@ -34,12 +39,21 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 SERVICE_NAMES = ("intake", "survey", "analytics")
+STARTING_GRACE = 3.0  # seconds a stop waits for an app that is still starting
 
 # Options several commands take, declared once.
-NatsUrlOption = Annotated[str | None, typer.Option(help="NATS (default ENGAGE_NATS_URL, else `engage up`'s).")]
+NatsUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        help="NATS (default ENGAGE_NATS_URL, else the one servers.json in the data dir names, else `engage up`'s port)."
+    ),
+]
 StreamOption = Annotated[str | None, typer.Option(help="The log's stream (default ENGAGE_STREAM_NAME).")]
 TokensFileOption = Annotated[
     Path | None, typer.Option(help="Tokens file written by `engage up` (default: tokens.json in ENGAGE_DATA_DIR).")
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option(help="The folder of `engage up` (default ENGAGE_DATA_DIR, else .engage/).")
 ]
 
 
@@ -107,7 +121,7 @@ def serve(
     service: Annotated[str, typer.Argument(help="intake, survey or analytics")],
     port: Annotated[int | None, typer.Option(help="Port (default ENGAGE_<SERVICE>_PORT).")] = None,
 ) -> None:
-    """Run one service under uvicorn, reading ENGAGE_* settings."""
+    """Run one service under uvicorn, reading ENGAGE_* settings; waits for NATS and PostgreSQL to answer first."""
     import uvicorn
 
     if service not in SERVICE_NAMES:
@@ -115,14 +129,51 @@ def serve(
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     build_app = importlib.import_module(f"services.{service}.app").build_app
-    uvicorn.run(
+    config = uvicorn.Config(
         build_app(settings),
         host=settings.host,
         port=port or getattr(settings, f"{service}_port"),
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=2,
-    )  # open dashboard streams must not hold a stop up
+        timeout_graceful_shutdown=2,  # open dashboard streams must not hold a stop up
+    )
+    asyncio.run(_serve_when_answering(uvicorn.Server(config), settings, service))
+
+
+async def _serve_when_answering(server: uvicorn.Server, settings: Settings, service: str) -> None:
+    """Wait (with backoff, a log line a try) until the service's servers answer, then serve.
+
+    SIGTERM and SIGINT stop the wait at once. Once uvicorn runs, its own handlers take over;
+    should a stop come while the app is still starting (a server gone between the check and
+    the app's connect), the start is given a few seconds and then abandoned.
+    """
+    from services.cli.stack import NEEDS, wait_until_answering
+
+    stop, loop = asyncio.Event(), asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        servers = {key: getattr(settings, key) for key in NEEDS[service]}
+        ready = await wait_until_answering(servers, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if not ready:
+        get_logger("engage.serve").info("stopped_before_start", service=service)
+        return
+    serving = asyncio.create_task(server.serve())
+    stopping_since: float | None = None
+    while not serving.done():
+        await asyncio.wait({serving}, timeout=0.2)
+        if server.should_exit and not server.started:
+            stopping_since = stopping_since or loop.time()
+            if loop.time() - stopping_since > STARTING_GRACE:
+                get_logger("engage.serve").warning("start_abandoned", service=service, reason="stopped while starting")
+                serving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+                return
+    serving.result()
 
 
 @app.command()
@@ -136,11 +187,12 @@ def demo(
     tokens_file: TokensFileOption = None,
     pace: Annotated[float, typer.Option(help="Seconds between requests.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed, for a repeatable outreach.")] = 2018,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Feed a realistic synthetic outreach (interviews, gatherings, surveys, advisory group)."""
     from services.cli.demo import feed
 
-    settings = _tool_settings()
+    settings = _tool_settings(data_dir=data_dir)
     urls = {
         "intake": intake_url or _url(settings, settings.intake_port),
         "survey": survey_url or _url(settings, settings.survey_port),
@@ -171,11 +223,15 @@ def coverage_command(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="The numbers as they stood then, e.g. 2018-04-01T00:00Z.")
     ] = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Coverage against the plan in the terminal: under-reached communities first, with how many more it takes."""
     from services.cli.coverage import fetch, render, token_from
+    from services.cli.replay import known_process
 
-    settings = _settings()
+    settings = _tool_settings(data_dir=data_dir)
+    if process is not None:
+        known_process(settings, process)
     token = token_from(_tokens_file(settings, tokens_file), as_)
     body = fetch(url or _url(settings, settings.analytics_port), token, process, segment, as_of)
     out = Console()
@@ -183,11 +239,7 @@ def coverage_command(
 
 
 @app.command()
-def rebuild(
-    data_dir: Annotated[
-        Path | None, typer.Option(help="The folder of a running `engage up` (default .engage/).")
-    ] = None,
-) -> None:
+def rebuild(data_dir: DataDirOption = None) -> None:
     """Replay the whole log into fresh read models beside the live ones, check them, and swap them in."""
     from services.cli.rebuild import run
     from services.cli.stack import with_local_servers
@@ -209,11 +261,12 @@ def replay_command(
     out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
     nats_url: NatsUrlOption = None,
     stream: StreamOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Write a window of the log as typed events, one JSON object a line; unreadable ones are reported on stderr."""
     from services.cli.replay import run_replay
 
-    settings = _tool_settings()
+    settings = _tool_settings(data_dir=data_dir)
     run_replay(
         settings,
         since=since,
@@ -235,11 +288,12 @@ def export_command(
     nats_url: NatsUrlOption = None,
     stream: StreamOption = None,
     plan: Annotated[Path | None, typer.Option(help="Plan file (default: the process's plan).")] = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Replay the log in memory and write pseudonymised engagement rows, coverage and a data dictionary."""
     from services.cli.export import run_export
 
-    settings = _tool_settings()
+    settings = _tool_settings(data_dir=data_dir)
     run_export(settings, out=out, process=process, formats=formats, nats_url=nats_url, stream=stream, plan_file=plan)
 
 
@@ -255,12 +309,23 @@ def plan_check(file: Annotated[Path, typer.Argument(help="A plan file (TOML).")]
     Console().print(check_plan_text(file))
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    # One line, never wrapped, never read as markup: a message may hold [brackets] or a long path.
+    console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)
+    sys.exit(code)
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)
     except EngageError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        sys.exit(2)
+        _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # no traceback reaches a user; ENGAGE_LOG_LEVEL=debug shows it
+        if os.environ.get("ENGAGE_LOG_LEVEL", "").lower() == "debug":
+            raise
+        _fail(f"{type(exc).__name__}: {' '.join(str(exc).split())} (ENGAGE_LOG_LEVEL=debug shows where)", 1)
 
 
 if __name__ == "__main__":

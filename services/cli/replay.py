@@ -25,16 +25,25 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from services.analytics.reading.replay import Window, events, last_sequence, parse_time
+from services.cli.stack import local_nats_url, shown
 from shared.errors import EngageError
-from shared.ids import PROCESS_ID
+from shared.plan import Plan, load_plans
 from shared.settings import Settings
 
 T = TypeVar("T")
 
 
 def nats_url_of(given: str | None, settings: Settings) -> str:
-    """--nats-url, else ENGAGE_NATS_URL, else the nats-server `engage up` starts."""
-    return given or settings.nats_url or f"nats://127.0.0.1:{settings.embedded_nats_port}"
+    """--nats-url, else ENGAGE_NATS_URL, else the one a running `engage up` recorded, else its port."""
+    return given or local_nats_url(settings)
+
+
+def known_process(settings: Settings, process: str) -> Plan:
+    """The plan of ``process`` (ENGAGE_PLANS, else the shipped ones); EngageError naming the known ones."""
+    plans = load_plans(settings.plans)
+    if process not in plans:
+        raise EngageError(f"--process {process}: no plan for it; the known processes are {', '.join(sorted(plans))}")
+    return plans[process]
 
 
 async def connect(url: str) -> Client:
@@ -50,7 +59,8 @@ async def connect(url: str) -> Client:
         )
     except (TimeoutError, NatsError, OSError) as exc:
         raise EngageError(
-            f"--nats-url {url}: cannot connect ({type(exc).__name__}); is `engage up` running, or ENGAGE_NATS_URL set?"
+            f"NATS at {shown(url)} does not answer ({type(exc).__name__}): is `engage up` running, "
+            "or --nats-url / ENGAGE_NATS_URL set?"
         ) from None
 
 
@@ -83,8 +93,6 @@ def window_of(
         raise EngageError(str(exc)) from None
     if start is not None and end is not None and end <= start:
         raise EngageError(f"--until: {until} is not after --since {since} (since is included, until is not)")
-    if process is not None and not PROCESS_ID.match(process):
-        raise EngageError(f"--process: {process!r} is not a process id like shfa-2018")
     return Window(from_seq or 1, to_seq, start, end, process)
 
 
@@ -143,6 +151,8 @@ def run_replay(
 ) -> Tally:
     """The `engage replay` command: checks, replays, writes (to a temporary file renamed at the end)."""
     window = window_of(since, until, from_seq, to_seq, process)
+    if process is not None:
+        known_process(settings, process)
     url, name = nats_url_of(nats_url, settings), stream or settings.stream_name
     tmp, sink = _open_out(out) if out is not None else (None, sys.stdout.buffer)
     try:

@@ -7,19 +7,26 @@ a process of its own, exactly as `engage serve NAME` runs it in a real deploymen
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
+import nats
 import orjson
 
 from services.cli.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from shared.errors import ConfigError
+from shared.logging import get_logger
 from shared.settings import Settings
 
 SERVICES = ("intake", "survey", "analytics")
@@ -32,23 +39,104 @@ LOCAL_TOKENS = {
 }
 
 
+def shown(url: str) -> str:
+    """``url`` as it may be printed or logged: any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def nats_answers(url: str, timeout: float = 2.0) -> str | None:
+    """None if a NATS server at ``url`` (comma-separated for a cluster: any one) answers, else why not."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    seen: list[Exception] = []
+
+    async def quiet(exc: Exception) -> None:
+        seen.append(exc)  # the reason becomes one line of our own, never nats-py's logged traceback
+
+    try:
+        # One try per server (nats-py counts the first connect as a reconnect, hence 1), then give up.
+        nc = await asyncio.wait_for(
+            nats.connect(
+                servers, connect_timeout=timeout, max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=quiet
+            ),
+            (timeout + 0.5) * 2 * max(len(servers), 1),
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure means "does not answer"; the caller says which
+        return _why(seen[-1] if seen else exc)
+    await nc.close()
+    return None
+
+
+async def postgres_answers(dsn: str, timeout: float = 3.0) -> str | None:
+    """None if PostgreSQL at ``dsn`` accepts a connection, else why not."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure means "does not answer"; the caller says which
+        return _why(exc)
+    await conn.close()
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def recorded_servers(data_dir: Path, needed: tuple[str, ...] = ("nats_url", "database_url")) -> dict[str, str] | None:
+    """The servers a running `engage up` recorded in ``data_dir``, checked: None if there is no record.
+
+    A record whose servers do not answer was left by an `engage up` that is gone: ConfigError
+    names the file and the server, in one line.
+    """
+    path = data_dir / SERVERS_FILE
+    try:
+        found = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({type(exc).__name__}); delete it and run `engage up`") from None
+    if not isinstance(found, dict) or not all(isinstance(found.get(k), str) for k in ("nats_url", "database_url")):
+        raise ConfigError(f"{path}: is not a record of `engage up`'s servers; delete it and run `engage up`")
+    servers: dict[str, str] = {k: found[k] for k in ("nats_url", "database_url")}
+    checks = {"nats_url": nats_answers, "database_url": postgres_answers}
+    for key in needed:
+        if asyncio.run(checks[key](servers[key])) is not None:
+            raise ConfigError(
+                f"{path} names {shown(servers[key])}, which does not answer: "
+                "is `engage up` running? (delete the file if not)"
+            )
+    return servers
+
+
 def with_local_servers(settings: Settings) -> Settings:
     """``settings``, with the servers a running `engage up` uses wherever ENGAGE_* names none."""
     if settings.nats_url and settings.database_url:
         return settings
-    try:
-        found = orjson.loads((settings.data_dir / SERVERS_FILE).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+    found = recorded_servers(
+        settings.data_dir, tuple(k for k in ("nats_url", "database_url") if not getattr(settings, k))
+    )
+    if found is None:
         raise ConfigError(
             f"no servers given: set ENGAGE_NATS_URL and ENGAGE_DATABASE_URL, or run `engage up` "
             f"(it records its servers in {settings.data_dir / SERVERS_FILE})"
-        ) from None
+        )
     return settings.model_copy(
         update={
-            "nats_url": settings.nats_url or found.get("nats_url"),
-            "database_url": settings.database_url or found.get("database_url"),
+            "nats_url": settings.nats_url or found["nats_url"],
+            "database_url": settings.database_url or found["database_url"],
         }
     )
+
+
+def local_nats_url(settings: Settings) -> str:
+    """ENGAGE_NATS_URL, else the one a running `engage up` recorded in the data dir, else the embedded port."""
+    if settings.nats_url:
+        return settings.nats_url
+    found = recorded_servers(settings.data_dir, ("nats_url",))
+    return found["nats_url"] if found else f"nats://127.0.0.1:{settings.embedded_nats_port}"
 
 
 def local_tokens(path: Path) -> Path:
@@ -140,3 +228,55 @@ class Stack:
             self.nats.stop()
         if self.postgres:
             self.postgres.stop()
+
+
+# What each service connects to when it starts, by setting.
+NEEDS = {"intake": ("nats_url", "database_url"), "survey": ("nats_url",), "analytics": ("nats_url", "database_url")}
+BACKOFF_FIRST, BACKOFF_MOST = 0.5, 15.0
+
+
+async def wait_until_answering(servers: dict[str, str], stop: asyncio.Event) -> bool:
+    """Try each server until all answer, backing off between tries; False if ``stop`` is set first.
+
+    Each failed try is one log line (which server, why, the try's number, when the next
+    comes), never a traceback; a stop cuts the wait short at once.
+    """
+    checks = {"nats_url": nats_answers, "database_url": postgres_answers}
+    log = get_logger("engage.serve")
+    delay, attempt = BACKOFF_FIRST, 0
+    while not stop.is_set():
+        attempt += 1
+        waiting = None
+        for key, url in servers.items():
+            why = await _unless_stopped(checks[key](url), stop)
+            if stop.is_set():
+                return False
+            if why is not None:
+                waiting = (key, url, why)
+                break
+        if waiting is None:
+            if attempt > 1:
+                log.info("servers_answer", servers=[shown(u) for u in servers.values()], attempts=attempt)
+            return True
+        key, url, why = waiting
+        log.warning(
+            "server_unreachable",
+            server="nats" if key == "nats_url" else "postgresql",
+            url=shown(url),
+            error=why,
+            attempt=attempt,
+            retry_in=delay,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, BACKOFF_MOST)
+    return False
+
+
+async def _unless_stopped(check: Awaitable[str | None], stop: asyncio.Event) -> str | None:
+    trying = asyncio.ensure_future(check)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({trying, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (trying, stopping):
+        task.cancel()
+    return None if stop.is_set() or trying.cancelled() else trying.result()

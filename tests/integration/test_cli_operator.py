@@ -1,0 +1,53 @@
+"""`engage replay`, `export` and `rebuild` find the servers of a running `engage up` through
+the servers.json in the data dir they are given, before any default port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nats
+
+from services.cli.embedded import free_port
+from shared.bus import ensure_streams
+from shared.settings import Settings
+
+
+async def engage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli.main", *args],
+        capture_output=True,
+        text=True,
+        # nothing listens on the embedded port: only servers.json can lead to the log
+        env={**clean, "ENGAGE_EMBEDDED_NATS_PORT": str(free_port()), **env},
+        timeout=120,
+    )
+
+
+async def test_replay_export_and_rebuild_use_the_servers_recorded_in_the_data_dir(
+    nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    nc = await nats.connect(nats_url)
+    await ensure_streams(nc.jetstream(), Settings())
+    await nc.close()
+    data = tmp_path / "up"
+    data.mkdir()
+    (data / "servers.json").write_text(json.dumps({"nats_url": nats_url, "database_url": database_url}))
+
+    replay = await engage("replay", "--data-dir", str(data))
+    assert replay.returncode == 0 and "replay: 0 events written" in replay.stderr, replay.stderr
+
+    export = await engage("export", "--out", str(tmp_path / "out"), ENGAGE_DATA_DIR=str(data))
+    assert export.returncode == 0 and "up to sequence 0" in export.stderr, export.stderr
+    assert (tmp_path / "out" / "engagements.csv").exists()
+
+    rebuild = await engage("rebuild", "--data-dir", str(data))
+    assert rebuild.returncode == 0 and "swapped in" in rebuild.stderr, rebuild.stderr
+    for run in (replay, export, rebuild):
+        assert "Traceback" not in run.stderr
