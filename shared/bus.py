@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TypeVar
 
 from faststream.nats import NatsBroker
@@ -30,12 +31,15 @@ from nats.js.errors import NotFoundError as JsNotFound
 
 from shared.errors import ConfigError, ConflictError, NotFoundError, PublishError
 from shared.events import Envelope
+from shared.logging import get_logger
 from shared.settings import Settings
 from shared.upcasting import decode_event, encode_event
 
 DEADLETTER_STREAM = "ENGAGEMENT_DEADLETTER"
 STATUS_STREAM = "ENGAGEMENT_STATUS"
 WRONG_LAST_SEQUENCE = 10071
+# The stream could not store a write: e.g. at one of its limits (discard new), or out of disk.
+STORE_FAILED = 10077
 # The log did not answer (down, unreachable, or too slow): nothing was stored, a retry is safe.
 _UNAVAILABLE = (
     NatsTimeout,
@@ -46,9 +50,18 @@ _UNAVAILABLE = (
     OutboundBufferLimitError,
 )
 _T = TypeVar("_T")
+log = get_logger("engage.bus")
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
+    """The streams as engage expects them.
+
+    Nothing ever leaves a stream by itself: no limits, and should one be set, a full stream
+    refuses new writes (discard new) instead of dropping the oldest events. Nobody can
+    delete a message or purge a stream through the API (deny delete, deny purge: once
+    set, the server never lets them be turned off).
+    """
+
     def kept_forever(name: str, subjects: str, description: str) -> StreamConfig:
         return StreamConfig(
             name=name,
@@ -56,7 +69,9 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             description=description,
             duplicate_window=float(settings.dedupe_window_seconds),
             retention=RetentionPolicy.LIMITS,
-            discard=DiscardPolicy.OLD,
+            discard=DiscardPolicy.NEW,
+            deny_delete=True,
+            deny_purge=True,
             storage=StorageType.FILE,
             num_replicas=settings.stream_replicas,
         )
@@ -70,15 +85,101 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
-    """Create the streams if missing; an existing stream keeps its data and gets this config."""
+def _value(v: object) -> object:
+    return v.value if isinstance(v, Enum) else v
+
+
+def _limit(v: float | None) -> float | None:
+    # The server reports "no limit" as -1 (counts, bytes) or 0 (age); engage's config leaves it unset.
+    return None if v is None or v <= 0 else v
+
+
+def stream_differences(expected: StreamConfig, actual: StreamConfig) -> tuple[list[str], list[str]]:
+    """How an existing stream differs from engage's config: (what can lose stored events, the rest).
+
+    Each difference reads ``setting: the stream has X, engage expects Y``. A stream that can
+    lose stored events by itself (retention other than limits, memory storage, a limit that
+    silently drops the oldest events, or not holding engage's subjects) breaks the promise
+    that the log is the truth; the rest (replicas, dedupe window, discard without a limit,
+    the deny flags) weakens a guarantee without losing what is stored.
+    """
+    unsafe: list[str] = []
+    other: list[str] = []
+
+    def compare(setting: str, has: object, expects: object, into: list[str]) -> None:
+        if _value(has) != _value(expects):
+            into.append(f"{setting}: the stream has {_value(has)}, engage expects {_value(expects)}")
+
+    compare("retention", actual.retention, expected.retention, unsafe)
+    compare("storage", actual.storage, expected.storage, unsafe)
+    limits = {
+        "max_msgs": _limit(actual.max_msgs),
+        "max_bytes": _limit(actual.max_bytes),
+        "max_age": _limit(actual.max_age),
+        "max_msgs_per_subject": _limit(actual.max_msgs_per_subject),
+    }
+    if limits["max_msgs_per_subject"] is not None and not actual.discard_new_per_subject:
+        # A full subject drops its oldest events whatever the discard policy, unless told per subject.
+        del limits["max_msgs_per_subject"]
+        unsafe.append(
+            f"max_msgs_per_subject: the stream has {actual.max_msgs_per_subject} without discard_new_per_subject, "
+            "so a full subject drops its oldest events; engage expects no limit"
+        )
+    limited = {name: v for name, v in limits.items() if v is not None}
+    if limited and _value(actual.discard) != DiscardPolicy.NEW.value:
+        unsafe.append(
+            f"discard: the stream has {_value(actual.discard)} with limits {limited}, so it drops its oldest "
+            f"events when full; engage expects {_value(expected.discard)}"
+        )
+    else:
+        compare("discard", actual.discard, expected.discard, other)
+    missing = sorted(set(expected.subjects or []) - set(actual.subjects or []))
+    if missing:
+        unsafe.append(f"subjects: the stream has {actual.subjects}, engage expects {expected.subjects}")
+    compare("deny_delete", actual.deny_delete, expected.deny_delete, other)
+    compare("deny_purge", actual.deny_purge, expected.deny_purge, other)
+    compare("num_replicas", actual.num_replicas, expected.num_replicas, other)
+    compare("duplicate_window", actual.duplicate_window, expected.duplicate_window, other)
+    return unsafe, other
+
+
+def _check_existing(expected: StreamConfig, actual: StreamConfig) -> list[str]:
+    """Refuse a stream that can lose stored events; warn about any other difference. Never change it."""
+    name = expected.name or ""
+    unsafe, other = stream_differences(expected, actual)
+    if unsafe:
+        raise ConfigError(
+            f"the stream {name} can lose stored events ({'; '.join(unsafe)}): engage will not use it. "
+            f"An operator fixes it with the admin NATS user, e.g. `nats stream edit {name} --discard new` "
+            "(retention and storage cannot be changed in place: create the stream anew and copy the events)"
+        )
+    for difference in other:
+        log.warning(
+            "stream_config_differs",
+            stream=name,
+            difference=difference,
+            fix=f"services never change a stream; an operator may (admin NATS user: `nats stream edit {name}`)",
+        )
+    return other
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> list[str]:
+    """Create the streams that are missing; never change one that exists.
+
+    An existing stream keeps its data and its configuration, whoever set it (in a cluster,
+    the admin user at deploy time, with its replicas). Where it differs from engage's, each
+    difference is logged as a warning and returned; a stream that can lose stored events is
+    refused with a ConfigError naming the operator command that fixes it.
+    """
+    differences: list[str] = []
     for config in stream_configs(settings):
         try:
-            await js.stream_info(config.name or "")
+            info = await js.stream_info(config.name or "")
         except JsNotFound:
             await js.add_stream(config)
         else:
-            await js.update_stream(config)
+            differences += [f"{config.name}: {d}" for d in _check_existing(config, info.config)]
+    return differences
 
 
 def _denied_stream_api(nc: Client) -> bool:
@@ -91,9 +192,11 @@ def _denied_stream_api(nc: Client) -> bool:
 async def attach_streams(nc: Client, settings: Settings) -> JetStreamContext:
     """Declare the streams if this NATS user may; otherwise require that the event log exists.
 
-    Locally (``engage up``, tests) every service may manage streams. In a real deployment
+    Locally (``engage up``, tests) a service creates the streams that are missing; no
+    service ever changes an existing one (``ensure_streams``). In a real deployment
     (deploy/nats) services may publish only their own subjects: the admin user creates
-    the streams at deploy time, and a service only checks that the event log is there.
+    the streams at deploy time, and a service only checks that the event log is there
+    and can keep what it stores.
     """
     js = nc.jetstream()
     declaring = asyncio.create_task(ensure_streams(js, settings))
@@ -108,7 +211,7 @@ async def attach_streams(nc: Client, settings: Settings) -> JetStreamContext:
         declaring.result()  # declared, or a real failure to report
         return js
     try:
-        await js.stream_info(settings.stream_name)
+        await js.stream_info(settings.stream_name)  # ensure_streams checked its config before it was denied
     except JsNotFound as exc:
         raise ConfigError(
             f"the stream {settings.stream_name} does not exist and this NATS user may not create it: "
@@ -169,6 +272,13 @@ async def publish_event(
         if exc.err_code == WRONG_LAST_SEQUENCE:
             raise ConflictError("someone else changed this record at the same moment; reload and try again") from exc
         raise PublishError(f"the event log refused the event: {exc.description}") from exc
+    except ServiceUnavailableError as exc:
+        if exc.err_code == STORE_FAILED:
+            # discard new: a full log refuses the write rather than dropping its oldest events.
+            raise PublishError(
+                f"the event log could not store the event ({exc.description}); nothing was stored"
+            ) from exc
+        raise PublishError("the event log did not confirm the write in time; nothing was stored") from exc
     except _UNAVAILABLE as exc:
         raise PublishError("the event log did not confirm the write in time; nothing was stored") from exc
     return ack.seq, bool(ack.duplicate)
