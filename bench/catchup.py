@@ -1,12 +1,15 @@
 """Benchmark: how fast does analytics catch up on a log it has never seen?
 
-Starts a throw-away nats-server and PostgreSQL (from the wheels), publishes N events
-(anonymous surveys, interviews with returning participants, gatherings, withdrawals),
-then times:
+Twice in one run, once with nats-server's default lazy fsync and once with
+``sync_interval: always`` (what ``engage up`` and deploy/ run: every write is on disk
+before its PubAck), it starts a throw-away nats-server and PostgreSQL (from the wheels),
+publishes N events (anonymous surveys, interviews with returning participants,
+gatherings, withdrawals; up to 1000 in flight), then times:
   - a raw nats-py ordered consumer reading the same stream (the baseline), and
   - the analytics projector (pull, validate, project, one transaction per batch)
     from a fresh database to the last sequence.
-Prints both rates and their ratio.
+Prints the publish rate, both read rates and their ratio for each, and what
+``sync_interval: always`` costs (always / default).
 
     python -m bench.catchup --events 100000
 """
@@ -21,6 +24,7 @@ import resource
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import nats
@@ -50,18 +54,24 @@ def workload(n: int, seed: int = 1) -> Iterator[Envelope]:
             yield f.survey(f.random_profile(rng))
 
 
-async def publish(url: str, settings: Settings, events: Iterable[Envelope]) -> None:
+async def publish(url: str, settings: Settings, events: Iterable[Envelope]) -> float:
+    """Publish ``events`` with up to 1000 waiting for their PubAck; the rate in events/s."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     await ensure_streams(js, settings)
     window = []
+    count = 0
+    start = time.perf_counter()
     for ev in events:
         window.append(js.publish(ev.subject, ev.model_dump_json().encode(), headers={"Nats-Msg-Id": str(ev.event_id)}))
+        count += 1
         if len(window) >= 1000:
             await asyncio.gather(*window)
             window.clear()
     await asyncio.gather(*window)
+    elapsed = time.perf_counter() - start
     await nc.close()
+    return count / elapsed
 
 
 async def raw_read(url: str, settings: Settings, n: int) -> float:
@@ -103,37 +113,73 @@ async def project(url: str, dsn: str, settings: Settings, n: int) -> float:
     return n / elapsed
 
 
+@dataclass(frozen=True)
+class Log:
+    """Throw-away servers holding a log of events, and the rates measured making and reading it."""
+
+    settings: Settings
+    published: float  # events/s, PubAck awaited, up to 1000 in flight
+    raw: float  # events/s, a raw ordered consumer reading the whole log
+
+
 @contextlib.asynccontextmanager
-async def log_on_servers(n: int, folder: Path) -> AsyncIterator[tuple[Settings, float]]:
-    """Throw-away servers in ``folder`` with a log of ``n`` events; the settings, and the rate of the
-    baseline (a raw ordered consumer reading the whole log) measured on them."""
-    nats_server = EmbeddedNats(folder / f"nats-{n}")
-    postgres = EmbeddedPostgres(folder / f"pg-{n}", delete_on_stop=True)
+async def servers_with_log(n: int, folder: Path, *, sync_always: bool = True) -> AsyncIterator[Log]:
+    """Throw-away servers in ``folder`` with a log of ``n`` events (nats-server fsyncing every
+    write with ``sync_always``, else lazily), and the rates measured on them."""
+    label = "always" if sync_always else "default"
+    nats_server = EmbeddedNats(folder / f"nats-{n}-{label}", sync_always=sync_always)
+    postgres = EmbeddedPostgres(folder / f"pg-{n}-{label}", delete_on_stop=True)
     url, dsn = nats_server.start(), postgres.start()
     settings = Settings(nats_url=url, database_url=dsn)
     try:
-        print(f"generating and publishing {n:,} events…", flush=True)
-        await publish(url, settings, workload(n))
-        yield settings, await raw_read(url, settings, n)
+        print(f"generating and publishing {n:,} events (sync_interval {label})…", flush=True)
+        published = await publish(url, settings, workload(n))
+        yield Log(settings, published, await raw_read(url, settings, n))
     finally:
         nats_server.stop()
         postgres.stop()
 
 
+@contextlib.asynccontextmanager
+async def log_on_servers(n: int, folder: Path) -> AsyncIterator[tuple[Settings, float]]:
+    """Throw-away servers in ``folder`` with a log of ``n`` events; the settings, and the rate of the
+    baseline (a raw ordered consumer reading the whole log) measured on them."""
+    async with servers_with_log(n, folder) as log:
+        yield log.settings, log.raw
+
+
 async def main(n: int) -> None:
     configure_logging("json", "warning")
+    rates: dict[bool, tuple[float, float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="engage-bench-") as tmp:
-        async with log_on_servers(n, Path(tmp)) as (settings, raw):
-            rate = await project(settings.nats_url or "", settings.database_url or "", settings, n)
+        for sync_always in (False, True):
+            async with servers_with_log(n, Path(tmp), sync_always=sync_always) as log:
+                settings = log.settings
+                rate = await project(settings.nats_url or "", settings.database_url or "", settings, n)
+            rates[sync_always] = (log.published, log.raw, rate)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for sync_always, (published, raw, rate) in rates.items():
+        print(f"sync_interval {'always' if sync_always else 'default (lazy fsync)'}:")
+        print_figures(
+            {
+                "publish (1000 in flight)": f"{published:>9,.0f} events/s",
+                "raw ordered consumer": f"{raw:>9,.0f} events/s",
+                "analytics catch-up": f"{rate:>9,.0f} events/s",
+                "ratio": f"{rate / raw:.2f}",
+            },
+            indent="  ",
+        )
+    (lazy_pub, lazy_raw, lazy_rate), (pub, raw, rate) = rates[False], rates[True]
+    print("cost of sync_interval always (always / default):")
     print_figures(
         {
-            "raw ordered consumer": f"{raw:>9,.0f} events/s",
-            "analytics catch-up": f"{rate:>9,.0f} events/s",
-            "ratio": f"{rate / raw:.2f}",
-            "peak RSS (process)": f"{peak:,.0f} MB",
-        }
+            "publish": f"{pub / lazy_pub:.2f}",
+            "raw ordered consumer": f"{raw / lazy_raw:.2f}",
+            "analytics catch-up": f"{rate / lazy_rate:.2f}",
+        },
+        indent="  ",
     )
+    print_figures({"peak RSS (process)": f"{peak:,.0f} MB"})
 
 
 def print_figures(figures: dict[str, str], indent: str = "") -> None:
