@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -220,3 +221,52 @@ async def test_a_commit_reaches_an_open_stream_as_a_snapshot_well_before_the_hea
     assert name == "snapshot", f"a {name!r} event came first: the commit pushed nothing"
     assert pushed["as_of"]["sequence"] == 7 and pushed["tiles"]["participants"] == 7
     assert lag < PROMPTLY, f"the snapshot took {lag:.2f} s: that is the heartbeat ({HEARTBEAT} s), not the commit"
+
+
+async def test_signing_out_ends_the_session_on_the_server_for_every_copy_of_its_cookie(make_settings) -> None:
+    """A copied cookie (another browser, a leaked header) stops working once its session signs out."""
+    app = build_app(make_settings(small_cell_k=K))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        assert (await sign_in(client)).status_code == 303
+        copied = {"cookie": f"engage_session={client.cookies['engage_session']}"}
+        async with httpx.AsyncClient(base_url=url) as other:
+            assert (await other.get("/dashboard/snapshot", headers=copied)).status_code == 200
+            await client.post("/dashboard/logout")
+            assert (await other.get("/dashboard/snapshot", headers=copied)).status_code == 401
+            assert (await other.get("/dashboard/stream", headers=copied)).status_code == 401
+            assert (await sign_in(other)).status_code == 303  # a new sign-in is a new session
+            assert (await other.get("/dashboard/snapshot")).status_code == 200
+
+
+async def test_refused_sign_ins_are_throttled_and_say_when_to_try_again(make_settings) -> None:
+    """After ten refused tokens from one client, even the right one waits: 429 with Retry-After."""
+    app = build_app(make_settings(small_cell_k=K))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        for _ in range(10):
+            assert (await sign_in(client, "guess-" + "0" * 20)).status_code == 401
+        held = await sign_in(client)
+        assert held.status_code == 429 and int(held.headers["Retry-After"]) > 0
+        assert "try again in" in held.text and "engage_session" not in client.cookies
+
+
+async def test_a_session_may_hold_a_few_streams_open_not_more(make_settings) -> None:
+    """Five tabs stream; a sixth gets 429 with the reason; closing one frees its slot."""
+    app = build_app(make_settings(small_cell_k=K))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        await sign_in(client)
+        async with contextlib.AsyncExitStack() as tabs:
+            for _ in range(5):
+                opened = await tabs.enter_async_context(client.stream("GET", "/dashboard/stream"))
+                assert opened.status_code == 200
+            async with client.stream("GET", "/dashboard/stream") as sixth:  # headers come at once either way
+                assert sixth.status_code == 429 and "Retry-After" in sixth.headers
+                assert "close a tab" in orjson.loads(await sixth.aread())["reason"]
+        again = await eventually(
+            lambda: _status_of_stream(client), lambda status: status == 200, what="a freed stream slot"
+        )
+        assert again == 200
+
+
+async def _status_of_stream(client: httpx.AsyncClient) -> int:
+    async with client.stream("GET", "/dashboard/stream") as opened:
+        return opened.status_code

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import AsyncIterator, Mapping
-from datetime import date
+from datetime import UTC, date, datetime
 from importlib import resources
 from string import Template
 from typing import Any
@@ -32,9 +32,10 @@ from services.analytics.answers.freshness import behind_seconds
 from services.analytics.answers.segments import BadSegment, parse_segment
 from services.analytics.answers.timeline import timeline
 from services.analytics.dashboard import session
+from services.analytics.dashboard.limits import TooManyStreams
 from services.analytics.dashboard.snapshot import snapshot
 from services.analytics.state import state_of
-from services.analytics.store import reads
+from services.analytics.store import reads, sessions
 from shared.http import invalid
 from shared.ids import PROCESS_ID_PATTERN
 from shared.logging import get_logger
@@ -67,8 +68,16 @@ def _template(name: str) -> Template:
     return Template(_HERE.joinpath("templates", name).read_text(encoding="utf-8"))
 
 
-def _signed_in(request: Request) -> str | None:
-    return session.verify(request.app.state.tokens, request.cookies.get(session.COOKIE))
+async def _signed_in(request: Request) -> session.Session | None:
+    """The request's session: genuine, unexpired, its token still allowed, and not signed out."""
+    found = session.read(request.app.state.tokens, request.cookies.get(session.COOKIE))
+    if found is None or await sessions.signed_out(state_of(request).sources.pool, found.id):
+        return None
+    return found
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def _unauthorized() -> JSONResponse:
@@ -121,8 +130,16 @@ async def login(request: Request) -> Response:
     next_url = _safe_next((form.get("next") or [""])[0] or None)
     if not presented:
         return _login_page(next_url, "is required: paste the coordinator token you were given", 422)
+    throttle = state_of(request).sign_ins
+    wait = throttle.wait(_client(request))
+    if wait:
+        log.warning("dashboard_sign_in_throttled", retry_in=wait)
+        page = _login_page(next_url, f"too many refused tries from here: try again in {wait} s", 429)
+        page.headers["Retry-After"] = str(wait)
+        return page
     name = session.token_name(request.app.state.tokens, presented)
     if name is None:
+        throttle.failed(_client(request))
         log.info("dashboard_sign_in_refused")
         return _login_page(next_url, "is not recognised, or may not open the dashboard", 401)
     log.info("dashboard_signed_in", token_name=name)
@@ -140,7 +157,12 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/dashboard/logout")
-async def logout() -> RedirectResponse:
+async def logout(request: Request) -> RedirectResponse:
+    """Sign out: this session ends on the server too, so a copy of its cookie stops working."""
+    found = await _signed_in(request)
+    if found is not None:
+        await sessions.sign_out(state_of(request).sources.pool, found.id, datetime.fromtimestamp(found.expires, UTC))
+        log.info("dashboard_signed_out", token_name=found.name)
     response = RedirectResponse("/dashboard/login", status_code=303, headers=SECURITY_HEADERS)
     response.delete_cookie(session.COOKIE, path="/")
     return response
@@ -177,7 +199,7 @@ def _process(request: Request, process_id: str | None) -> str:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 async def page(request: Request, process_id: str | None = PROCESS, segment: str | None = SEGMENT) -> Response:
-    if _signed_in(request) is None:
+    if await _signed_in(request) is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/dashboard/login?next={quote(target)}", status_code=303)
     src = state_of(request).sources
@@ -236,7 +258,7 @@ def _json(value: Any) -> bytes:
 @router.get("/dashboard/snapshot")
 async def get_snapshot(request: Request, process_id: str | None = PROCESS, segment: str | None = SEGMENT) -> Response:
     """The dashboard's numbers once, as the stream sends them."""
-    if _signed_in(request) is None:
+    if await _signed_in(request) is None:
         return _unauthorized()
     snap = await build_snapshot(request, _process(request, process_id), segment)
     return Response(_json(snap), media_type="application/json", headers=SECURITY_HEADERS)
@@ -245,37 +267,60 @@ async def get_snapshot(request: Request, process_id: str | None = PROCESS, segme
 @router.get("/dashboard/stream")
 async def stream(request: Request, process_id: str | None = PROCESS, segment: str | None = SEGMENT) -> Response:
     """Server-sent events: ``snapshot`` now and after each commit, ``as_of`` heartbeats between."""
-    if _signed_in(request) is None:
+    signed_in = await _signed_in(request)
+    if signed_in is None:
         return _unauthorized()
     process = _process(request, process_id)
-    src = state_of(request).sources
     pulse = state_of(request).projector.pulse
     # The beat is read before the snapshot is built: a commit in between then makes another one.
     seen = pulse.count
     first = await build_snapshot(request, process, segment)  # a bad segment is a 422 before streaming
+    slots = state_of(request).streams
+    try:
+        slots.take(signed_in.id)
+    except TooManyStreams as exc:
+        log.warning("dashboard_stream_refused", open=slots.open())
+        return JSONResponse(
+            {"error": "too_many", "reason": exc.reason},
+            status_code=429,
+            headers={**SECURITY_HEADERS, "Retry-After": "5"},
+        )
 
     async def events() -> AsyncIterator[bytes]:
-        beat, sent = seen, first["as_of"]["sequence"]
-        yield b"retry: 1000\n\n"  # reconnect a second after a drop (an analytics restart)
-        yield b"event: snapshot\ndata: " + _json(first) + b"\n\n"
-        while True:
-            now = await pulse.wait_after(beat, HEARTBEAT)
-            if _signed_in(request) is None:
-                yield b"event: signed-out\ndata: {}\n\n"
-                return
-            if now == beat:  # nothing committed for a while: say how fresh the numbers are
-                fresh = await src.current()
-                if fresh.sequence == sent:
-                    late = await behind_seconds(src.js, src.settings.stream_name, fresh)
-                    yield b"event: as_of\ndata: " + _json({**fresh.model_dump(), "behind_seconds": late}) + b"\n\n"
-                    continue
-                # The numbers moved without a beat reaching us (another projector wrote them): send them.
-            beat = now
-            snap = await build_snapshot(request, process, segment)
-            sent = snap["as_of"]["sequence"]
-            yield b"event: snapshot\ndata: " + _json(snap) + b"\n\n"
-            await asyncio.sleep(MIN_GAP)
+        try:
+            async for chunk in _events(request, process, segment, seen, first):
+                yield chunk
+        finally:
+            slots.give_back(signed_in.id)
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={**SECURITY_HEADERS, "X-Accel-Buffering": "no"}
     )
+
+
+async def _events(
+    request: Request, process: str, segment: str | None, seen: int, first: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    """The stream's events: the first snapshot, then a new one after each commit, heartbeats between."""
+    src = state_of(request).sources
+    pulse = state_of(request).projector.pulse
+    beat, sent = seen, first["as_of"]["sequence"]
+    yield b"retry: 1000\n\n"  # reconnect a second after a drop (an analytics restart)
+    yield b"event: snapshot\ndata: " + _json(first) + b"\n\n"
+    while True:
+        now = await pulse.wait_after(beat, HEARTBEAT)
+        if await _signed_in(request) is None:
+            yield b"event: signed-out\ndata: {}\n\n"
+            return
+        if now == beat:  # nothing committed for a while: say how fresh the numbers are
+            fresh = await src.current()
+            if fresh.sequence == sent:
+                late = await behind_seconds(src.js, src.settings.stream_name, fresh)
+                yield b"event: as_of\ndata: " + _json({**fresh.model_dump(), "behind_seconds": late}) + b"\n\n"
+                continue
+            # The numbers moved without a beat reaching us (another projector wrote them): send them.
+        beat = now
+        snap = await build_snapshot(request, process, segment)
+        sent = snap["as_of"]["sequence"]
+        yield b"event: snapshot\ndata: " + _json(snap) + b"\n\n"
+        await asyncio.sleep(MIN_GAP)

@@ -1,9 +1,10 @@
 """Coordinator sign-in: a bearer token exchanged for a signed session cookie.
 
-The cookie holds the token's name and an expiry, signed with a key derived from that
-token's own secret. Nothing is kept on the server, so a session outlives a restart of
-analytics (the dashboard reconnects by itself), and replacing a token ends every session
-made with it. The token itself never goes into the cookie.
+The cookie holds the token's name, a random session id and an expiry, signed with a key
+derived from that token's own secret. So a session outlives a restart of analytics (the
+dashboard reconnects by itself), and replacing a token ends every session made with it.
+Signing out records the session id on the server (``store.sessions``), so a copy of the
+cookie stops working too. The token itself never goes into the cookie.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import orjson
 
@@ -47,25 +50,42 @@ def token_name(tokens: Mapping[str, TokenSpec], presented: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Session:
+    """A genuine, unexpired session: whose token opened it, its id, and when it expires (epoch seconds)."""
+
+    name: str
+    id: str
+    expires: int
+
+
 def issue(tokens: Mapping[str, TokenSpec], name: str, now: float | None = None) -> str:
     """A cookie value for the token ``name``, valid for ``LIFETIME`` seconds."""
-    body = _b64(orjson.dumps({"n": name, "e": int((now or time.time()) + LIFETIME)}))
+    claims = {"n": name, "s": secrets.token_urlsafe(12), "e": int((now or time.time()) + LIFETIME)}
+    body = _b64(orjson.dumps(claims))
     return body + "." + _b64(hmac.new(_key(tokens[name]), body.encode(), hashlib.sha256).digest())
 
 
-def verify(tokens: Mapping[str, TokenSpec], cookie: str | None, now: float | None = None) -> str | None:
-    """The token name a cookie was issued for, if it is genuine, unexpired and still allowed."""
+def read(tokens: Mapping[str, TokenSpec], cookie: str | None, now: float | None = None) -> Session | None:
+    """The session a cookie holds, if it is genuine, unexpired and its token still allowed
+    (whether it was signed out is the server's to say: ``store.sessions``)."""
     if not cookie or cookie.count(".") != 1:
         return None
     body, signature = cookie.split(".")
     try:
         claims = orjson.loads(_unb64(body))
-        name, expires = claims["n"], int(claims["e"])
+        name, session_id, expires = claims["n"], claims["s"], int(claims["e"])
         given = _unb64(signature)
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
         return None
     spec = tokens.get(name) if isinstance(name, str) else None
-    if spec is None or not allowed(spec) or expires < (now or time.time()):
+    if spec is None or not isinstance(session_id, str) or not allowed(spec) or expires < (now or time.time()):
         return None
     expected = hmac.new(_key(spec), body.encode(), hashlib.sha256).digest()
-    return name if hmac.compare_digest(expected, given) else None
+    return Session(name, session_id, expires) if hmac.compare_digest(expected, given) else None
+
+
+def verify(tokens: Mapping[str, TokenSpec], cookie: str | None, now: float | None = None) -> str | None:
+    """The token name a cookie was issued for, if it is genuine, unexpired and still allowed."""
+    found = read(tokens, cookie, now)
+    return found.name if found else None
