@@ -204,6 +204,7 @@ async def test_analytics_answers_and_errors_match_its_openapi(
             (403, {}, "intake"),
             (422, {"segment": "region:atlantis"}, "analyst"),
             (422, {"as_of": "yesterday"}, "analyst"),
+            (422, {"as_of": "0001-01-01T00:00Z"}, "analyst"),  # it used to be a 500
             (422, {"process_id": "Not A Process"}, "coordinator"),
         ):
             answer = await analytics.get("/coverage", params=query, headers=auth_headers(who) if who else {})

@@ -25,7 +25,7 @@ from services.analytics.answers.segments import Segment, members
 from services.analytics.projection.counts import Counts, counts_of
 from services.analytics.projection.memory import BATCH, MemoryProjection
 from services.analytics.reading import replay
-from shared.events import Envelope
+from shared.events import EARLIEST, Envelope
 from shared.plan import Plan
 
 
@@ -68,6 +68,8 @@ def parse_moment(value: str, now: datetime | None = None) -> datetime:
         raise ValueError("is required")
     if moment > (now or datetime.now(UTC)):
         raise ValueError("is in the future; coverage can only be told up to now")
+    if moment < EARLIEST:
+        raise ValueError(f"is before {EARLIEST:%Y-%m-%d}: no event on the log can be that old")
     return moment
 
 
