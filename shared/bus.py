@@ -29,8 +29,8 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 from nats.js.errors import NotFoundError as JsNotFound
 
-from shared.errors import ConfigError, ConflictError, NotFoundError, PublishError
-from shared.events import Envelope
+from shared.errors import ConfigError, ConflictError, EventTooLarge, NotFoundError, PublishError
+from shared.events import MAX_EVENT_BYTES, Envelope
 from shared.logging import get_logger
 from shared.settings import Settings
 from shared.upcasting import decode_event, encode_event
@@ -256,12 +256,15 @@ async def publish_event(
     having written to this aggregate since (0: the aggregate must be new).
     Returns (stream sequence, whether it was a duplicate).
     """
+    data = encode_event(event)
+    if len(data) > MAX_EVENT_BYTES:  # the contract's bounds keep events far below this: a last line of defence
+        raise EventTooLarge(f"the event would be {len(data):,} bytes; the event log takes at most {MAX_EVENT_BYTES:,}")
     headers = {"Nats-Msg-Id": str(event.event_id), "Engage-Type": event.type}
     if expected_last_subject_sequence is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_sequence)
     try:
         ack = await broker.publish(
-            encode_event(event),
+            data,
             event.subject,
             headers=headers,
             stream=settings.stream_name,

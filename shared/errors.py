@@ -17,5 +17,9 @@ class NotFoundError(EngageError):
     """The aggregate does not exist (HTTP 404)."""
 
 
+class EventTooLarge(EngageError):
+    """The event would be larger than the log takes; nothing was stored (HTTP 413)."""
+
+
 class PublishError(EngageError):
     """The event log did not confirm a write; nothing was stored (HTTP 503)."""

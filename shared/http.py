@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import ConflictError, NotFoundError, PublishError
+from shared.errors import ConflictError, EventTooLarge, NotFoundError, PublishError
 from shared.idempotency import BadIdempotencyKey
 from shared.logging import get_logger
 from shared.settings import Settings, TokenSpec
@@ -444,6 +444,10 @@ def install(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_r: Request, exc: BodyTooLarge) -> JSONResponse:
         return _answer(TooLargeAnswer(reason=exc.detail), 413, {"Connection": "close"})
+
+    @app.exception_handler(EventTooLarge)
+    async def _event_too_large(_r: Request, exc: EventTooLarge) -> JSONResponse:
+        return _answer(TooLargeAnswer(reason=str(exc)), 413)
 
     @app.exception_handler(ConflictError)
     async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:

@@ -170,3 +170,22 @@ def test_every_route_documents_413() -> None:
     from shared.http import error_responses
 
     assert error_responses(422)[413]["model"].__name__ == "TooLargeAnswer"
+
+
+async def test_an_event_over_the_log_s_limit_is_refused_before_anything_is_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last line of defence: publish_event measures the encoded event and refuses it whole."""
+    from shared import bus
+    from shared.errors import EventTooLarge
+    from shared.settings import Settings
+    from tests import factories
+
+    monkeypatch.setattr(bus, "MAX_EVENT_BYTES", 200)
+
+    class NoBroker:
+        async def publish(self, *_args: object, **_kwargs: object) -> None:
+            raise AssertionError("an oversize event reached the broker")
+
+    with pytest.raises(EventTooLarge, match="at most 200"):
+        await bus.publish_event(NoBroker(), factories.survey(region="central"), Settings())  # type: ignore[arg-type]  # only publish is needed
