@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 from services.analytics.reading.replay import Window, events, last_sequence, parse_time
 from services.cli.stack import local_nats_url, shown
 from shared.errors import EngageError
+from shared.ids import PROCESS_ID
 from shared.plan import Plan, load_plans
 from shared.settings import Settings
 
@@ -93,6 +94,8 @@ def window_of(
         raise EngageError(str(exc)) from None
     if start is not None and end is not None and end <= start:
         raise EngageError(f"--until: {until} is not after --since {since} (since is included, until is not)")
+    if process is not None and not PROCESS_ID.match(process):
+        raise EngageError(f"--process: {process!r} is not a process id like shfa-2018")
     return Window(from_seq or 1, to_seq, start, end, process)
 
 
@@ -151,8 +154,6 @@ def run_replay(
 ) -> Tally:
     """The `engage replay` command: checks, replays, writes (to a temporary file renamed at the end)."""
     window = window_of(since, until, from_seq, to_seq, process)
-    if process is not None:
-        known_process(settings, process)
     url, name = nats_url_of(nats_url, settings), stream or settings.stream_name
     tmp, sink = _open_out(out) if out is not None else (None, sys.stdout.buffer)
     try:
@@ -169,6 +170,10 @@ def run_replay(
         if tmp is not None:
             sink.close()
             tmp.unlink(missing_ok=True)
+    if process is not None and tally.written == 0 and process not in load_plans(settings.plans):
+        # The log may hold events of a process without a plan, so this is said, not refused.
+        plans = ", ".join(sorted(load_plans(settings.plans)))
+        report.write(f"warning: --process {process}: no plan for it and no events; the known processes are {plans}\n")
     report.write(
         f"replay: {tally.written} events written, {tally.unreadable} unreadable skipped "
         f"(stream {name}, sequences {window.from_seq}-{tally.last})\n"

@@ -47,6 +47,10 @@ async def test_replay_export_and_rebuild_use_the_servers_recorded_in_the_data_di
     assert export.returncode == 0 and "up to sequence 0" in export.stderr, export.stderr
     assert (tmp_path / "out" / "engagements.csv").exists()
 
+    nope = await engage("replay", "--process", "nope", "--data-dir", str(data))
+    assert nope.returncode == 0 and nope.stdout == "", nope.stderr  # a process may have events but no plan
+    assert "--process nope: no plan for it and no events; the known processes are shfa-2018" in nope.stderr
+
     rebuild = await engage("rebuild", "--data-dir", str(data))
     assert rebuild.returncode == 0 and "swapped in" in rebuild.stderr, rebuild.stderr
     for run in (replay, export, rebuild):

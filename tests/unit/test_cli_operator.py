@@ -88,7 +88,6 @@ def test_coverage_and_demo_take_the_tokens_from_the_data_dir_option(command: str
     "args",
     [
         ["coverage", "--process", "nope"],
-        ["replay", "--process", "nope"],
         ["export", "--out", "{x}", "--process", "nope"],
     ],
 )
