@@ -174,6 +174,10 @@ def _channels(settings: Settings) -> list[_Channel]:
                 "subject since (error 10071), and the service answers 409."
             ),
             "correlation_id": "The envelope's `correlation_id`, which FastStream also sends as a header.",
+            "Engage-Request": (
+                "A survey response's request fingerprint (a SHA-256 of its route and body): a retry with the "
+                "same Idempotency-Key and another body is told apart from the original and refused (409)."
+            ),
         },
     )
     process_words = _field_description(Envelope, "process_id")

@@ -38,6 +38,7 @@ from shared.upcasting import decode_event, encode_event
 DEADLETTER_STREAM = "ENGAGEMENT_DEADLETTER"
 STATUS_STREAM = "ENGAGEMENT_STATUS"
 WRONG_LAST_SEQUENCE = 10071
+REQUEST_HEADER = "Engage-Request"
 # The stream could not store a write: e.g. at one of its limits (discard new), or out of disk.
 STORE_FAILED = 10077
 # The log did not answer (down, unreachable, or too slow): nothing was stored, a retry is safe.
@@ -47,8 +48,10 @@ _UNAVAILABLE = (
     ServiceUnavailableError,
     TimeoutError,
     ConnectionClosedError,
-    OutboundBufferLimitError,
+    ConnectionReconnectingError,
+    OutboundBufferLimitError,  # publishing while disconnected: refused, never buffered (see make_broker)
 )
+RETRY = "; retry with the same Idempotency-Key (this answer's Idempotency-Key header)"
 _T = TypeVar("_T")
 log = get_logger("engage.bus")
 
@@ -221,9 +224,16 @@ async def attach_streams(nc: Client, settings: Settings) -> JetStreamContext:
 
 
 def make_broker(nats_url: str) -> NatsBroker:
-    """A FastStream broker for one service; the streams are declared by ``ensure_streams``."""
+    """A FastStream broker for one service; the streams are declared by ``ensure_streams``.
+
+    ``pending_size=0``: while the connection is down, nats-py refuses a publish
+    (OutboundBufferLimitError, a 503) instead of keeping it in its reconnect buffer and
+    sending it once NATS is back, long after the request was answered 503. A publish in
+    flight when the connection drops can still reach the log after its 503: the answer's
+    Idempotency-Key is what makes retrying it safe.
+    """
     servers = [u.strip() for u in nats_url.split(",") if u.strip()]  # a cluster: several seed URLs
-    return NatsBroker(servers, connect_timeout=5, max_reconnect_attempts=-1, logger=None)
+    return NatsBroker(servers, connect_timeout=5, max_reconnect_attempts=-1, logger=None, pending_size=0)
 
 
 async def stop_broker(broker: NatsBroker) -> None:
@@ -248,18 +258,23 @@ async def publish_event(
     settings: Settings,
     *,
     expected_last_subject_sequence: int | None = None,
+    request: str | None = None,
 ) -> tuple[int, bool]:
     """Store ``event`` on the log and wait for JetStream's PubAck.
 
     The event id is the ``Nats-Msg-Id``, so a retry inside the dedupe window is stored
     once. ``expected_last_subject_sequence`` makes the write conditional on nobody else
-    having written to this aggregate since (0: the aggregate must be new).
+    having written to this aggregate since (0: the aggregate must be new). ``request`` is the
+    fingerprint of the request that made the event (header ``Engage-Request``), so a retry
+    can tell its own request from another one sent with the same key.
     Returns (stream sequence, whether it was a duplicate).
     """
     data = encode_event(event)
     if len(data) > MAX_EVENT_BYTES:  # the contract's bounds keep events far below this: a last line of defence
         raise EventTooLarge(f"the event would be {len(data):,} bytes; the event log takes at most {MAX_EVENT_BYTES:,}")
     headers = {"Nats-Msg-Id": str(event.event_id), "Engage-Type": event.type}
+    if request is not None:
+        headers[REQUEST_HEADER] = request
     if expected_last_subject_sequence is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_sequence)
     try:
@@ -274,16 +289,16 @@ async def publish_event(
     except BadRequestError as exc:
         if exc.err_code == WRONG_LAST_SEQUENCE:
             raise ConflictError("someone else changed this record at the same moment; reload and try again") from exc
-        raise PublishError(f"the event log refused the event: {exc.description}") from exc
+        raise PublishError(f"the event log refused the event: {exc.description}{RETRY}") from exc
     except ServiceUnavailableError as exc:
         if exc.err_code == STORE_FAILED:
             # discard new: a full log refuses the write rather than dropping its oldest events.
             raise PublishError(
-                f"the event log could not store the event ({exc.description}); nothing was stored"
+                f"the event log could not store the event ({exc.description}); nothing was stored{RETRY}"
             ) from exc
-        raise PublishError("the event log did not confirm the write in time; nothing was stored") from exc
+        raise PublishError(f"the event log did not confirm the write in time{RETRY}") from exc
     except _UNAVAILABLE as exc:
-        raise PublishError("the event log did not confirm the write in time; nothing was stored") from exc
+        raise PublishError(f"the event log did not confirm the write in time{RETRY}") from exc
     return ack.seq, bool(ack.duplicate)
 
 
@@ -339,42 +354,84 @@ class EventLog:
             raise NotFoundError(missing)
         return found
 
-    async def create(self, event: Envelope, exists: str, *, differs: str | None = None) -> Stored:
+    async def find(self, event: Envelope) -> tuple[Envelope, int, str | None] | None:
+        """``event`` as the log holds it, if it does: stored event, sequence, request fingerprint.
+
+        Looks through the aggregate's subject in every process (an event id is stored once,
+        whichever process a retry names), by the ``Nats-Msg-Id`` header. Aggregates are small,
+        so this is a handful of reads. It is what keeps a retry from storing an event a second
+        time after the log's dedupe window has passed.
+        """
+        _, _process, aggregate = event.subject.split(".", 2)
+        subject, seq, wanted = f"engagement.*.{aggregate}", 1, str(event.event_id)
+        while True:
+            try:
+                raw = await self._answer(
+                    self.js.get_msg(self.settings.stream_name, seq=seq, subject=subject, next=True)
+                )
+            except JsNotFound:
+                return None
+            headers = raw.headers or {}
+            if headers.get("Nats-Msg-Id") == wanted:
+                return decode_event(raw.data or b""), raw.seq or 0, headers.get(REQUEST_HEADER)
+            seq = (raw.seq or 0) + 1
+
+    async def create(
+        self, event: Envelope, exists: str, *, differs: str | None = None, request: str | None = None
+    ) -> Stored:
         """Publish the first event of a new aggregate; ConflictError(``exists``) if someone else's is there.
 
         A retried request finds its own event stored and is answered from it. With
-        ``differs``, the stored event must also carry the same payload, else
+        ``differs``, the stored event must also carry the same payload (and, with
+        ``request``, come from a request with the same fingerprint), else
         ConflictError(``differs``): the same key sent with different content (the survey's
         answers) must not silently keep one and lose what someone said.
         """
+        mine = await self.find(event)
+        if mine is not None:
+            return _ours_or_conflict(mine, event, exists, differs, request)
         found = await self.first(event.subject)
         if found is not None:
-            return _ours_or_conflict(found, event, exists, differs)
+            return _ours_or_conflict((*found, None), event, exists, differs, request)
         try:
-            seq, duplicate = await publish_event(self.broker, event, self.settings, expected_last_subject_sequence=0)
+            seq, duplicate = await publish_event(
+                self.broker, event, self.settings, expected_last_subject_sequence=0, request=request
+            )
         except ConflictError:
             # Someone wrote first: maybe the same request, retried concurrently.
-            found = await self.first(event.subject)
-            if found is None:
+            mine = await self.find(event)
+            if mine is None:
                 raise
-            return _ours_or_conflict(found, event, exists, differs)
+            return _ours_or_conflict(mine, event, exists, differs, request)
         return Stored(event.event_id, seq, duplicate)
 
     async def append(self, event: Envelope, after: int) -> Stored:
-        """Publish ``event`` only if the aggregate's last event is still at sequence ``after``."""
+        """Publish ``event`` only if the aggregate's last event is still at sequence ``after``.
+
+        An event the log already holds (a retry, even after the dedupe window) is not published again.
+        """
+        mine = await self.find(event)
+        if mine is not None:
+            return Stored(event.event_id, mine[1], True)
         try:
             seq, duplicate = await publish_event(
                 self.broker, event, self.settings, expected_last_subject_sequence=after
             )
         except ConflictError:
-            found = await self.newest(event.subject)
-            if found is not None and found[0].event_id == event.event_id:
-                return Stored(event.event_id, found[1], True)
+            mine = await self.find(event)
+            if mine is not None:
+                return Stored(event.event_id, mine[1], True)
             raise
         return Stored(event.event_id, seq, duplicate)
 
     async def publish(self, event: Envelope) -> Stored:
-        """Publish unconditionally (for facts that may be stated twice, like a withdrawal)."""
+        """Publish unconditionally (for facts that may be stated twice, like a withdrawal).
+
+        An event the log already holds (a retry, even after the dedupe window) is not published again.
+        """
+        mine = await self.find(event)
+        if mine is not None:
+            return Stored(event.event_id, mine[1], True)
         seq, duplicate = await publish_event(self.broker, event, self.settings)
         return Stored(event.event_id, seq, duplicate)
 
@@ -386,7 +443,7 @@ class EventLog:
             async with asyncio.timeout(self.settings.publish_timeout_seconds):
                 return await request
         except _UNAVAILABLE as exc:
-            raise PublishError("the event log did not answer in time; nothing was stored") from exc
+            raise PublishError(f"the event log did not answer in time; nothing was stored{RETRY}") from exc
 
 
 @contextlib.asynccontextmanager
@@ -412,10 +469,14 @@ class ServiceState:
     log: EventLog
 
 
-def _ours_or_conflict(found: tuple[Envelope, int], event: Envelope, exists: str, differs: str | None) -> Stored:
-    stored, seq = found
+def _ours_or_conflict(
+    found: tuple[Envelope, int, str | None], event: Envelope, exists: str, differs: str | None, request: str | None
+) -> Stored:
+    stored, seq, stored_request = found
     if stored.event_id != event.event_id:
         raise ConflictError(exists)
-    if differs is not None and stored.payload != event.payload:
+    if differs is not None and (
+        stored.payload != event.payload or (request is not None and stored_request not in (None, request))
+    ):
         raise ConflictError(differs)
     return Stored(event.event_id, seq, True)

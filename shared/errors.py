@@ -22,4 +22,9 @@ class EventTooLarge(EngageError):
 
 
 class PublishError(EngageError):
-    """The event log did not confirm a write; nothing was stored (HTTP 503)."""
+    """The event log did not confirm a write (HTTP 503): nothing will be stored later, and a
+    retry with the answer's Idempotency-Key stores it at most once."""
+
+
+class ServerUnavailable(PublishError):
+    """A server a write needs (e.g. intake's PostgreSQL) did not answer; the write did not happen (HTTP 503)."""

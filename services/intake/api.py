@@ -7,14 +7,15 @@ coordinators acting at once cannot both win: the second gets 409 and reloads.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Response
 
 from services.intake import contacts
-from services.intake.context import IntakeDep, KeyDep, envelope, log, new_ref, written
+from services.intake.context import IntakeDep, IntakeRoute, KeyDep, envelope, intake_writer, log, new_ref, written
 from services.intake.interviews import EVENT_TYPE, STATUS_AFTER, Action, is_final, refusal
 from services.intake.records import router as records_router
+from services.intake.replies import once
 from services.intake.schemas import (
     CancelInterview,
     CompletedParticipant,
@@ -36,10 +37,13 @@ from shared.events import (
     InterviewScheduled,
     subject_for,
 )
-from shared.http import error_responses, invalid, require_scope
-from shared.idempotency import derived_id
+from shared.http import error_responses, invalid
+from shared.idempotency import Key, derived_id, fingerprint
 
-router = APIRouter(tags=["interviews"], dependencies=[Depends(require_scope("intake:write"))])
+if TYPE_CHECKING:
+    from services.intake.contacts import Connection
+
+router = APIRouter(tags=["interviews"], dependencies=[Depends(intake_writer)], route_class=IntakeRoute)
 WRITE_ERRORS = error_responses(401, 403, 409, 422, 503)
 CHANGE_ERRORS = error_responses(401, 403, 404, 409, 422, 503)  # a change names an interview that may not exist
 InterviewId = Annotated[
@@ -48,10 +52,15 @@ InterviewId = Annotated[
 
 
 @router.post("/interviews", status_code=201, response_model=InterviewAnswer, responses=WRITE_ERRORS)
-async def schedule_interview(body: ScheduleInterview, intake: IntakeDep, key: KeyDep) -> InterviewAnswer:
+async def schedule_interview(body: ScheduleInterview, intake: IntakeDep, key: KeyDep) -> Any:
     """Schedule an interview. Issues the interview id and, unless the participant is already
     known, a new opaque participant reference. Contact details are kept only in intake's own
     table for scheduling, and are deleted when the interview ends."""
+    request = fingerprint("POST /interviews", body)
+    return await once(intake, key, request, 201, lambda conn: _schedule(conn, body, intake, key))
+
+
+async def _schedule(conn: Connection, body: ScheduleInterview, intake: IntakeDep, key: Key) -> InterviewAnswer:
     interview_id = derived_id(key, "iv", "intake", "schedule")
     participant_ref = body.participant_ref or new_ref(key, "schedule", interview_id)
     process_id = body.process_id or intake.settings.process_id
@@ -71,21 +80,20 @@ async def schedule_interview(body: ScheduleInterview, intake: IntakeDep, key: Ke
         occurred_at=body.occurred_at,
     )
     contact = contacts.Contact(**body.contact.model_dump()) if body.contact else contacts.Contact()
-    # One transaction around the publish: if the log refuses, no contact row is left behind.
-    async with intake.pool.acquire() as conn, conn.transaction():
-        await contacts.remember_interview(
-            conn,
-            contacts.InterviewRow(
-                interview_id=interview_id,
-                process_id=process_id,
-                format=body.format.value,
-                participant_ref=participant_ref,
-            ),
-        )
-        stored = await intake.log.create(event, exists=f"interview {interview_id} already exists")
-        # A retry after the interview ended must not bring deleted contact details back.
-        if not stored.replayed or not is_final((await intake.log.last(event.subject, ""))[0].type):
-            await contacts.save_contact(conn, interview_id, participant_ref, contact)
+    # One transaction around the publish (``once``'s): if the log refuses, no contact row is left behind.
+    await contacts.remember_interview(
+        conn,
+        contacts.InterviewRow(
+            interview_id=interview_id,
+            process_id=process_id,
+            format=body.format.value,
+            participant_ref=participant_ref,
+        ),
+    )
+    stored = await intake.log.create(event, exists=f"interview {interview_id} already exists")
+    # A retry after the interview ended must not bring deleted contact details back.
+    if not stored.replayed or not is_final((await intake.log.last(event.subject, ""))[0].type):
+        await contacts.save_contact(conn, interview_id, participant_ref, contact)
     written(event, stored, interview_id=interview_id)
     return InterviewAnswer(
         interview_id=interview_id,
@@ -97,10 +105,10 @@ async def schedule_interview(body: ScheduleInterview, intake: IntakeDep, key: Ke
 
 
 async def _act(
-    intake: IntakeDep, key: str | None, interview_id: str, action: Action, body: Any, make_payload: Any
+    conn: Connection, intake: IntakeDep, key: Key, interview_id: str, action: Action, body: Any, make_payload: Any
 ) -> tuple[Stored, Any]:
     """Apply ``action`` to an open interview: read its last event, check, publish after it."""
-    row = await contacts.find_interview(intake.pool, interview_id)
+    row = await contacts.find_interview(conn, interview_id)
     process_id = body.process_id or (row.process_id if row else intake.settings.process_id)
     subject = subject_for(process_id, "interview", interview_id)
     last, seq = await intake.log.last(subject, f"interview {interview_id} was not found")
@@ -113,8 +121,9 @@ async def _act(
         aggregate_id=interview_id,
         occurred_at=body.occurred_at,
     )
-    if last.event_id == event.event_id:
-        stored = Stored(event.event_id, seq, True)  # this very request already succeeded
+    mine = await intake.log.find(event)
+    if mine is not None:
+        stored = Stored(event.event_id, mine[1], True)  # this very request already succeeded
     else:
         reason = refusal(interview_id, last.type, action)
         if reason is not None:
@@ -122,27 +131,29 @@ async def _act(
         stored = await intake.log.append(event, after=seq)
     if is_final(EVENT_TYPE[action]):
         # The interview is over: contact details for scheduling are no longer needed.
-        await contacts.forget_interview_contact(intake.pool, interview_id)
+        await contacts.forget_interview_contact(conn, interview_id)
     written(event, stored, interview_id=interview_id)
     return stored, payload
 
 
-async def _change(
-    intake: IntakeDep, key: str | None, interview_id: str, action: Action, body: Any, payload: Any
-) -> InterviewAnswer:
-    """Apply an ``action`` whose event needs nothing from the interview's record, and answer."""
+async def _change(intake: IntakeDep, key: Key, interview_id: str, action: Action, body: Any, payload: Any) -> Any:
+    """Apply an ``action`` whose event needs nothing from the interview's record, and answer (once per key)."""
 
     async def made(_row: Any, _subject: str) -> Any:
         return payload
 
-    stored, _ = await _act(intake, key, interview_id, action, body, made)
-    return _answer(interview_id, action, stored)
+    async def work(conn: Connection) -> InterviewAnswer:
+        stored, _ = await _act(conn, intake, key, interview_id, action, body, made)
+        return _answer(interview_id, action, stored)
+
+    request = fingerprint(f"POST /interviews/{{interview_id}}/{action.value}", body, interview_id=interview_id)
+    return await once(intake, key, request, 200, work)
 
 
 @router.post("/interviews/{interview_id}/reschedule", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
 async def reschedule_interview(
     interview_id: InterviewId, body: RescheduleInterview, intake: IntakeDep, key: KeyDep
-) -> InterviewAnswer:
+) -> Any:
     """Move an open (scheduled or rescheduled) interview to a new time."""
     return await _change(
         intake,
@@ -155,9 +166,7 @@ async def reschedule_interview(
 
 
 @router.post("/interviews/{interview_id}/cancel", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
-async def cancel_interview(
-    interview_id: InterviewId, body: CancelInterview, intake: IntakeDep, key: KeyDep
-) -> InterviewAnswer:
+async def cancel_interview(interview_id: InterviewId, body: CancelInterview, intake: IntakeDep, key: KeyDep) -> Any:
     """Cancel an open interview; its contact details are deleted."""
     return await _change(
         intake,
@@ -172,7 +181,7 @@ async def cancel_interview(
 @router.post("/interviews/{interview_id}/no-show", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
 async def mark_no_show(
     interview_id: InterviewId, intake: IntakeDep, key: KeyDep, body: MarkNoShow | None = None
-) -> InterviewAnswer:
+) -> Any:
     """Record that nobody came to an open interview; its contact details are deleted."""
     return await _change(
         intake, key, interview_id, Action.no_show, body or MarkNoShow(), InterviewNoShow(interview_id=interview_id)
@@ -180,9 +189,7 @@ async def mark_no_show(
 
 
 @router.post("/interviews/{interview_id}/complete", response_model=InterviewAnswer, responses=CHANGE_ERRORS)
-async def complete_interview(
-    interview_id: InterviewId, body: CompleteInterview, intake: IntakeDep, key: KeyDep
-) -> InterviewAnswer:
+async def complete_interview(interview_id: InterviewId, body: CompleteInterview, intake: IntakeDep, key: KeyDep) -> Any:
     """Record that an open interview took place, with each participant's self-identified
     profile. In a one-on-one, leave out `participant_ref` for the person it was scheduled
     with. Contact details for the interview are deleted."""
@@ -198,8 +205,12 @@ async def complete_interview(
         attendees = _attendees(body.participants, fmt, scheduled_ref, key, interview_id)
         return InterviewCompleted(interview_id=interview_id, format=fmt, participants=attendees)
 
-    stored, done = await _act(intake, key, interview_id, Action.complete, body, payload)
-    return _answer(interview_id, Action.complete, stored, [a.participant_ref for a in done.participants])
+    async def work(conn: Connection) -> InterviewAnswer:
+        stored, done = await _act(conn, intake, key, interview_id, Action.complete, body, payload)
+        return _answer(interview_id, Action.complete, stored, [a.participant_ref for a in done.participants])
+
+    request = fingerprint("POST /interviews/{interview_id}/complete", body, interview_id=interview_id)
+    return await once(intake, key, request, 200, work)
 
 
 @router.delete(
@@ -220,7 +231,7 @@ def _attendees(
     given: list[CompletedParticipant],
     fmt: InterviewFormat,
     scheduled_ref: str | None,
-    key: str | None,
+    key: Key,
     interview_id: str,
 ) -> list[Attendee]:
     """Resolve each participant's reference: the first one without a reference is the person

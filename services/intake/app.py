@@ -13,12 +13,13 @@ from contextlib import asynccontextmanager
 import asyncpg
 from fastapi import FastAPI
 
-from services.intake import contacts
+from services.intake import contacts, replies
 from services.intake.api import router
 from services.intake.context import IntakeState
 from shared.bus import connected_log
 from shared.errors import ConfigError
 from shared.http import health_checks, service_app
+from shared.idempotency import IdempotencyKeys
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -39,6 +40,7 @@ def build_app(settings: Settings) -> FastAPI:
             pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
             try:
                 await contacts.migrate(pool)
+                await replies.migrate(pool)
                 app.state.intake = IntakeState(settings=settings, log=event_log, pool=pool)
                 app.state.health_checks = health_checks(nats=event_log.broker.connection, database=pool)
                 log.info("intake_started", process_id=settings.process_id)
@@ -56,4 +58,5 @@ def build_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.add_middleware(IdempotencyKeys)  # every write has a key, and every answer to one names it
     return app

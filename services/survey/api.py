@@ -8,11 +8,12 @@ from services.survey.models import RecordSurveyResponse, SurveyResponseRecorded
 from services.survey.state import SurveyDep
 from shared.events import Envelope, SurveyCompleted
 from shared.http import error_responses, require_scope
-from shared.idempotency import derived_id, derived_uuid, idempotency_key
+from shared.idempotency import Key, conflicting_key, derived_id, derived_uuid, fingerprint, write_key
 from shared.logging import get_logger
 
 log = get_logger("engage.survey")
 router = APIRouter(tags=["survey"])
+survey_writer = require_scope("survey:write")
 
 
 @router.post(
@@ -29,23 +30,29 @@ router = APIRouter(tags=["survey"])
         described={
             401: "No bearer token, or an unknown one.",
             403: "The token lacks the `survey:write` scope.",
-            409: "The Idempotency-Key was already used for a different response.",
+            409: "The Idempotency-Key was already used (by this token) for a different response.",
             422: "Bad input: each problem names the field and the reason.",
-            503: "The event log did not confirm the write; nothing was stored. Retry.",
+            503: "The event log did not confirm the write. Retry with the answer's `Idempotency-Key` header: "
+            "the response is then stored once.",
         },
     ),
 )
 async def record_response(
     body: RecordSurveyResponse,
     survey: SurveyDep,
-    _client: str = Depends(require_scope("survey:write")),
-    key: str | None = Depends(idempotency_key),
+    _client: str = Depends(survey_writer),
+    key: Key = Depends(write_key(survey_writer)),
 ) -> SurveyResponseRecorded:
     """Store one anonymous survey response as a `SurveyCompleted` event.
 
-    Answers 201 only once JetStream has stored the event. Send an `Idempotency-Key`
-    header to make retries safe: the same key gives the same `response_id` and the
-    response is stored once (`duplicate: true` on the repeat).
+    Answers 201 only once JetStream has stored the event. Every answer carries the
+    request's `Idempotency-Key` header (the client's, or one the service chose): a retry
+    with it gives the same `response_id` and the response is stored once (`duplicate: true`
+    on the repeat), whenever it comes. Keys are per token; the same key with a different
+    body is a 409.
+
+    The response event itself is the idempotency record (the survey has no database): its
+    id derives from the token and the key, and it carries the request's fingerprint.
     """
     response_id = derived_id(key, "sr", "survey")
     event = Envelope.wrap(
@@ -60,7 +67,8 @@ async def record_response(
     stored = await survey.log.create(
         event,
         exists="this response id is already taken; try again with a new Idempotency-Key",
-        differs="this Idempotency-Key was already used for a different response",
+        differs=conflicting_key(key),
+        request=fingerprint("POST /responses", body),
     )
     log.info(
         "survey_response_recorded",

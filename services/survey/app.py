@@ -16,6 +16,7 @@ from services.survey.state import SurveyState
 from shared.bus import connected_log
 from shared.errors import ConfigError
 from shared.http import health_checks, service_app
+from shared.idempotency import IdempotencyKeys
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -44,4 +45,5 @@ def build_app(settings: Settings) -> FastAPI:
         summary="Records completed anonymous survey responses on the engagement event log.",
     )
     app.include_router(router)
+    app.add_middleware(IdempotencyKeys)  # every write has a key, and every answer to one names it
     return app

@@ -143,7 +143,8 @@ async def test_the_same_key_with_different_answers_is_refused_with_the_reason(
     assert other.status_code == 409
     assert other.json() == {
         "error": "conflict",
-        "reason": "this Idempotency-Key was already used for a different response",
+        "reason": "Idempotency-Key: this key was already used for a different request; "
+        "send a new key for a new request",
     }
 
 
