@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,10 +25,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NatsClient
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import metrics
 from shared.errors import ConflictError, EventTooLarge, NotFoundError, PublishError
 from shared.idempotency import BadIdempotencyKey
 from shared.logging import get_logger
@@ -176,6 +179,34 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self) -> None:
         super().__init__(413, _TOO_LARGE)
+
+
+class HttpMetrics:
+    """Count every answer and time it, by route template (``/interviews/{interview_id}``, never the id)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            metrics.HTTP_REQUESTS.labels(template, method, str(status)).inc()
+            metrics.HTTP_SECONDS.labels(template, method).observe(time.perf_counter() - started)
 
 
 class BodyCap:
@@ -420,7 +451,13 @@ def install(app: FastAPI, settings: Settings) -> None:
     """Attach tokens, the body cap, error handlers, ``GET /health`` and ``GET /docs`` to a service's app."""
     app.state.tokens = settings.all_tokens()
     app.add_middleware(BodyCap)
+    app.add_middleware(HttpMetrics)  # outermost: a 413 from the body cap is counted too
     install_docs(app)
+
+    @app.get("/metrics", tags=["health"], responses=error_responses(401, 403))
+    async def metrics_text(_token: str = Depends(require_scope("metrics:read"))) -> Response:
+        """What the service measures about itself, in Prometheus's text format (no participant data)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(UnauthorizedError)
     async def _unauthorized(_r: Request, exc: UnauthorizedError) -> JSONResponse:

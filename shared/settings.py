@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.errors import ConfigError
 from shared.ids import PROCESS_ID_PATTERN
 
-Scope = Literal["intake:write", "survey:write", "coverage:read", "analyst:read", "admin"]
+Scope = Literal["intake:write", "survey:write", "coverage:read", "analyst:read", "metrics:read", "admin"]
 
 
 class TokenSpec(BaseModel):

@@ -26,6 +26,7 @@ TOKENS = {
     "survey": TokenSpec(token="test-survey-" + "s" * 20, scopes=["survey:write"]),
     "coordinator": TokenSpec(token="test-coordinator-" + "c" * 20, scopes=["coverage:read"]),
     "analyst": TokenSpec(token="test-analyst-" + "a" * 20, scopes=["coverage:read", "analyst:read"]),
+    "monitoring": TokenSpec(token="test-monitoring-" + "m" * 20, scopes=["metrics:read"]),
 }
 
 

@@ -36,6 +36,7 @@ LOCAL_TOKENS = {
     "survey": ["survey:write"],
     "coordinator": ["coverage:read"],
     "analyst": ["coverage:read", "analyst:read"],
+    "monitoring": ["metrics:read"],  # a Prometheus scraper's: /metrics only
 }
 
 
