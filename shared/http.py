@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import html
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -97,6 +99,12 @@ class NotFoundAnswer(RefusalAnswer):
     error: Literal["not_found"] = "not_found"
 
 
+class TooManyAnswer(RefusalAnswer):
+    """429: this token writes faster than it may; wait for `Retry-After` seconds."""
+
+    error: Literal["too_many"] = "too_many"
+
+
 class TooLargeAnswer(RefusalAnswer):
     """413: the request's body is larger than any request engage takes; it was not read."""
 
@@ -129,6 +137,7 @@ ERROR_ANSWERS: dict[int, type[ErrorAnswer]] = {
     409: ConflictAnswer,
     413: TooLargeAnswer,
     422: InvalidAnswer,
+    429: TooManyAnswer,
     500: InternalAnswer,
     503: UnavailableAnswer,
 }
@@ -285,8 +294,39 @@ def invalid(field: str, reason: str, where: str = "query") -> RequestValidationE
     return RequestValidationError([{"loc": (where, *field.split(".")), "msg": reason, "type": "value_error"}])
 
 
+class TooManyRequests(Exception):
+    """A token wrote faster than its rate: 429, and when to try again."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"this token writes faster than it may; try again in {math.ceil(wait)} s")
+        self.wait = wait
+
+
+@dataclass
+class WriteLimits:
+    """A token bucket per token: ``burst`` writes at once, then ``rate`` a second."""
+
+    rate: float
+    burst: int
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # token -> (tokens left, when)
+
+    def take(self, token: str) -> None:
+        """Spend one write of ``token``'s, or raise TooManyRequests saying how long to wait."""
+        now = self.clock()
+        left, then = self._buckets.get(token, (float(self.burst), now))
+        left = min(float(self.burst), left + (now - then) * self.rate)
+        if left < 1:
+            self._buckets[token] = (left, now)
+            raise TooManyRequests((1 - left) / self.rate)
+        self._buckets[token] = (left - 1, now)
+
+
 def require_scope(scope: str) -> Callable[..., Any]:
-    """A dependency admitting requests whose bearer token carries ``scope`` (or ``admin``)."""
+    """A dependency admitting requests whose bearer token carries ``scope`` (or ``admin``).
+
+    A write scope also spends one of the token's writes (``WriteLimits``): 429 beyond its rate.
+    """
 
     async def check(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
         tokens: dict[str, TokenSpec] = request.app.state.tokens
@@ -295,6 +335,9 @@ def require_scope(scope: str) -> Callable[..., Any]:
         for name, spec in tokens.items():
             if hmac.compare_digest(spec.token.encode(), creds.credentials.encode()):
                 if scope in spec.scopes or "admin" in spec.scopes:
+                    if scope.endswith(":write"):
+                        limits: WriteLimits = request.app.state.write_limits
+                        limits.take(name)
                     return name
                 raise UnauthorizedError(403, f"this token lacks the scope {scope!r}")
         raise UnauthorizedError(401, "unknown token")
@@ -450,6 +493,7 @@ def service_app(
 def install(app: FastAPI, settings: Settings) -> None:
     """Attach tokens, the body cap, error handlers, ``GET /health`` and ``GET /docs`` to a service's app."""
     app.state.tokens = settings.all_tokens()
+    app.state.write_limits = WriteLimits(settings.write_rate, settings.write_burst)
     app.add_middleware(BodyCap)
     app.add_middleware(HttpMetrics)  # outermost: a 413 from the body cap is counted too
     install_docs(app)
@@ -485,6 +529,10 @@ def install(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(EventTooLarge)
     async def _event_too_large(_r: Request, exc: EventTooLarge) -> JSONResponse:
         return _answer(TooLargeAnswer(reason=str(exc)), 413)
+
+    @app.exception_handler(TooManyRequests)
+    async def _too_many(_r: Request, exc: TooManyRequests) -> JSONResponse:
+        return _answer(TooManyAnswer(reason=str(exc)), 429, {"Retry-After": str(math.ceil(exc.wait))})
 
     @app.exception_handler(ConflictError)
     async def _conflict(_r: Request, exc: ConflictError) -> JSONResponse:

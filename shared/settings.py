@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         default_factory=list, description="Plan files (TOML), comma-separated; none means the shipped plans."
     )
     small_cell_k: int = Field(5, ge=2, le=50, description="Counts from 1 to k-1 are suppressed for coordinators.")
+    write_rate: float = Field(50.0, gt=0, le=100_000, description="Writes per second each token may sustain.")
+    write_burst: int = Field(
+        500, ge=1, le=1_000_000, description="Writes a token may make at once before the rate applies."
+    )
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

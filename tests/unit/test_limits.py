@@ -189,3 +189,20 @@ async def test_an_event_over_the_log_s_limit_is_refused_before_anything_is_sent(
 
     with pytest.raises(EventTooLarge, match="at most 200"):
         await bus.publish_event(NoBroker(), factories.survey(region="central"), Settings())  # type: ignore[arg-type]  # only publish is needed
+
+
+def test_a_token_writes_its_burst_at_once_then_at_its_rate_and_is_told_when_to_come_back() -> None:
+    from shared.http import TooManyRequests, WriteLimits
+
+    now = [0.0]
+    limits = WriteLimits(rate=2.0, burst=3, clock=lambda: now[0])
+    for _ in range(3):
+        limits.take("survey")
+    with pytest.raises(TooManyRequests) as refused:
+        limits.take("survey")
+    assert refused.value.wait == pytest.approx(0.5) and "try again in 1 s" in str(refused.value)
+    limits.take("intake")  # another token has its own bucket
+    now[0] = 0.5
+    limits.take("survey")  # half a second at 2 a second: one more write
+    with pytest.raises(TooManyRequests):
+        limits.take("survey")
