@@ -24,3 +24,9 @@ BATCH_SECONDS = Histogram("engage_batch_seconds", "Time to project and commit on
 LAG_EVENTS = Gauge("engage_projector_lag_events", "Events on the log not yet counted.")
 LAG_SECONDS = Gauge("engage_projector_lag_seconds", "How long the oldest event not yet counted has waited.")
 PROJECTOR_READY = Gauge("engage_projector_ready", "1 while the projection is counting, 0 while it is stalled.")
+PROJECTOR_FAULTS = Counter(
+    "engage_projector_faults",
+    "Faults the projector met, by kind: healed (consumer_lost, out_of_order, lock_lost), "
+    "waited on (standby) or stopped at (gap, log_behind, log_recreated, log_missing).",
+    ["fault"],
+)

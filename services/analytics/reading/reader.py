@@ -65,7 +65,28 @@ async def attach_consumer(js: JetStreamContext, stream: str, durable: str, after
 
 
 class GapError(RuntimeError):
-    """A message arrived past the next expected sequence: restart from the checkpoint."""
+    """A message arrived past the next expected sequence ``expected``: it is missing, or still to come."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"expected sequence {expected}, got {got}")
+        self.expected, self.got = expected, got
+
+
+class ConsumerLost(RuntimeError):
+    """The durable consumer is gone or no longer delivers: recreate it from the checkpoint."""
+
+
+def consumer_gone(status: str, description: str) -> bool:
+    """Whether a pull response's status says the consumer no longer exists.
+
+    409 "Consumer Deleted" ends the open request of a consumer being deleted; a request to a
+    consumer that no longer exists finds no responder (503) or, on some servers, 404 "consumer
+    not found". 408 (request expired), 404 "No Messages" and the other 409s are ordinary.
+    """
+    text = description.lower()
+    return status == "503" or (
+        status in ("404", "409") and "consumer" in text and ("deleted" in text or "not found" in text)
+    )
 
 
 class PullReader:
@@ -80,6 +101,7 @@ class PullReader:
         self._inbox = ""
         self._sub: Subscription | None = None
         self._requested_at = 0.0
+        self.lost: str | None = None  # why the consumer is gone, once a pull response said so
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
@@ -101,6 +123,11 @@ class PullReader:
         if msg.headers and msg.headers.get("Status"):
             # 408 request expired, 404 nothing pending, 409 consumer changed: the request is over.
             self._outstanding = 0
+            status, description = msg.headers["Status"], msg.headers.get("Description", "")
+            if consumer_gone(status, description):
+                self.lost = f"{status} {description}".strip()
+                self._arrived.set()  # wake next_batch: it raises ConsumerLost
+                return
         else:
             self._buffer.append(msg)
             self._outstanding -= 1
@@ -110,7 +137,13 @@ class PullReader:
             await self._request()
 
     async def next_batch(self, wait: float = 1.0, linger: float = 0.005) -> list[Msg]:
-        """Up to ``batch`` messages; waits ``wait`` s for the first, then ``linger`` s for more."""
+        """Up to ``batch`` messages; waits ``wait`` s for the first, then ``linger`` s for more.
+
+        Raises ConsumerLost, once the messages that came before are handed out, when a pull
+        response said the consumer is gone.
+        """
+        if not self._buffer and self.lost:
+            raise ConsumerLost(f"the consumer is gone ({self.lost})")
         if not self._buffer:
             self._arrived.clear()
             try:
@@ -118,6 +151,8 @@ class PullReader:
                 # that lands as the wait ends, and the projector would never stop.
                 async with asyncio.timeout(wait):
                     await self._arrived.wait()
+                if not self._buffer and self.lost:
+                    raise ConsumerLost(f"the consumer is gone ({self.lost})")
             except TimeoutError:
                 # A request lost to a reconnect is never answered: ask again once it must have expired.
                 if time.monotonic() - self._requested_at > self._expires + 1.0 and self._sub is not None:
@@ -130,7 +165,7 @@ class PullReader:
                     await self._arrived.wait()
             except TimeoutError:
                 break
-        if self._outstanding <= 0 and len(self._buffer) <= self._batch and self._sub is not None:
+        if self._outstanding <= 0 and len(self._buffer) <= self._batch and self._sub is not None and not self.lost:
             await self._request()
         take = min(self._batch, len(self._buffer))
         return [self._buffer.popleft() for _ in range(take)]
