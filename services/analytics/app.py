@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from services.analytics.answers.queries import Sources
 from services.analytics.api import router
@@ -38,6 +39,42 @@ async def _supervise(projector: Projector) -> None:
             delay = min(delay * 2, 10.0)
 
 
+health = APIRouter(tags=["health"])
+
+
+@health.get("/health/live")
+async def live() -> JSONResponse:
+    """Liveness: the process is up and answering (restart it only if this fails)."""
+    return JSONResponse({"status": "alive"})
+
+
+@health.get("/health/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: NATS and PostgreSQL answer and the projection is counting; 503 with the reason otherwise.
+
+    ``projection`` says what the projector is doing (``counting``, ``standby``, ``stalled``...),
+    why it is not counting (naming the operator command where one resolves it), how many
+    events on the log are not yet counted and how long the oldest of them has waited.
+    """
+    checks = getattr(request.app.state, "health_checks", {})
+    results = {name: await fn() for name, fn in checks.items()}
+    analytics = getattr(request.app.state, "analytics", None)
+    projection: dict[str, object] = {"state": "starting", "reason": "the service is starting"}
+    if isinstance(analytics, AnalyticsState):
+        now = analytics.projector.readiness()
+        projection = {
+            "state": now.state,
+            "reason": now.reason,
+            "behind": now.behind,
+            "oldest_waiting_seconds": now.oldest_waiting_seconds,
+        }
+    ok = bool(results) and all(results.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "not_ready", "checks": results, "projection": projection},
+        status_code=200 if ok else 503,
+    )
+
+
 def build_app(settings: Settings) -> FastAPI:
     if not settings.nats_url:
         raise ConfigError("ENGAGE_NATS_URL is not set: run `engage up`, or point it at a NATS server")
@@ -57,7 +94,15 @@ def build_app(settings: Settings) -> FastAPI:
             log.info("migrations_applied", migrations=applied)
         projector = Projector(settings, broker.connection, pool, plans)
         app.state.analytics = AnalyticsState(Sources(pool, broker.connection, settings, plans), projector)
-        app.state.health_checks = http.health_checks(nats=broker.connection, database=pool)
+
+        async def projection_counting() -> bool:
+            return projector.readiness().ready
+
+        # /health (shared) and /health/ready both answer not ready while the projection is not counting.
+        app.state.health_checks = {
+            **http.health_checks(nats=broker.connection, database=pool),
+            "projection": projection_counting,
+        }
         task = asyncio.create_task(_supervise(projector), name="projector")
         try:
             yield
@@ -77,6 +122,7 @@ def build_app(settings: Settings) -> FastAPI:
     )
     app.state.settings, app.state.plans = settings, plans
     http.install(app, settings)
+    app.include_router(health)
     app.include_router(router)
     app.include_router(dashboard.router)
     app.mount("/dashboard/static", dashboard.static_files(), name="dashboard-static")
