@@ -104,6 +104,10 @@ def build_app(settings: Settings) -> FastAPI:
             "projection": projection_counting,
         }
         task = asyncio.create_task(_supervise(projector), name="projector")
+        # Started once the projector counts or knows why not: a first /health then tells the truth.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await projector.settled.wait()
         try:
             yield
         finally:

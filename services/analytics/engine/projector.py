@@ -141,6 +141,7 @@ class Projector:
         self._watched_at = 0.0
         self._stream_created: datetime | None = None  # the stream counted from, to notice it recreated
         self._lock: asyncpg.pool.PoolConnectionProxy | None = None
+        self.settled = asyncio.Event()  # set once it counts, or knows why not (standby, stalled, failing)
 
     def readiness(self) -> Readiness:
         waited = None
@@ -151,6 +152,8 @@ class Projector:
     def _set(self, state: str, reason: str | None = None) -> None:
         self._state, self._reason = state, reason
         PROJECTOR_READY.set(1 if state == "counting" else 0)
+        if state != "starting":
+            self.settled.set()
 
     def _fault(self, fault: str, reason: str, *, stalled: bool = False) -> None:
         PROJECTOR_FAULTS.labels(fault=fault).inc()
