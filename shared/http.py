@@ -22,6 +22,7 @@ from importlib.resources import files
 from typing import Any, Literal, Protocol, TypeVar
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -498,7 +499,17 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(HttpMetrics)  # outermost: a 413 from the body cap is counted too
     install_docs(app)
 
-    @app.get("/metrics", tags=["health"], responses=error_responses(401, 403))
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        responses={
+            200: {
+                "description": "Prometheus's text format.",
+                "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            },
+            **error_responses(401, 403),
+        },
+    )
     async def metrics_text(_token: str = Depends(require_scope("metrics:read"))) -> Response:
         """What the service measures about itself, in Prometheus's text format (no participant data)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -521,6 +532,13 @@ def install(app: FastAPI, settings: Settings) -> None:
     async def _bad_key(_r: Request, exc: BadIdempotencyKey) -> JSONResponse:
         field, _, reason = str(exc).partition(": ")
         return _answer(_invalid_body([{"field": field, "reason": reason}]), 422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_r: Request, exc: HTTPException) -> Response:
+        # The one HTTPException a route meets before engage's code: a body that is not JSON (400).
+        if exc.status_code == 400:
+            return _answer(_invalid_body([{"field": "body", "reason": "is not valid JSON"}]), 422)
+        return await http_exception_handler(_r, exc)  # anything else as FastAPI answers it (404, 405)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_r: Request, exc: BodyTooLarge) -> JSONResponse:
@@ -553,7 +571,11 @@ def install(app: FastAPI, settings: Settings) -> None:
         log.error("unexpected_error", request_id=request_id, error_type=type(exc).__name__, error=str(exc)[:300])
         return _answer(InternalAnswer(reason="something went wrong on our side", request_id=request_id), 500)
 
-    @app.get("/health", tags=["health"])
+    @app.get(
+        "/health",
+        tags=["health"],
+        responses={503: {"description": "Not ready: a check failed (its name is false in `checks`)."}},
+    )
     async def health(request: Request) -> JSONResponse:
         """Liveness and readiness: 200 once the service is connected to what it needs."""
         checks = getattr(request.app.state, "health_checks", {})

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from services.intake.contacts import Connection
 
 router = APIRouter(tags=["interviews"], dependencies=[Depends(intake_writer)], route_class=IntakeRoute)
-WRITE_ERRORS = error_responses(401, 403, 409, 422, 503)
-CHANGE_ERRORS = error_responses(401, 403, 404, 409, 422, 503)  # a change names an interview that may not exist
+WRITE_ERRORS = error_responses(401, 403, 409, 422, 429, 503)
+CHANGE_ERRORS = error_responses(401, 403, 404, 409, 422, 429, 503)  # a change names an interview that may not exist
 InterviewId = Annotated[
     str, Path(pattern=r"^[0-9a-z][0-9a-z-]{5,63}$", description="The interview's id, e.g. `iv-3f9c…`.")
 ]
@@ -217,7 +217,7 @@ async def complete_interview(interview_id: InterviewId, body: CompleteInterview,
     "/interviews/{interview_id}/contact",
     status_code=204,
     response_class=Response,
-    responses=error_responses(401, 403, 422),
+    responses=error_responses(401, 403, 422, 429, 503),
 )
 async def erase_contact(interview_id: InterviewId, intake: IntakeDep, _key: KeyDep) -> Response:
     """Erase the contact details kept for an interview, on request. Answers 204 whether or

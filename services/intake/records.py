@@ -35,7 +35,7 @@ from shared.http import error_responses, invalid
 from shared.idempotency import Key, derived_id, fingerprint
 
 router = APIRouter(dependencies=[Depends(intake_writer)], route_class=IntakeRoute)
-CREATE_ERRORS = error_responses(401, 403, 409, 422, 503)
+CREATE_ERRORS = error_responses(401, 403, 409, 422, 429, 503)
 Ref = Annotated[str, Path(pattern=r"^p-[0-9a-z]{10,32}$", description="The participant's opaque reference.")]
 
 
@@ -153,7 +153,7 @@ async def log_advisory_feedback(body: LogAdvisoryFeedback, intake: IntakeDep, ke
     "/participants/{participant_ref}/withdraw",
     status_code=202,
     response_model=WithdrawalAnswer,
-    responses=error_responses(401, 403, 422, 503),
+    responses=error_responses(401, 403, 409, 422, 429, 503),
     tags=["participants"],
 )
 async def withdraw_participant(

@@ -26,6 +26,7 @@ survey_writer = require_scope("survey:write")
         403,
         409,
         422,
+        429,
         503,
         described={
             401: "No bearer token, or an unknown one.",

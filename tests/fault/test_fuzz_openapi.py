@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections import Counter
@@ -65,32 +64,6 @@ SEED = os.environ.get("ENGAGE_FUZZ_SEED")  # unset: derandomized, the same cases
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
 
-# Gaps between what a service answers and what its /openapi.json documents, known and reported where they
-# lie; printed on every run, not failed on (ENGAGE_FUZZ_STRICT=1 fails on them too, to see one fixed).
-STRICT = os.environ.get("ENGAGE_FUZZ_STRICT") == "1"
-UNPARSED_BODY = {"detail": "There was an error parsing the body"}  # FastAPI's own 400 for a body that is not UTF-8
-
-
-def known_gap(path: str, response: schemathesis.Response, code: str) -> str | None:
-    """Why this failure of a check is a known gap rather than a finding, or None."""
-    if STRICT:
-        return None
-    if (path, response.status_code, code) == ("/metrics", 200, "ST105"):
-        return "sends Prometheus text but documents application/json (shared/http.py, the /metrics route)"
-    if (response.status_code, code) == (400, "ST103") and _json(response.content) == UNPARSED_BODY:
-        return "a body that is not UTF-8 gets FastAPI's 400 {detail}, not engage's documented 422 (shared/http.py)"
-    if (path, response.status_code, code) == ("/participants/{participant_ref}/withdraw", 409, "ST103"):
-        return "an Idempotency-Key reused with another body is 409, not documented (services/intake/records.py)"
-    return None
-
-
-def _json(content: bytes) -> object:
-    try:
-        return json.loads(content)
-    except ValueError:
-        return None
-
-
 # Who sends a case: mostly the token with the operation's scope, so the fuzzer reaches the handlers.
 RIGHT, NOBODY, WRONG_SCOPE, UNKNOWN = "right", "nobody", "wrong scope", "unknown token"
 WHO = (RIGHT,) * 5 + (NOBODY, WRONG_SCOPE, UNKNOWN)
@@ -107,7 +80,6 @@ class Report:
     server_errors: list[str] = field(default_factory=list)  # a 5xx: the operation, the status, the curl
     findings: dict[str, str] = field(default_factory=dict)  # a check failing, by what failed: the first report
     times: Counter[str] = field(default_factory=Counter)  # how often each of them failed
-    gaps: Counter[str] = field(default_factory=Counter)  # known gaps seen (see known_gap), by operation and gap
 
     def summary(self) -> str:
         return (
@@ -191,10 +163,6 @@ def fuzz(service: str, base_url: str, deadline: float, path_values: dict[str, li
                 case.validate_response(response, checks=CHECKS, transport_kwargs={"base_url": base_url})
             except FailureGroup as failed:
                 for failure in failed.exceptions:
-                    gap = known_gap(path, response, failure.code)
-                    if gap is not None:
-                        report.gaps[f"{label}: {gap}"] += 1
-                        continue
                     what = f"{label} -> {response.status_code}: {failure.code} {failure.title}"
                     report.findings.setdefault(what, f"{what} ({who}):\n{failed.message}")
                     report.times[what] += 1
@@ -219,8 +187,6 @@ async def fuzzed(app: FastAPI, service: str, budget_ends: float, path_values: di
         print("  5xx:", line)
     for what, times in report.times.items():
         print(f"  {times} x {what}")
-    for gap, times in report.gaps.items():
-        print(f"  {times} x known gap, {gap}")
     return report
 
 

@@ -234,3 +234,15 @@ async def test_docs_need_nothing_from_outside_the_service(name: str, make_settin
         openapi = re.search(r'data-openapi-url="([^"]+)"', page.text)
         assert openapi and (await client.get(openapi.group(1))).status_code == 200
         assert (await client.get("/redoc")).status_code == 404  # FastAPI's CDN page is not there either
+
+
+async def test_a_body_that_is_not_json_is_a_422_naming_the_body(
+    make_settings: Callable[..., Settings], auth_headers: Callable[[str], dict[str, str]]
+) -> None:
+    """Not FastAPI's own 400: engage's error body, as for any other bad input (found by fuzzing)."""
+    async with running(build_survey(make_settings()), "survey") as survey:
+        headers = {**auth_headers("survey"), "content-type": "application/json"}
+        answer = await survey.post("/responses", content=b"\xff", headers=headers)
+        assert answer.status_code == 422
+        assert InvalidAnswer.model_validate(answer.json()).problems[0].field == "body"
+        assert (await survey.get("/no/such/route")).status_code == 404
