@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from enum import Enum
@@ -29,6 +30,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 from nats.js.errors import NotFoundError as JsNotFound
 
+from shared import metrics
 from shared.errors import ConfigError, ConflictError, EventTooLarge, NotFoundError, PublishError
 from shared.events import MAX_EVENT_BYTES, Envelope
 from shared.logging import get_logger
@@ -277,6 +279,7 @@ async def publish_event(
         headers[REQUEST_HEADER] = request
     if expected_last_subject_sequence is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_sequence)
+    started = time.perf_counter()
     try:
         ack = await broker.publish(
             data,
@@ -288,9 +291,12 @@ async def publish_event(
         )
     except BadRequestError as exc:
         if exc.err_code == WRONG_LAST_SEQUENCE:
+            metrics.WRITES.labels(event.type, "conflict").inc()
             raise ConflictError("someone else changed this record at the same moment; reload and try again") from exc
+        metrics.PUBLISH_FAILURES.labels("refused").inc()
         raise PublishError(f"the event log refused the event: {exc.description}{RETRY}") from exc
     except ServiceUnavailableError as exc:
+        metrics.PUBLISH_FAILURES.labels("full" if exc.err_code == STORE_FAILED else "unavailable").inc()
         if exc.err_code == STORE_FAILED:
             # discard new: a full log refuses the write rather than dropping its oldest events.
             raise PublishError(
@@ -298,7 +304,10 @@ async def publish_event(
             ) from exc
         raise PublishError(f"the event log did not confirm the write in time{RETRY}") from exc
     except _UNAVAILABLE as exc:
+        metrics.PUBLISH_FAILURES.labels("unavailable").inc()
         raise PublishError(f"the event log did not confirm the write in time{RETRY}") from exc
+    metrics.WRITE_SECONDS.labels(event.type).observe(time.perf_counter() - started)
+    metrics.WRITES.labels(event.type, "duplicate" if ack.duplicate else "stored").inc()
     return ack.seq, bool(ack.duplicate)
 
 

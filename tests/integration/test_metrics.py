@@ -47,3 +47,19 @@ async def test_metrics_count_answers_by_route_template_for_the_monitoring_token_
             assert counted[health] == before.get(health, 0) + 1
             assert counted[(("method", "GET"), ("route", "unmatched"), ("status", "404"))] >= 1
             assert "p-secret12345" not in after.text  # a path never becomes a label
+
+
+async def test_a_stored_write_is_counted_and_timed_by_event_type(
+    make_settings: Callable[..., Settings], auth_headers: Callable[[str], dict[str, str]]
+) -> None:
+    app = build_survey(make_settings())
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://survey") as client:
+            scrape = lambda: client.get("/metrics", headers=auth_headers("monitoring"))  # noqa: E731 - read twice
+            stored = (("event_type", "SurveyCompleted"), ("outcome", "stored"))
+            before = samples((await scrape()).text, "engage_writes_total").get(stored, 0)
+            written = await client.post("/responses", json={"profile": {}}, headers=auth_headers("survey"))
+            assert written.status_code == 201
+            after = (await scrape()).text
+            assert samples(after, "engage_writes_total")[stored] == before + 1
+            assert samples(after, "engage_write_seconds_count")[(("event_type", "SurveyCompleted"),)] >= 1
