@@ -32,6 +32,8 @@ from shared.errors import ConfigError, PublishError
 from shared.settings import Settings
 from tests import factories as f
 
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
 
 @pytest.fixture
 async def nc(nats_url: str) -> AsyncIterator[Client]:

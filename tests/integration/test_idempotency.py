@@ -19,7 +19,7 @@ from services.survey.app import build_app as build_survey
 from shared.settings import Settings, TokenSpec
 from tests.conftest import TOKENS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 SOON = "2030-01-01T10:00:00Z"
 SECOND_INTAKE = TokenSpec(token="test-intake-two-" + "j" * 20, scopes=["intake:write"])
 

@@ -24,7 +24,7 @@ from shared.settings import Settings
 from tests import factories as f
 from tests.projecting import project_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 PROCESS = "shfa-2018"
 

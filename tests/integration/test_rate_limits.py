@@ -12,7 +12,7 @@ from shared.http import TooManyAnswer
 from shared.settings import Settings, TokenSpec
 from tests.conftest import TOKENS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
 async def test_writes_beyond_a_token_s_burst_get_429_and_other_tokens_write_on(

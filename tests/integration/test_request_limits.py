@@ -14,7 +14,7 @@ from services.survey.app import build_app as survey_app
 from shared.events import MAX_PROFILES_PER_GATHERING
 from shared.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 YEAR_ONE = "0001-01-01T00:00:00Z"
 

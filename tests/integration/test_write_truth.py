@@ -23,7 +23,7 @@ from services.survey.app import build_app as build_survey
 from shared.settings import Settings
 from shared.upcasting import decode_event
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 WRITES = {
     "survey": (build_survey, "/responses", {"profile": {}}, "response_id"),
