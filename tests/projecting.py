@@ -20,5 +20,4 @@ async def project_until(projector: Projector, sequence: int, timeout: float = 30
             timeout=timeout,
         )
     finally:
-        running.cancel()
-        await asyncio.wait({running})
+        assert await projector.stop(running), "the projector did not stop when cancelled"

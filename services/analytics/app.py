@@ -111,8 +111,7 @@ def build_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            task.cancel()
-            await asyncio.wait({task}, timeout=10)  # bounded: shutting down must never hang
+            await projector.stop(task)  # bounded: shutting down must never hang
             await stop_broker(broker)
             await pool.close()
 

@@ -104,16 +104,15 @@ async def another_pool(rig: Rig) -> AsyncIterator[Callable[[], Awaitable[asyncpg
 @pytest.fixture
 async def running() -> AsyncIterator[Callable[[Projector], asyncio.Task[None]]]:
     """Start projectors; each is cancelled at the end of the test (before the pools they use are closed)."""
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[tuple[Projector, asyncio.Task[None]]] = []
 
     def start(projector: Projector) -> asyncio.Task[None]:
-        tasks.append(asyncio.create_task(projector.run()))
-        return tasks[-1]
+        tasks.append((projector, asyncio.create_task(projector.run())))
+        return tasks[-1][1]
 
     yield start
-    for task in tasks:
-        task.cancel()
-    await asyncio.wait(tasks)
+    for projector, task in tasks:
+        assert await projector.stop(task), "a projector did not stop when cancelled"
 
 
 async def test_a_message_deleted_under_the_projector_stops_it_loudly_until_a_rebuild(rig: Rig) -> None:
@@ -228,8 +227,7 @@ async def test_a_second_projector_waits_as_a_standby_and_takes_over_when_the_fir
     await asyncio.sleep(0.5)
     assert second.progress.projected == 0 and second.readiness().state == "standby"
 
-    first_task.cancel()  # the first dies: its connection goes back, and the lock with it
-    await asyncio.wait({first_task})
+    assert await first.stop(first_task)  # the first dies: its connection goes back, and the lock with it
     await eventually(lambda: asyncio.sleep(0, second.readiness().ready), what="the second to take over", timeout=10)
     last = await rig.publish(10)
     await reaches(rig, last)

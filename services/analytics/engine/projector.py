@@ -164,6 +164,18 @@ class Projector:
             event, fault=fault, reason=reason, checkpoint=self.progress.checkpoint, behind=self._behind
         )
 
+    async def stop(self, task: asyncio.Task[None], within: float = 10.0) -> bool:
+        """Cancel ``task`` (running this projector) until it ends, at most ``within`` seconds; whether it ended.
+
+        Cancelled once, a task can go on: on Python 3.11, ``asyncio.wait_for`` (which nats-py and
+        asyncpg use for their timeouts) swallows a cancellation that lands as its wait completes.
+        """
+        deadline = asyncio.get_running_loop().time() + within
+        while not task.done() and asyncio.get_running_loop().time() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        return task.done()
+
     async def run(self) -> None:
         """Count the log until cancelled: as the one projector holding the lock, or waiting to be."""
         try:
@@ -214,7 +226,8 @@ class Projector:
     async def _check_lock(self) -> None:
         try:
             if self._lock is not None:
-                await self._lock.fetchval("SELECT 1", timeout=5)
+                async with asyncio.timeout(5):  # not asyncpg's timeout=: its wait_for can swallow a cancel on 3.11
+                    await self._lock.fetchval("SELECT 1")
         except Exception as exc:
             reason = f"the connection holding the projection lock broke ({type(exc).__name__})"
             self._fault("lock_lost", reason)
