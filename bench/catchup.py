@@ -106,8 +106,7 @@ async def project(url: str, dsn: str, settings: Settings, n: int) -> float:
     while projector.progress.checkpoint < n:
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - start
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await projector.stop(task)
     await pool.close()
     await broker.stop()
     return n / elapsed
