@@ -36,7 +36,7 @@ def test_streams_are_capped_per_session_and_in_all_and_slots_come_back() -> None
     slots = StreamSlots(per_session=2, in_all=3)
     slots.take("a")
     slots.take("a")
-    with pytest.raises(TooManyStreams, match="this session has 2 open streams"):
+    with pytest.raises(TooManyStreams, match="your sign-in has 2 open streams"):
         slots.take("a")
     slots.take("b")
     with pytest.raises(TooManyStreams, match="3 open streams already"):

@@ -48,7 +48,7 @@ class Throttle:
 
 
 class TooManyStreams(Exception):
-    """No stream slot is free, for this session or at all."""
+    """No stream slot is free, for the session asking or at all."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -68,7 +68,7 @@ class StreamSlots:
         if sum(self._open.values()) >= self.in_all:
             raise TooManyStreams(f"the dashboard has {self.in_all} open streams already; try again shortly")
         if self._open.get(session_id, 0) >= self.per_session:
-            raise TooManyStreams(f"this session has {self.per_session} open streams; close a tab of the dashboard")
+            raise TooManyStreams(f"your sign-in has {self.per_session} open streams; close a tab of the dashboard")
         self._open[session_id] = self._open.get(session_id, 0) + 1
 
     def give_back(self, session_id: str) -> None:

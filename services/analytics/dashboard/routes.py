@@ -158,7 +158,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/dashboard/logout")
 async def logout(request: Request) -> RedirectResponse:
-    """Sign out: this session ends on the server too, so a copy of its cookie stops working."""
+    """Sign out: the session ends on the server too, so a copy of its cookie stops working."""
     found = await _signed_in(request)
     if found is not None:
         await sessions.sign_out(state_of(request).sources.pool, found.id, datetime.fromtimestamp(found.expires, UTC))
