@@ -371,18 +371,27 @@ class EventLog:
         so this is a handful of reads. It is what keeps a retry from storing an event a second
         time after the log's dedupe window has passed.
         """
+        return (await self._scan(event))[0]
+
+    async def _scan(
+        self, event: Envelope
+    ) -> tuple[tuple[Envelope, int, str | None] | None, tuple[Envelope, int] | None]:
+        """``find``'s answer, and the first event on ``event``'s own subject seen on the way (if any)."""
         _, _process, aggregate = event.subject.split(".", 2)
         subject, seq, wanted = f"engagement.*.{aggregate}", 1, str(event.event_id)
+        first: tuple[Envelope, int] | None = None
         while True:
             try:
                 raw = await self._answer(
                     self.js.get_msg(self.settings.stream_name, seq=seq, subject=subject, next=True)
                 )
             except JsNotFound:
-                return None
+                return None, first
             headers = raw.headers or {}
             if headers.get("Nats-Msg-Id") == wanted:
-                return decode_event(raw.data or b""), raw.seq or 0, headers.get(REQUEST_HEADER)
+                return (decode_event(raw.data or b""), raw.seq or 0, headers.get(REQUEST_HEADER)), first
+            if first is None and raw.subject == event.subject:
+                first = decode_event(raw.data or b""), raw.seq or 0
             seq = (raw.seq or 0) + 1
 
     async def create(
@@ -396,10 +405,9 @@ class EventLog:
         ConflictError(``differs``): the same key sent with different content (the survey's
         answers) must not silently keep one and lose what someone said.
         """
-        mine = await self.find(event)
+        mine, found = await self._scan(event)  # one pass: our own event, else whoever created the aggregate
         if mine is not None:
             return _ours_or_conflict(mine, event, exists, differs, request)
-        found = await self.first(event.subject)
         if found is not None:
             return _ours_or_conflict((*found, None), event, exists, differs, request)
         try:

@@ -56,7 +56,8 @@ class Service:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> Service:
+    def start(self, timeout: float = 60.0, *, ready: bool = True) -> Service:
+        """Start the service and wait until /health answers 200 (``ready``) or answers at all."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "serve", self.name],
@@ -73,7 +74,7 @@ class Service:
         try:
             eventually_sync(
                 health,
-                lambda status: status == 200,
+                lambda status: status == 200 or not ready,
                 what=f"{self.name} to answer /health",
                 timeout=timeout,
                 interval=0.1,

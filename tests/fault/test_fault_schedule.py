@@ -55,8 +55,6 @@ import os
 import random
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -79,7 +77,7 @@ from shared.bus import DEADLETTER_STREAM
 from shared.events import Envelope
 from tests import factories as f
 from tests.conftest import TOKENS, auth
-from tests.polling import eventually, eventually_sync
+from tests.polling import eventually
 from tests.servers import Service
 
 SEED = int(os.environ.get("ENGAGE_FAULT_SEED", "2018"))
@@ -222,20 +220,7 @@ async def submit(http: httpx.AsyncClient, stack: Stack, write: Write, ledger: Le
 
 def start_analytics(service: Service, timeout: float = 60.0) -> None:
     """Start analytics and wait until it answers at all: whether it is ready is for the end to judge."""
-    with service.log.open("ab") as out:
-        service.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "serve", service.name],
-            env=service.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    proc = service.proc
-
-    def answers() -> int:
-        assert proc.poll() is None, f"analytics exited: {service.log.read_text()[-2000:]}"
-        return httpx.get(f"{service.url}/health", timeout=1).status_code
-
-    eventually_sync(answers, what="analytics to answer", timeout=timeout, interval=0.1, ignoring=(httpx.HTTPError,))
+    service.start(timeout, ready=False)
 
 
 @contextlib.asynccontextmanager

@@ -9,10 +9,12 @@ carried, every other event is counted, and the checkpoint reaches the end of the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
 
 from services.analytics.engine import batch
 from services.analytics.engine.projector import Projector
@@ -27,15 +29,23 @@ from tests.projecting import project_until
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 PROCESS = "shfa-2018"
+Log = tuple[Settings, NatsBroker, JetStreamContext]
 
 
-async def test_poison_events_mid_log_are_parked_and_every_other_event_is_counted(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def log(make_settings: Callable[..., Settings]) -> AsyncIterator[Log]:
+    """This test's event log, in batches of 10 for the projector: settings, a connected broker, JetStream."""
     settings = make_settings(batch_size=10)
     broker = make_broker(settings.nats_url or "")
     await broker.connect()
-    js = await attach_streams(broker.connection, settings)
+    yield settings, broker, await attach_streams(broker.connection, settings)
+    await broker.stop()
+
+
+async def test_poison_events_mid_log_are_parked_and_every_other_event_is_counted(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, broker, js = log
 
     # The fold raises on one marked event, as it did on a day it could not compute.
     poisoned = f.survey(region="central")
@@ -96,17 +106,11 @@ async def test_poison_events_mid_log_are_parked_and_every_other_event_is_counted
         "event could not be projected (OverflowError)",
     )
     await pool.close()
-    await broker.stop()
 
 
-async def test_a_database_error_is_retried_and_never_parks_an_event(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_database_error_is_retried_and_never_parks_an_event(log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failing connection is the database's fault, not the batch's: retried until it goes through."""
-    settings = make_settings(batch_size=10)
-    broker = make_broker(settings.nats_url or "")
-    await broker.connect()
-    js = await attach_streams(broker.connection, settings)
+    settings, broker, js = log
     for _ in range(5):
         last, _ = await publish_event(broker, f.survey(region="northeast"), settings)
 
@@ -131,4 +135,3 @@ async def test_a_database_error_is_retried_and_never_parks_an_event(
     assert projector.progress.parked == 0
     assert (await js.stream_info(DEADLETTER_STREAM)).state.messages == 0
     await pool.close()
-    await broker.stop()
