@@ -36,7 +36,12 @@ class Target(BaseModel):
     """What a category should reach: a share of participants, or a minimum count."""
 
     model_config = _FROZEN
-    share: float | None = Field(None, gt=0, le=1, description="Share of the participants who answered (0-1].")
+    share: float | None = Field(None, gt=0, le=1, description="Target share (0-1] of the participants in ``base``.")
+    base: Literal["answered", "profiled"] = Field(
+        "answered",
+        description="A share target's base: 'answered', those who answered the question (declined and "
+        "skipped left out); 'profiled', everyone who gave a profile, as the 2018 report's regional shares are.",
+    )
     min_count: int | None = Field(None, ge=1, description="Fewest participants from the category.")
     kind: Literal["benchmark", "goal"] = Field(
         description="'benchmark': a published population figure; 'goal': a coordinator's goal."

@@ -6,11 +6,11 @@ Built once in an app factory or the CLI and passed down; nothing connects at imp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -52,7 +52,15 @@ class Settings(BaseSettings):
     plans: list[Path] = Field(
         default_factory=list, description="Plan files (TOML), comma-separated; none means the shipped plans."
     )
-    small_cell_k: int = Field(5, ge=2, le=50, description="Counts from 1 to k-1 are suppressed for coordinators.")
+    small_cell_k: int = Field(
+        5, ge=2, le=50, description="Coordinators' counts are rounded to multiples of k; below k reads `<k`."
+    )
+    release_every: int | None = Field(
+        None,
+        ge=2,
+        le=10_000,
+        description="Coordinators' numbers move once this many participants have changed (at least k; default k).",
+    )
     write_rate: float = Field(50.0, gt=0, le=100_000, description="Writes per second each token may sustain.")
     write_burst: int = Field(
         500, ge=1, le=1_000_000, description="Writes a token may make at once before the rate applies."
@@ -76,9 +84,23 @@ class Settings(BaseSettings):
             raise ValueError("unknown time zone (use an IANA name such as America/Chicago)") from exc
         return value
 
+    @model_validator(mode="after")
+    def _release_at_least_k(self) -> Self:
+        if self.release_every is not None and self.release_every < self.small_cell_k:
+            raise ValueError(
+                f"release_every ({self.release_every}) must be at least small_cell_k ({self.small_cell_k}): "
+                "fewer changes between two releases would let one person's answers be worked out"
+            )
+        return self
+
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def every(self) -> int:
+        """Participants changed between two coordinator releases."""
+        return self.release_every or self.small_cell_k
 
     def all_tokens(self) -> dict[str, TokenSpec]:
         """Inline tokens plus those in ``tokens_file``."""

@@ -23,6 +23,9 @@ class Status(StrEnum):
     WATCH = "watch"  # below the threshold, not yet significant
     ON_TRACK = "on-track"
     NO_TARGET = "no-target"  # the plan sets no target: nothing to judge, nothing to announce
+    # Coordinators' rounded numbers allow values on both sides of the target: look closer. Never
+    # announced (announcements are judged on exact numbers), always listed among the under-reached.
+    ATTENTION = "attention"
 
 
 TYPE_OF_STATUS: dict[Status, str] = {
@@ -58,6 +61,8 @@ class CommunityStatusChanged(BaseModel):
     def _announced(cls, value: Status | None) -> Status | None:
         if value is Status.NO_TARGET:
             raise ValueError("a category without a target has no status to announce")
+        if value is Status.ATTENTION:
+            raise ValueError("'attention' belongs to rounded numbers; announcements are judged on exact ones")
         return value
 
     @property

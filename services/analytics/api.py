@@ -1,8 +1,9 @@
 """Analytics' HTTP surface: coverage against the plan, by segment, as of a moment, and over time.
 
 Every answer says which stream sequence it reflects and how far behind the stream it is.
-Tokens with the `analyst:read` scope see every number; coordinators (`coverage:read`)
-see small counts suppressed. The answers themselves are made in ``answers.queries``.
+Tokens with the `analyst:read` scope see every number, live, and may ask as of a moment;
+coordinators (`coverage:read`) see every count rounded to base k, from the latest release
+(``answers.release``). The answers themselves are made in ``answers.queries``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from services.analytics.answers.coverage import View
 from services.analytics.answers.models import CoverageAnswer, OverTimeAnswer
 from services.analytics.answers.segments import BadSegment
 from services.analytics.state import state_of
-from shared.http import error_responses, invalid, require_scope
+from shared.http import UnauthorizedError, error_responses, invalid, require_scope
 from shared.ids import PROCESS_ID_PATTERN
 
 router = APIRouter(tags=["coverage"])
 PROCESS = Query(None, pattern=PROCESS_ID_PATTERN, description="The process; default ENGAGE_PROCESS_ID.")
 SEGMENT = Query(
     None,
-    description="Only participants in one category of another dimension, "
-    "as `dimension:category`, e.g. `lived_experience:yes`.",
+    max_length=400,
+    description="Only participants who meet every term, comma-separated (at most 4): `dimension:category` "
+    "(e.g. `lived_experience:yes`), `dimension:declined`, `dimension:not_answered`, a derived group "
+    "(`group:category`) or `channel:<channel>`; e.g. `channel:advisory,lived_experience:yes`.",
 )
 
 
@@ -32,7 +35,7 @@ def view_for(request: Request, token: str) -> View:
     """Analysts see every number; everyone else sees small counts suppressed."""
     scopes = request.app.state.tokens[token].scopes
     analyst = "analyst:read" in scopes or "admin" in scopes
-    return View(request.app.state.settings.small_cell_k, suppressed=not analyst)
+    return state_of(request).sources.view(suppressed=not analyst)
 
 
 @router.get("/coverage", response_model=CoverageAnswer, responses=error_responses(401, 403, 422))
@@ -44,7 +47,8 @@ async def get_coverage(
         None,
         alias="as_of",
         description="The numbers as they stood at this moment "
-        "(e.g. `2018-04-01T00:00Z`), replayed from the log; withdrawals always apply.",
+        "(e.g. `2018-04-01T00:00Z`), replayed from the log; withdrawals always apply. Analysts only "
+        "(`analyst:read`): two moments one arrival apart would show that person's answers.",
     ),
     token: str = Depends(require_scope("coverage:read")),
 ) -> CoverageAnswer:
@@ -56,6 +60,8 @@ async def get_coverage(
     try:
         if as_of_time is None:
             return await queries.coverage_now(src, process_id, segment, view)
+        if view.suppressed:
+            raise UnauthorizedError(403, "as_of needs the analyst:read scope")
         try:
             moment = asof.parse_moment(as_of_time)
         except ValueError as exc:
@@ -70,7 +76,11 @@ async def get_over_time(
     request: Request,
     process_id: str | None = PROCESS,
     by: Literal["day", "week"] = Query("week", description="Group by local day or by week (from Monday)."),
+    segment: str | None = SEGMENT,
     token: str = Depends(require_scope("coverage:read")),
 ) -> OverTimeAnswer:
     """Participation over time: per period and channel, engagements and participants first reached."""
-    return await queries.over_time(state_of(request).sources, process_id, by, view_for(request, token))
+    try:
+        return await queries.over_time(state_of(request).sources, process_id, by, view_for(request, token), segment)
+    except BadSegment as exc:
+        raise invalid("segment", str(exc)) from None

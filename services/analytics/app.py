@@ -10,11 +10,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.analytics.answers.queries import Sources
+from services.analytics.answers.release import ReleaseBook
 from services.analytics.api import router
 from services.analytics.dashboard import routes as dashboard
 from services.analytics.engine.projector import Projector
 from services.analytics.state import AnalyticsState
-from services.analytics.store import schema
+from services.analytics.store import reads, schema
 from shared import http
 from shared.bus import attach_streams, make_broker, stop_broker
 from shared.errors import ConfigError
@@ -93,7 +94,8 @@ def build_app(settings: Settings) -> FastAPI:
         if applied:
             log.info("migrations_applied", migrations=applied)
         projector = Projector(settings, broker.connection, pool, plans)
-        app.state.analytics = AnalyticsState(Sources(pool, broker.connection, settings, plans), projector)
+        releases = ReleaseBook(await reads.rounding_secret(pool), settings.every, settings.tz)
+        app.state.analytics = AnalyticsState(Sources(pool, broker.connection, settings, plans, releases), projector)
 
         async def projection_counting() -> bool:
             return projector.readiness().ready

@@ -8,16 +8,16 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from services.analytics.answers.coverage import View, coverage
 from services.analytics.answers.models import Freshness
+from services.analytics.answers.suppression import cell_keys
 from services.analytics.answers.timeline import timeline
 from services.analytics.dashboard import session
 from services.analytics.dashboard.snapshot import days_of_outreach, snapshot
 from services.analytics.projection import activity
-from services.analytics.projection.counts import Counts
-from services.analytics.projection.fold import ALONE, ANSWERED
+from services.analytics.projection.counts import Counts, counts_of, daily_of
+from services.analytics.projection.fold import ANSWERED
 from shared.events import (
     Envelope,
     InterviewCompleted,
@@ -27,9 +27,10 @@ from shared.events import (
     SurveyCompleted,
 )
 from shared.plan import load_plans
-from shared.profile import CATEGORIES, MULTI_SELECT, Profile
+from shared.profile import Profile
 from shared.settings import TokenSpec
 from tests import factories as f
+from tests.populations import keyed, populations
 from tests.privacy import small_counts_in
 
 TOKENS = {
@@ -148,51 +149,24 @@ def test_a_batch_adds_at_most_its_latest_items_per_process() -> None:
 PLAN = load_plans(None)["shfa-2018"]
 
 
-@st.composite
-def counts(draw: st.DrawFn) -> Counts:
-    cats: dict[tuple[str, str], int] = {}
-    participants = draw(st.integers(0, 60))
-    for dim, codes in CATEGORIES.items():
-        answered = 0
-        for code in codes:
-            n = draw(st.integers(0, min(participants, 12)))
-            if n:
-                cats[(dim, code)] = n
-                answered = max(answered, n) if dim in MULTI_SELECT else answered + n
-                if dim in MULTI_SELECT:
-                    cats[(dim, ALONE + code)] = draw(st.integers(0, n))
-        cats[(dim, ANSWERED)] = min(answered, participants) if dim in MULTI_SELECT else answered
-    channels = {c: draw(st.integers(0, 9)) for c in ("interview_phone", "survey", "art_of_hosting")}
-    return Counts(
-        sequence=10,
-        participants=max(participants, max((v for (d, c), v in cats.items() if c == ANSWERED), default=0)),
-        engagements=sum(channels.values()),
-        channels={c: n for c, n in channels.items() if n},
-        categories=cats,
-    )
-
-
 @settings(max_examples=60, deadline=None)
-@given(
-    counts(),
-    st.lists(
-        st.tuples(
-            st.integers(0, 20), st.sampled_from(["survey", "interview_phone"]), st.integers(0, 9), st.integers(0, 9)
-        ),
-        max_size=30,
-    ),
-)
-def test_a_snapshot_never_carries_a_count_from_1_to_k_minus_1(c: Counts, days: list) -> None:
-    """Whatever the counts, every count field of the dashboard is 0, at least k, or hidden."""
+@given(populations)
+def test_a_snapshot_never_carries_a_count_from_1_to_k_minus_1(states: list) -> None:
+    """Whatever the population, every count field of the dashboard is a multiple of k or "<k"."""
     k = 5
-    rows = [(date(2018, 1, 1 + d), ch, e, p) for d, ch, e, p in days]
+    members = keyed(states)
+    counts = counts_of(states, PLAN, sequence=10)
+    keys = cell_keys(members, PLAN)
     fresh = Freshness(sequence=10, stream_sequence=10, behind=0, projected_at=None, answered_at=datetime.now(UTC))
-    body = coverage(c, "shfa-2018", PLAN, View(k, suppressed=True), fresh)
+    body = coverage(counts, "shfa-2018", PLAN, View(k, suppressed=True, release_every=k), fresh, None, keys)
+    engaged, reached = daily_of(states)
+    as_dates = {(date.fromisoformat(d), c): n for (d, c), n in engaged.items()}
+    firsts = {(date.fromisoformat(d), c): n for (d, c), n in reached.items()}
     snap = snapshot(
         body,
-        timeline(rows, "week", k, True),
+        timeline(as_dates, firsts, "week", k, keys),
         [],
-        sorted({r[0] for r in rows}),
+        sorted({d for d, _ in as_dates}),
         PLAN,
         k=k,
         behind_seconds=None,

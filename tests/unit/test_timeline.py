@@ -1,4 +1,4 @@
-"""Participation over time: periods, weeks from Monday, and suppression of the whole table."""
+"""Participation over time: periods, weeks from Monday, and rounding for coordinators."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ ROWS = [
     (date(2018, 3, 12), "survey", 20, 18),  # the next Monday
     (date(2018, 3, 12), "interview_phone", 7, 6),
 ]
+ENGAGED = {(day, channel): e for day, channel, e, _ in ROWS}
+REACHED = {(day, channel): p for day, channel, _, p in ROWS}
+ENGAGED_FIRST = (date(2018, 3, 5), "survey")
 
 
 def test_a_week_is_named_by_its_monday() -> None:
@@ -22,25 +25,32 @@ def test_a_week_is_named_by_its_monday() -> None:
 
 
 def test_weekly_totals_for_an_analyst() -> None:
-    weeks = [w.model_dump() for w in timeline(ROWS, "week", k=5, suppressed=False)]
+    weeks = [w.model_dump() for w in timeline(ENGAGED, REACHED, "week", k=5)]
     assert [w["period"] for w in weeks] == ["2018-03-05", "2018-03-12"]
     assert weeks[0]["engagements"] == {"interview_phone": 2, "survey": 21}
     assert weeks[0]["total_engagements"] == 23
     assert weeks[1]["participants_reached"] == {"interview_phone": 6, "survey": 18}
 
 
-def test_a_coordinator_sees_no_small_count_and_cannot_work_one_out() -> None:
-    """The week with 2 phone interviews hides them, and enough else that 23 - 21 cannot give them away."""
-    weeks = [w.model_dump() for w in timeline(ROWS, "week", k=5, suppressed=True)]
-    first = weeks[0]
-    assert first["engagements"]["interview_phone"] == "<5"
-    hidden = [v for w in weeks for v in (*w["engagements"].values(), w["total_engagements"]) if isinstance(v, str)]
-    assert len(hidden) >= 2
-    for w in weeks:
-        for value in (
-            *w["engagements"].values(),
-            *w["participants_reached"].values(),
-            w["total_engagements"],
-            w["total_participants_reached"],
-        ):
-            assert not (isinstance(value, int) and 0 < value < 5)
+def test_days_and_weeks_round_as_the_people_in_them() -> None:
+    """A coordinator's week is rounded by the sum of its days' keys: every number a multiple of 5,
+    within 4 of the truth, and the same week from the same days however the keys are split."""
+    keys = {("day", d.isoformat(), c): (i + 1) * 0x9E3779B97F4A7C15 % (1 << 64) for i, (d, c) in enumerate(ENGAGED)}
+    keys |= {("first", d.isoformat(), c): (i + 7) * 0x9E3779B97F4A7C15 % (1 << 64) for i, (d, c) in enumerate(REACHED)}
+    exact = timeline(ENGAGED, REACHED, "week", k=5)
+    rounded = timeline(ENGAGED, REACHED, "week", k=5, keys=keys)
+    for e, r in zip(exact, rounded, strict=True):
+        pairs = [
+            *zip(e.engagements.values(), r.engagements.values(), strict=True),
+            *zip(e.participants_reached.values(), r.participants_reached.values(), strict=True),
+            (e.total_engagements, r.total_engagements),
+            (e.total_participants_reached, r.total_participants_reached),
+        ]
+        for true, shown in pairs:
+            assert isinstance(true, int)
+            value = 0 if shown == "<5" else shown
+            assert isinstance(value, int) and value % 5 == 0 and abs(value - true) < 5
+    by_day = timeline(ENGAGED, REACHED, "day", k=5, keys=keys)
+    assert by_day[0].engagements == {
+        "survey": timeline({ENGAGED_FIRST: 12}, {}, "day", 5, keys)[0].engagements["survey"]
+    }

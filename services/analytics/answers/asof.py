@@ -117,5 +117,5 @@ async def coverage_counts(
     memory, result = await replay_to(nc, stream, process_id, moment, tz, plan)
     if segment is None:
         return result
-    chosen = members((state for _, state in memory.participants(process_id)), segment)
+    chosen = members((state for _, state in memory.participants(process_id)), segment, plan)
     return replace(result, counts=counts_of(chosen, plan, sequence=result.sequence))

@@ -1,20 +1,22 @@
 """Coverage: who has been heard from, per dimension and category, against the plan.
 
-Pure: counts and the plan in, the answer out. Shares are of the participants who answered
-the question with a category ("declined" is its own count, outside the denominator), so
-a multi-select dimension's shares can add up past 100%. A derived dimension (the
+Pure: counts and the plan in, the answer out. Each category has two shares: of the
+participants who answered the question (``share``; "declined" is its own count, outside
+the denominator, so a multi-select dimension's shares can add up past 100%), and of
+everyone who gave a profile (``share_of_profiled``, the 2018 report's base for regions).
+A target's ``base`` in the plan says which one it is judged on. A derived dimension (the
 mandated stakeholder groups) takes all participants as its denominator.
 
-For coordinators every count from 1 to k-1 is shown as "<k", with complementary
-suppression so that no hidden count can be worked out from a total and the cells shown
-(see ``suppression``). A hidden cell's share, interval and ratio are withheld; its
-status and "needed" are judged as if it held k-1 participants, so they say nothing a
-coordinator could not work out from what is shown ("needed" is then a lower bound).
+For coordinators every count is rounded to base k (``answers.suppression``): shares and
+ratios are worked out from the rounded numbers, with no interval, and a status is one
+every true value the rounded numbers allow agrees on. Where they disagree the status is
+``attention`` (it may be below target) and the category is listed among the
+under-reached, with the fewest more people any of those values needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from services.analytics.answers.models import (
@@ -27,10 +29,12 @@ from services.analytics.answers.models import (
     SegmentInfo,
     Suppression,
     Target,
+    Term,
     UnderReached,
 )
-from services.analytics.answers.representation import judge, percent, round_half_up
-from services.analytics.answers.suppression import TOTAL, show, suppress_row
+from services.analytics.answers.representation import Judgement, judge, percent, round_half_up
+from services.analytics.answers.segments import Segment, term_label
+from services.analytics.answers.suppression import Cell, bounds, round_to_base, show
 from services.analytics.projection.counts import Counts
 from services.analytics.projection.fold import ALONE, ANSWERED
 from shared.plan import Dimension, Plan
@@ -38,20 +42,40 @@ from shared.plan import Target as PlanTarget
 from shared.profile import CATEGORIES, DECLINED, DIMENSIONS, MULTI_SELECT
 from shared.status_events import Status
 
+Shown = int | str
+
 
 @dataclass(frozen=True)
 class View:
-    """How to present: suppressed for coordinators (k), or every number for analysts."""
+    """How to present: rounded for coordinators (base k, from a release), or exact for analysts."""
 
     k: int
     suppressed: bool
+    release_every: int | None = None
 
-    def hide(self, cells: dict[str, int], total: int | None) -> set[object]:
-        return suppress_row(cells, total, self.k) if self.suppressed else set()
+    def suppression(self, release: int | None = None) -> Suppression:
+        if not self.suppressed:
+            return Suppression(k=self.k, applied=False, method="none")
+        return Suppression(k=self.k, applied=True, method="rounded", release=release, release_every=self.release_every)
 
-    @property
-    def suppression(self) -> Suppression:
-        return Suppression(k=self.k, applied=self.suppressed)
+
+class Shower:
+    """Shows counts: exact, or rounded by their cells' keys."""
+
+    def __init__(self, view: View, keys: Mapping[Cell, int] | None) -> None:
+        if view.suppressed and keys is None:
+            raise ValueError("rounded answers need the cells' keys")
+        self.k, self.keys = view.k, keys if view.suppressed else None
+
+    def __call__(self, cell: Cell, value: int) -> Shown:
+        if self.keys is None:
+            return value
+        if value and cell not in self.keys:  # a key of 0 would always round down: never guess one
+            raise KeyError(f"no key for the cell {cell}")
+        return show(round_to_base(value, self.keys.get(cell, 0), self.k), self.k)
+
+    def bounds(self, shown: Shown) -> tuple[int, int]:
+        return bounds(shown, self.k, self.keys is not None)
 
 
 def _dimensions(plan: Plan | None) -> Iterable[tuple[str, Dimension | None]]:
@@ -68,57 +92,86 @@ def _codes(key: str, spec: Dimension | None, counts: Counts) -> list[str]:
     return listed + sorted(seen - set(listed))
 
 
-def dimension_view(key: str, spec: Dimension | None, counts: Counts, plan: Plan | None, view: View) -> DimensionAnswer:
+def judged(
+    count: tuple[int, int], base: tuple[int, int], target: PlanTarget | None, threshold: float
+) -> tuple[Judgement, bool]:
+    """The judgement every (count, base) in the ranges agrees on, and whether they agree.
+
+    A status only rises with the count and falls with the base, so the two corners decide it.
+    Where they disagree the answer is ``attention``, needing the least any value below target
+    needs (which is at the smallest base)."""
+
+    def at(c: int, n: int) -> Judgement:
+        return judge(
+            min(c, n),  # a category never holds more than its base
+            n,
+            share=target.share if target else None,
+            min_count=target.min_count if target else None,
+            threshold=threshold,
+        )
+
+    best, worst = at(count[1], base[0]), at(count[0], base[1])
+    exact = count[0] == count[1] and base[0] == base[1]
+    if exact:
+        return best, True
+    if best.status is worst.status and best.status is not Status.UNDER_REACHED:
+        return best, True
+    needs = [j.needed for c in range(count[0], count[1] + 1) if (j := at(c, base[0])).needed]
+    status = best.status if best.status is worst.status else Status.ATTENTION
+    return Judgement(best.ratio, status, min(needs) if needs else None, None), False
+
+
+def dimension_view(
+    key: str, spec: Dimension | None, counts: Counts, plan: Plan | None, shower: Shower
+) -> DimensionAnswer:
+    """One dimension's rows."""
     cats = counts.categories
     derived = bool(spec and spec.derived)
     multi = spec.multi_select if spec else key in MULTI_SELECT
     answered = counts.participants if derived else cats.get((key, ANSWERED), 0)
     declined = 0 if derived else cats.get((key, DECLINED), 0)
     not_answered = 0 if derived else max(counts.participants - answered - declined, 0)
-    codes = _codes(key, spec, counts)
-    values = {c: cats.get((key, c), 0) for c in codes}
-
-    head = {"answered": answered, "declined": declined, "not_answered": not_answered}
-    # A derived dimension's "answered" is the participant total, hidden as the total is.
-    head_hidden: set[object] = (
-        view.hide(head, sum(head.values()))
-        if not derived
-        else {"answered"}
-        if view.suppressed and 0 < answered < view.k
-        else set()
-    )
-    hidden = view.hide(values, None if multi else answered)
-    if TOTAL in hidden:
-        head_hidden.add("answered")
-    n_hidden = "answered" in head_hidden
-
+    shown_answered = shower(("participants",), answered) if derived else shower(("category", key, ANSWERED), answered)
+    shown_profiled = shower(("profiled",), counts.profiled)
     rows = []
-    for code in codes:
-        count, is_hidden = values[code], code in hidden or n_hidden
+    for code in _codes(key, spec, counts):
+        count = cats.get((key, code), 0)
+        shown = shower(("category", key, code), count)
         target = spec.categories[code].target if spec and code in spec.categories else None
-        judged = judge(
-            min(view.k - 1, answered) if is_hidden else count,
-            answered,
-            share=target.share if target else None,
-            min_count=target.min_count if target else None,
-            threshold=plan.threshold if plan else 0.8,
+        on_profiled = target is not None and target.base == "profiled" and not derived
+        base_shown = shown_profiled if on_profiled else shown_answered
+        judgement, exact = judged(
+            shower.bounds(shown), shower.bounds(base_shown), target, plan.threshold if plan else 0.8
         )
+        published = (count, counts.profiled if on_profiled else answered) if shower.keys is None else None
+        if published is None:  # rounded: shares and ratios of the rounded numbers
+            c_shown = shown if isinstance(shown, int) else 0
+            a_shown = shown_answered if isinstance(shown_answered, int) else 0
+            p_shown = shown_profiled if isinstance(shown_profiled, int) else 0
+            share, of_profiled = percent(c_shown, a_shown), None if derived else percent(c_shown, p_shown)
+            ratio = _ratio(c_shown, p_shown if on_profiled else a_shown, target)
+            interval = None
+        else:
+            share, of_profiled = percent(count, answered), None if derived else percent(count, counts.profiled)
+            ratio = judgement.ratio
+            interval = judgement.interval
         alone = cats.get((key, ALONE + code), 0) if multi and not derived else None
         rows.append(
             CategoryRow(
                 category=code,
                 label=plan.label_of(key, code) if plan else code,
-                count=show(count, is_hidden, view.k),
-                alone=None if alone is None else show(alone, view.suppressed and 0 < alone < view.k, view.k),
-                share=None if is_hidden else percent(count, answered),
+                count=shown,
+                alone=None if alone is None else shower(("category", key, ALONE + code), alone),
+                share=share,
+                share_of_profiled=of_profiled,
                 interval=None
-                if is_hidden or judged.interval is None
-                else (round_half_up(100 * judged.interval[0], 1), round_half_up(100 * judged.interval[1], 1)),
+                if interval is None
+                else (round_half_up(100 * interval[0], 1), round_half_up(100 * interval[1], 1)),
                 target=_target(target),
-                ratio=None if is_hidden or judged.ratio is None else round_half_up(judged.ratio, 2),
-                status=judged.status,
-                needed=judged.needed,
-                needed_is_lower_bound=is_hidden and judged.needed is not None,
+                ratio=None if ratio is None else round_half_up(ratio, 2),
+                status=judgement.status,
+                needed=judgement.needed,
+                needed_is_lower_bound=not exact and judgement.needed is not None,
             )
         )
     return DimensionAnswer(
@@ -126,11 +179,20 @@ def dimension_view(key: str, spec: Dimension | None, counts: Counts, plan: Plan 
         label=spec.label if spec else key,
         multi_select=multi,
         derived=derived,
-        answered=show(answered, "answered" in head_hidden, view.k),
-        declined=show(declined, "declined" in head_hidden, view.k),
-        not_answered=show(not_answered, "not_answered" in head_hidden, view.k),
+        answered=shown_answered,
+        declined=shower(("category", key, DECLINED), declined) if not derived else 0,
+        not_answered=shower(("not_answered", key), not_answered) if not derived else 0,
         categories=rows,
     )
+
+
+def _ratio(count: int, base: int, target: PlanTarget | None) -> float | None:
+    if target is None:
+        return None
+    if target.share is not None:
+        return None if base <= 0 else count / base / target.share
+    assert target.min_count is not None  # a target has one or the other
+    return count / target.min_count
 
 
 def _target(target: PlanTarget | None) -> Target | None:
@@ -142,6 +204,7 @@ def _target(target: PlanTarget | None) -> Target | None:
         vintage=target.vintage,
         share=None if target.share is None else round_half_up(100 * target.share, 1),
         min_count=target.min_count,
+        base=target.base,
     )
 
 
@@ -151,36 +214,45 @@ def coverage(
     plan: Plan | None,
     view: View,
     freshness: Freshness | Replayed,
-    segment: tuple[str, str] | None = None,
+    segment: Segment | None = None,
+    keys: Mapping[Cell, int] | None = None,
 ) -> CoverageAnswer:
-    """The coverage answer for one process or segment, whether read from the read models or replayed."""
-    dimensions = [dimension_view(key, spec, counts, plan, view) for key, spec in _dimensions(plan)]
+    """The coverage answer for one process or segment: exact, or rounded by ``keys`` for coordinators."""
+    shower = Shower(view, keys)
+    dimensions = [dimension_view(key, spec, counts, plan, shower) for key, spec in _dimensions(plan)]
+    flagged = (Status.UNDER_REACHED, Status.ATTENTION)
     under = sorted(
         (
             UnderReached(dimension=d.dimension, dimension_label=d.label, **c.model_dump())
             for d in dimensions
             for c in d.categories
-            if c.status is Status.UNDER_REACHED
+            if c.status in flagged
         ),
-        key=lambda c: (c.ratio if c.ratio is not None else -1, c.dimension, c.category),
+        key=lambda c: (c.status is Status.ATTENTION, c.ratio if c.ratio is not None else -1, c.dimension, c.category),
     )
-    channel_hidden = view.hide(counts.channels, counts.engagements)
-    small_total = view.suppressed and 0 < counts.participants < view.k
     return CoverageAnswer(
         process_id=process_id,
         plan=PlanInfo(name=plan.name, threshold=plan.threshold) if plan else None,
-        segment=SegmentInfo(
-            dimension=segment[0], category=segment[1], label=plan.label_of(*segment) if plan else segment[1]
-        )
-        if segment
-        else None,
+        segment=segment_info(segment, plan),
         as_of=freshness,
-        suppression=view.suppression,
-        participants=show(counts.participants, small_total, view.k),
-        engagements=show(counts.engagements, view.suppressed and 0 < counts.engagements < view.k, view.k),
-        engagements_by_channel={c: show(n, c in channel_hidden, view.k) for c, n in sorted(counts.channels.items())},
+        suppression=view.suppression(counts.sequence if view.suppressed else None),
+        participants=shower(("participants",), counts.participants),
+        profiled=shower(("profiled",), counts.profiled),
+        engagements=shower(("engagements",), counts.engagements),
+        engagements_by_channel={c: shower(("engagements", c), n) for c, n in sorted(counts.channels.items())},
+        people_by_channel={c: shower(("people", c), n) for c, n in sorted(counts.people_by_channel.items())},
         first_event=counts.first_event,
         last_event=counts.last_event,
         under_reached=under,
         dimensions=dimensions,
+    )
+
+
+def segment_info(segment: Segment | None, plan: Plan | None) -> SegmentInfo | None:
+    if segment is None:
+        return None
+    return SegmentInfo(
+        key=segment.key,
+        label=segment.label(plan),
+        terms=[Term(dimension=t.dimension, category=t.category, label=term_label(plan, t)) for t in segment.terms],
     )

@@ -1,8 +1,9 @@
 """The typed answers: what /coverage and /coverage/over-time say, and what the dashboard, the
 ``engage coverage`` command and the export read. Pure (pydantic only).
 
-A shown count is an ``int``, or for coordinators ``"<k"`` (a count from 1 to k-1) or
-``"suppressed"`` (a cell of k or more hidden only to protect a small one).
+A shown count is an ``int``. For coordinators every count is rounded to a multiple of k
+(see ``answers.suppression``) and a count rounded to 0 is shown as ``"<k"``: then a shown
+``p`` means the true count lies in ``[p-k+1, p+k-1]`` and ``"<k"`` means 0 to k-1.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Target(_Answer):
     source: str = Field(description="Where the number comes from.")
     vintage: str | None = Field(None, description="The year or edition of the source, if given.")
     share: float | None = Field(None, description="Target share in percent, one decimal.")
+    base: str = Field("answered", description="A share target's base: `answered` or `profiled` (see CategoryRow).")
     min_count: int | None = Field(None, description="Target minimum number of participants.")
 
 
@@ -38,12 +40,19 @@ class CategoryRow(_Answer):
     count: Shown = Field(description="Participants in the category.")
     alone: Shown | None = Field(description="Multi-select only: participants who chose this and nothing else.")
     share: float | None = Field(description="Percent of those who answered the question, one decimal, half up.")
+    share_of_profiled: float | None = Field(
+        None,
+        description="Percent of everyone who gave a profile (those who declined or skipped the question "
+        "included), one decimal, half up: the base of the 2018 report's regional shares.",
+    )
     interval: tuple[float, float] | None = Field(description="Wilson 95% interval of the share, in percent.")
     target: Target | None
     ratio: float | None = Field(description="Representation ratio: share / target share, or count / minimum.")
     status: Status
     needed: int | None = Field(description="Under-reached: the fewest more participants that reach the threshold.")
-    needed_is_lower_bound: bool = Field(description="`needed` was judged from a hidden count: at least this many.")
+    needed_is_lower_bound: bool = Field(
+        description="`needed` was judged from rounded numbers: the least any value they allow needs."
+    )
 
 
 class UnderReached(CategoryRow):
@@ -90,17 +99,37 @@ class PlanInfo(_Answer):
     threshold: float = Field(description="The representation ratio below which a category falls short.")
 
 
-class SegmentInfo(_Answer):
-    """The participants the answer is restricted to: those in one category of another dimension."""
+class Term(_Answer):
+    """One condition of a segment."""
 
-    dimension: str = Field(description="A profile question, e.g. `lived_experience`.")
-    category: str = Field(description="One of its categories, e.g. `yes`.")
-    label: str = Field(description="The category's label in the plan.")
+    dimension: str = Field(description="A profile question (e.g. `lived_experience`), a derived group, or `channel`.")
+    category: str = Field(description="A category, `declined`, `not_answered`, or a channel.")
+    label: str = Field(description="How the plan names it.")
+
+
+class SegmentInfo(_Answer):
+    """The participants the answer is restricted to: those who meet every term."""
+
+    key: str = Field(
+        description="The segment in its one canonical spelling, e.g. `lived_experience:yes,region:central`."
+    )
+    label: str = Field(description="The terms' labels, joined.")
+    terms: list[Term]
 
 
 class Suppression(_Answer):
-    k: int = Field(description="Counts from 1 to k-1 are hidden.")
-    applied: bool = Field(description="Whether small counts are hidden in this answer (coordinators).")
+    k: int = Field(description="The rounding base: counts are multiples of k, and a count below k is shown as `<k`.")
+    applied: bool = Field(description="Whether the numbers are protected (coordinators) or exact (analysts).")
+    method: str = Field(
+        description="`rounded`: unbiased random rounding to base k, the same for the same people however asked, "
+        "taken from a release; `none`: exact numbers."
+    )
+    release: int | None = Field(
+        None, description="Rounded answers: the log sequence of the release the numbers come from."
+    )
+    release_every: int | None = Field(
+        None, description="Rounded answers: a new release is cut once this many participants have changed."
+    )
 
 
 class CoverageAnswer(_Answer):
@@ -112,8 +141,10 @@ class CoverageAnswer(_Answer):
     as_of: Replayed | Freshness
     suppression: Suppression
     participants: Shown
+    profiled: Shown = Field(description="Participants who gave a profile (answered or declined any question).")
     engagements: Shown
     engagements_by_channel: dict[str, Shown]
+    people_by_channel: dict[str, Shown] = Field(description="Participants who took part through each channel.")
     first_event: datetime | None
     last_event: datetime | None
     under_reached: list[UnderReached] = Field(description="Every under-reached category, the furthest behind first.")
@@ -139,6 +170,7 @@ class OverTimeAnswer(_Answer):
     """Participation per period and channel."""
 
     process_id: str
+    segment: SegmentInfo | None = None
     by: str
     timezone: str
     as_of: Freshness

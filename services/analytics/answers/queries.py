@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 import asyncpg
@@ -16,12 +16,14 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.analytics.answers import asof
-from services.analytics.answers.coverage import View, coverage
+from services.analytics.answers.coverage import View, coverage, segment_info
 from services.analytics.answers.freshness import freshness
 from services.analytics.answers.models import CoverageAnswer, Freshness, OverTimeAnswer
-from services.analytics.answers.segments import parse_segment
+from services.analytics.answers.release import ReleaseBook, Released
+from services.analytics.answers.segments import Segment, members, narrowing, parse_segment
 from services.analytics.answers.timeline import timeline
-from services.analytics.projection.counts import counts_of
+from services.analytics.projection.counts import Counts, counts_of, daily_of
+from services.analytics.projection.fold import ParticipantState
 from services.analytics.store import reads
 from shared.plan import Plan
 from shared.settings import Settings
@@ -29,16 +31,22 @@ from shared.settings import Settings
 
 @dataclass(frozen=True)
 class Sources:
-    """Where answers come from: the read models, the log (for freshness and as-of), settings and plans."""
+    """Where answers come from: the read models, the log (for freshness, releases and as-of),
+    settings and plans."""
 
     pool: asyncpg.Pool
     nc: Client
     settings: Settings
     plans: Mapping[str, Plan]
+    releases: ReleaseBook
 
     @property
     def js(self) -> JetStreamContext:
         return self.nc.jetstream()
+
+    def view(self, suppressed: bool) -> View:
+        """Rounded (coordinators) or exact (analysts)."""
+        return View(self.settings.small_cell_k, suppressed, self.settings.every if suppressed else None)
 
     def process(self, process_id: str | None) -> tuple[str, Plan | None]:
         """The process asked about (default ENGAGE_PROCESS_ID) and its plan, if there is one."""
@@ -52,39 +60,83 @@ class Sources:
         """How fresh the read models are right now."""
         return await self.freshness(*await reads.reached(self.pool, self.settings.consumer_name))
 
+    async def released(self, process: str, segment: Segment | None, plan: Plan | None) -> Released:
+        """The latest release's counts (coordinators' numbers), read forward from the log first."""
+        releases = self.releases.of(process)
+        await releases.refresh(self.nc, self.settings.stream_name)
+        return releases.released(segment, plan)
+
+    async def live_states(
+        self, process: str, segment: Segment, plan: Plan | None
+    ) -> tuple[Counts, list[ParticipantState]]:
+        """The read models' participants in a segment, and their counts (analysts' live numbers)."""
+        term = narrowing(segment, plan)
+        sequence, projected_at, states = await reads.states_in(
+            self.pool, process, self.settings.consumer_name, (term.dimension, term.category) if term else None
+        )
+        chosen = list(members(states, segment, plan))
+        return counts_of(chosen, plan, sequence=sequence, projected_at=projected_at), chosen
+
 
 async def coverage_now(src: Sources, process_id: str | None, segment: str | None, view: View) -> CoverageAnswer:
-    """Coverage from the read models, for a process and an optional segment (BadSegment if it is not one)."""
+    """Coverage for a process and an optional segment (BadSegment if it is not one): from the read
+    models for analysts, from the latest release, rounded, for coordinators."""
     process, plan = src.process(process_id)
     seg = parse_segment(plan, segment)
-    consumer = src.settings.consumer_name
+    if view.suppressed:
+        rel = await src.released(process, seg, plan)
+        fresh = await src.freshness(rel.counts.sequence, rel.counts.projected_at)
+        return coverage(rel.counts, process, plan, view, fresh, seg, rel.keys)
     if seg is None:
-        counts = await reads.counts(src.pool, process, consumer, plan)
+        counts = await reads.counts(src.pool, process, src.settings.consumer_name, plan)
     else:
-        sequence, states = await reads.states_in(src.pool, process, consumer, *seg)
-        counts = counts_of(states, plan, sequence=sequence)
+        counts, _ = await src.live_states(process, seg, plan)
     return coverage(counts, process, plan, view, await src.freshness(counts.sequence, counts.projected_at), seg)
 
 
 async def coverage_as_of(
     src: Sources, process_id: str | None, segment: str | None, view: View, moment: datetime
 ) -> CoverageAnswer:
-    """The same answer as it stood at ``moment``, replayed from the log (see ``asof``)."""
+    """The same answer as it stood at ``moment``, replayed from the log (see ``asof``): exact numbers,
+    for analysts only (two moments one arrival apart would show that person's answers)."""
+    if view.suppressed:
+        raise PermissionError("as_of needs the analyst:read scope")
     process, plan = src.process(process_id)
     seg = parse_segment(plan, segment)
     result = await asof.coverage_counts(src.nc, src.settings.stream_name, process, moment, src.settings.tz, plan, seg)
     return coverage(result.counts, process, plan, view, result.freshness(), seg)
 
 
-async def over_time(src: Sources, process_id: str | None, by: Literal["day", "week"], view: View) -> OverTimeAnswer:
+def _days(daily: Mapping[tuple[str, str], int]) -> dict[tuple[date, str], int]:
+    return {(date.fromisoformat(day), channel): n for (day, channel), n in daily.items()}
+
+
+async def over_time(
+    src: Sources, process_id: str | None, by: Literal["day", "week"], view: View, segment: str | None = None
+) -> OverTimeAnswer:
     """Participation per period and channel: engagements, and participants first reached."""
-    process, _ = src.process(process_id)
-    sequence, projected_at, rows = await reads.daily(src.pool, process, src.settings.consumer_name)
+    process, plan = src.process(process_id)
+    seg = parse_segment(plan, segment)
+    if view.suppressed:
+        rel = await src.released(process, seg, plan)
+        sequence, projected_at = rel.counts.sequence, rel.counts.projected_at
+        periods = timeline(_days(rel.engagements_daily), _days(rel.reached_daily), by, view.k, rel.keys)
+    elif seg is None:
+        sequence, projected_at, rows = await reads.daily(src.pool, process, src.settings.consumer_name)
+        engaged = {(day, channel): n for day, channel, n, _ in rows if n}
+        reached = {(day, channel): n for day, channel, _, n in rows if n}
+        periods = timeline(engaged, reached, by, view.k)
+    else:
+        counts, chosen = await src.live_states(process, seg, plan)
+        sequence, projected_at = counts.sequence, counts.projected_at
+        engagements, firsts = daily_of(chosen, src.settings.tz)
+        periods = timeline(_days(engagements), _days(firsts), by, view.k)
     return OverTimeAnswer(
         process_id=process,
+        segment=segment_info(seg, plan),
         by=by,
         timezone=src.settings.timezone,
         as_of=await src.freshness(sequence, projected_at),
-        suppression=view.suppression,
-        periods=timeline(rows, by, view.k, view.suppressed),
+        suppression=view.suppression(sequence if view.suppressed else None),
+        periods=periods,
     )

@@ -30,7 +30,6 @@ from services.analytics.answers import queries
 from services.analytics.answers.coverage import View
 from services.analytics.answers.freshness import behind_seconds
 from services.analytics.answers.segments import BadSegment, parse_segment
-from services.analytics.answers.timeline import timeline
 from services.analytics.dashboard import session
 from services.analytics.dashboard.limits import TooManyStreams
 from services.analytics.dashboard.snapshot import snapshot
@@ -223,9 +222,7 @@ def _segment(plan: Plan | None, segment: str | None) -> None:
 
 
 def _view(request: Request) -> View:
-    return View(
-        state_of(request).sources.settings.small_cell_k, suppressed=True
-    )  # always: this is the coordinators' page
+    return state_of(request).sources.view(suppressed=True)  # always: this is the coordinators' page
 
 
 async def build_snapshot(request: Request, process: str, segment: str | None) -> dict[str, Any]:
@@ -236,12 +233,13 @@ async def build_snapshot(request: Request, process: str, segment: str | None) ->
         body = await queries.coverage_now(src, process, segment, view)
     except BadSegment as exc:
         raise invalid("segment", str(exc)) from None
-    _, _, rows = await reads.daily(src.pool, process, settings.consumer_name)
+    weeks = await queries.over_time(src, process, "week", view, segment)
+    daily = await queries.over_time(src, process, "day", view, segment)
     feed = await reads.recent_activity(src.pool, process, FEED_LENGTH)
-    days: list[date] = sorted({row[0] for row in rows})
+    days = [date.fromisoformat(p.period) for p in daily.periods]
     return snapshot(
         body,
-        timeline(rows, "week", view.k, True),
+        weeks.periods,
         feed,
         days,
         src.plans.get(process),

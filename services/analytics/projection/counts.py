@@ -9,11 +9,19 @@ counters, and ``store.reads.counts`` is this function's SQL twin (a test holds t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 
-from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, Changes, ParticipantState, add_contribution
+from services.analytics.projection.fold import (
+    DEFAULT_TZ,
+    ENGAGEMENTS,
+    PARTICIPANTS,
+    Changes,
+    ParticipantState,
+    add_contribution,
+)
 from shared.plan import Plan
 
 
@@ -26,6 +34,8 @@ class Counts:
     engagements: int
     channels: dict[str, int]  # channel -> engagements
     categories: dict[tuple[str, str], int]  # (dimension, category) -> participants; see ``fold``
+    profiled: int = 0  # participants who gave a profile: answered or declined any question
+    people_by_channel: dict[str, int] = field(default_factory=dict)  # channel -> participants who used it
     first_event: datetime | None = None
     last_event: datetime | None = None
     projected_at: datetime | None = None
@@ -44,10 +54,14 @@ def counts_of(
     changes = Changes()
     derived = [(plan, dimension) for dimension in plan.derived_dimensions()] if plan else []
     process = ""  # one process at a time: the key's process part is the same for every state
+    profiled = 0
+    people: Counter[str] = Counter()
     for state in states:
         if state.withdrawn:
             continue
         add_contribution(changes, process, state)
+        profiled += bool(state.profile.categories)
+        people.update(c for c, n in state.channels.items() if n)
         for rules, dimension in derived:
             for code in rules.matches(dimension, state.profile.categories):
                 changes.categories[(process, dimension, code)] += 1
@@ -57,7 +71,23 @@ def counts_of(
         engagements=changes.totals[(process, ENGAGEMENTS)],
         channels={c: n for (_, c), n in changes.engagements.items() if n},
         categories={(d, c): n for (_, d, c), n in changes.categories.items() if n},
+        profiled=profiled,
+        people_by_channel=dict(people),
         first_event=first_event,
         last_event=last_event,
         projected_at=projected_at,
+    )
+
+
+def daily_of(
+    states: Iterable[ParticipantState], tz: tzinfo = DEFAULT_TZ
+) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+    """Per (local day, channel): the engagements of ``states``, and how many of them were first
+    reached then (by their first channel). The read models' ``daily_counts`` holds the same sums."""
+    changes = Changes()
+    for state in states:
+        add_contribution(changes, "", state, tz=tz)
+    return (
+        Counter({(day, channel): n for (_, day, channel), n in changes.daily.items() if n}),
+        Counter({(day, channel): n for (_, day, channel), n in changes.firsts.items() if n}),
     )
