@@ -136,8 +136,12 @@ async def test_a_withdrawn_participant_counts_nowhere(make_settings, broker, aut
     assert region_counts(body) == {"northwest": 1}
 
 
-async def test_coordinators_see_small_counts_suppressed(make_settings, broker, auth_headers) -> None:
-    """A count from 1 to k-1 reaches a coordinator as "<k"; an analyst sees it."""
+async def test_coordinators_see_rounded_releases_that_move_every_k_participants(
+    make_settings, broker, auth_headers
+) -> None:
+    """A coordinator's counts are multiples of k (0 reads "<k") within k-1 of the truth, from the
+    release cut at the 5th and 10th participant; one more arrival moves the analyst's numbers, not
+    the coordinator's, until k participants have changed."""
     settings = make_settings()
     last = await publish_all(
         broker,
@@ -151,13 +155,31 @@ async def test_coordinators_see_small_counts_suppressed(make_settings, broker, a
             analyst = await coverage(client, auth_headers("analyst"), last)
             denied = await client.get("/coverage", headers=auth_headers("survey"))
             anonymous = await client.get("/coverage")
-    assert region_counts(coord) == {"northeast": "suppressed", "southeast": "<5"}
-    shares = {c["category"]: c["share"] for c in dim(coord, "region")["categories"] if c["count"] != 0}
-    assert shares == {"northeast": None, "southeast": None}  # 8 is hidden too, or 10 - 8 would give 2 away
-    assert region_counts(analyst) == {"northeast": 8, "southeast": 2}
+            assert coord["suppression"] == {
+                "k": 5,
+                "applied": True,
+                "method": "rounded",
+                "release": last,
+                "release_every": 5,
+            }
+            assert region_counts(analyst) == {"northeast": 8, "southeast": 2}
+            for region, true in (("northeast", 8), ("southeast", 2)):
+                shown = next(c["count"] for c in dim(coord, "region")["categories"] if c["category"] == region)
+                value = 0 if shown == "<5" else shown
+                assert value in (5 * (true // 5), 5 * (true // 5 + 1)), (region, shown)
+            assert coord["participants"] == 10 and analyst["participants"] == 10  # multiples stay put
+
+            one_more = await publish_all(broker, settings, [f.survey(region="central")])
+            analyst_after = await coverage(client, auth_headers("analyst"), one_more)
+            held = (await client.get("/coverage", headers=auth_headers("coordinator"))).json()
+            assert analyst_after["participants"] == 11
+            assert held["suppression"]["release"] == last and held["participants"] == coord["participants"]
+            assert held["dimensions"] == coord["dimensions"]  # nothing of the newcomer shows
+
+            four_more = await publish_all(broker, settings, [f.survey(region="central") for _ in range(4)])
+            moved = await coverage(client, auth_headers("coordinator"), four_more)
+            assert moved["suppression"]["release"] == four_more and moved["participants"] == 15
     assert denied.status_code == 403 and anonymous.status_code == 401
-
-
 async def test_the_live_projection_equals_a_fresh_count(make_settings, broker, auth_headers) -> None:
     """A random workload, projected live in small batches, matches counts made by hand."""
     settings = make_settings(batch_size=7)

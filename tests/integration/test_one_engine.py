@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from services.analytics.answers.segments import members
+from services.analytics.answers.segments import members, narrowing, parse_segment
 from services.analytics.engine import rebuild as rebuilding
 from services.analytics.engine.projector import Projector
 from services.analytics.projection.counts import Counts, counts_of
@@ -31,11 +31,30 @@ pytestmark = pytest.mark.integration
 
 PROCESS = "shfa-2018"
 PLAN = shipped_plans()[PROCESS]
-SEGMENTS = [("lived_experience", "yes"), ("region", "northeast"), ("race_ethnicity", "white"), ("gender", "declined")]
+SEGMENTS = [
+    "lived_experience:yes",
+    "region:northeast",
+    "race_ethnicity:white",
+    "gender:declined",
+    "region:not_answered",
+    "channel:advisory",
+    "lived_experience:yes,region:central",
+    "mandated_group:victims_survivors,channel:survey",
+]
 
 
 def what_was_counted(c: Counts) -> tuple[object, ...]:
-    return c.sequence, c.participants, c.engagements, c.channels, c.categories, c.first_event, c.last_event
+    return (
+        c.sequence,
+        c.participants,
+        c.profiled,
+        c.engagements,
+        c.channels,
+        c.people_by_channel,
+        c.categories,
+        c.first_event,
+        c.last_event,
+    )
 
 
 async def test_live_rebuilt_and_in_memory_counts_are_equal_for_a_random_log(
@@ -91,10 +110,15 @@ async def test_live_rebuilt_and_in_memory_counts_are_equal_for_a_random_log(
 
     # Segments: participants' rows read by SQL, and the in-memory states, through the one count builder.
     everyone = [state for _, state in memory.participants(PROCESS)]
-    for segment in SEGMENTS:
-        sequence, stored = await reads.states_in(pool, PROCESS, settings.consumer_name, *segment)
-        from_sql = counts_of(stored, PLAN, sequence=sequence)
-        from_memory = counts_of(members(everyone, segment), PLAN, sequence=memory.sequence)
+    for text in SEGMENTS:
+        segment = parse_segment(PLAN, text)
+        assert segment is not None
+        term = narrowing(segment, PLAN)
+        sequence, _, stored = await reads.states_in(
+            pool, PROCESS, settings.consumer_name, (term.dimension, term.category) if term else None
+        )
+        from_sql = counts_of(members(stored, segment, PLAN), PLAN, sequence=sequence)
+        from_memory = counts_of(members(everyone, segment, PLAN), PLAN, sequence=memory.sequence)
         assert from_sql.participants > 0, segment
         assert what_was_counted(from_sql) == what_was_counted(from_memory), segment
 

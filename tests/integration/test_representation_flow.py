@@ -144,10 +144,13 @@ async def test_two_under_reached_communities_are_flagged_announced_and_one_recov
                 return [e for e in await status_events(js) if e["type"] == "CommunityReached"]
 
             recovered = await eventually(reached, what="a CommunityReached status event")
-            assert [(e["category"], e["previous"], e["status"]) for e in recovered] == [
-                ("southwest", "under-reached", "on-track")
-            ]
-            assert len(await status_events(js)) == 3  # northeast stayed under-reached: nothing new
+            # The eleven arrivals may be counted in one batch or several: on the way southwest may pass
+            # through "watch" (one more announcement), but it ends on track, and northeast stays put.
+            assert [(e["category"], e["status"]) for e in recovered] == [("southwest", "on-track")]
+            assert recovered[0]["previous"] in ("under-reached", "watch")
+            later = (await status_events(js))[2:]
+            assert {e["category"] for e in later} == {"southwest"}
+            assert len(later) == (1 if recovered[0]["previous"] == "under-reached" else 2)
     await broker.stop()
 
 
