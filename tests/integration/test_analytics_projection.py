@@ -160,6 +160,7 @@ async def test_coordinators_see_rounded_releases_that_move_every_k_participants(
                 "applied": True,
                 "method": "rounded",
                 "release": last,
+                "release_number": 2,
                 "release_every": 5,
             }
             assert region_counts(analyst) == {"northeast": 8, "southeast": 2}
@@ -179,7 +180,10 @@ async def test_coordinators_see_rounded_releases_that_move_every_k_participants(
             four_more = await publish_all(broker, settings, [f.survey(region="central") for _ in range(4)])
             moved = await coverage(client, auth_headers("coordinator"), four_more)
             assert moved["suppression"]["release"] == four_more and moved["participants"] == 15
+            assert moved["suppression"]["release_number"] == 3
     assert denied.status_code == 403 and anonymous.status_code == 401
+
+
 async def test_the_live_projection_equals_a_fresh_count(make_settings, broker, auth_headers) -> None:
     """A random workload, projected live in small batches, matches counts made by hand."""
     settings = make_settings(batch_size=7)

@@ -88,6 +88,7 @@ def test_a_coordinator_sees_only_multiples_of_k(states: list[ParticipantState]) 
         "applied": True,
         "method": "rounded",
         "release": 1,
+        "release_number": None,
         "release_every": K,
     }
     assert body["participants"] == (body["participants"] if states else "<5")

@@ -53,10 +53,17 @@ class View:
     suppressed: bool
     release_every: int | None = None
 
-    def suppression(self, release: int | None = None) -> Suppression:
+    def suppression(self, release: int | None = None, number: int | None = None) -> Suppression:
         if not self.suppressed:
             return Suppression(k=self.k, applied=False, method="none")
-        return Suppression(k=self.k, applied=True, method="rounded", release=release, release_every=self.release_every)
+        return Suppression(
+            k=self.k,
+            applied=True,
+            method="rounded",
+            release=release,
+            release_number=number,
+            release_every=self.release_every,
+        )
 
 
 class Shower:
@@ -216,6 +223,7 @@ def coverage(
     freshness: Freshness | Replayed,
     segment: Segment | None = None,
     keys: Mapping[Cell, int] | None = None,
+    release_number: int | None = None,
 ) -> CoverageAnswer:
     """The coverage answer for one process or segment: exact, or rounded by ``keys`` for coordinators."""
     shower = Shower(view, keys)
@@ -235,7 +243,7 @@ def coverage(
         plan=PlanInfo(name=plan.name, threshold=plan.threshold) if plan else None,
         segment=segment_info(segment, plan),
         as_of=freshness,
-        suppression=view.suppression(counts.sequence if view.suppressed else None),
+        suppression=view.suppression(counts.sequence, release_number) if view.suppressed else view.suppression(),
         participants=shower(("participants",), counts.participants),
         profiled=shower(("profiled",), counts.profiled),
         engagements=shower(("engagements",), counts.engagements),

@@ -127,6 +127,11 @@ class Suppression(_Answer):
     release: int | None = Field(
         None, description="Rounded answers: the log sequence of the release the numbers come from."
     )
+    release_number: int | None = Field(
+        None,
+        description="Rounded answers: the release's number; between releases n and n+j exactly "
+        "j x `release_every` participants changed.",
+    )
     release_every: int | None = Field(
         None, description="Rounded answers: a new release is cut once this many participants have changed."
     )

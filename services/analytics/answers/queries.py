@@ -86,7 +86,7 @@ async def coverage_now(src: Sources, process_id: str | None, segment: str | None
     if view.suppressed:
         rel = await src.released(process, seg, plan)
         fresh = await src.freshness(rel.counts.sequence, rel.counts.projected_at)
-        return coverage(rel.counts, process, plan, view, fresh, seg, rel.keys)
+        return coverage(rel.counts, process, plan, view, fresh, seg, rel.keys, rel.number)
     if seg is None:
         counts = await reads.counts(src.pool, process, src.settings.consumer_name, plan)
     else:
@@ -117,9 +117,10 @@ async def over_time(
     """Participation per period and channel: engagements, and participants first reached."""
     process, plan = src.process(process_id)
     seg = parse_segment(plan, segment)
+    number = None
     if view.suppressed:
         rel = await src.released(process, seg, plan)
-        sequence, projected_at = rel.counts.sequence, rel.counts.projected_at
+        sequence, projected_at, number = rel.counts.sequence, rel.counts.projected_at, rel.number
         periods = timeline(_days(rel.engagements_daily), _days(rel.reached_daily), by, view.k, rel.keys)
     elif seg is None:
         sequence, projected_at, rows = await reads.daily(src.pool, process, src.settings.consumer_name)
@@ -137,6 +138,6 @@ async def over_time(
         by=by,
         timezone=src.settings.timezone,
         as_of=await src.freshness(sequence, projected_at),
-        suppression=view.suppression(sequence if view.suppressed else None),
+        suppression=view.suppression(sequence, number) if view.suppressed else view.suppression(),
         periods=periods,
     )

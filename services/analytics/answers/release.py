@@ -41,6 +41,7 @@ class Cut:
     """One release's people, with their keys; what every coordinator answer is made from."""
 
     sequence: int  # the last event in the release (0: nothing released yet)
+    number: int  # releases so far: between release n and n+j, exactly j*every participants changed
     made_at: datetime | None  # when this instance cut it
     members: tuple[tuple[int, ParticipantState], ...]  # (record key, state) of each counted participant
     first_event: datetime | None
@@ -52,6 +53,7 @@ class Released:
     """A release's counts of a segment (or the whole process) and their cell keys."""
 
     counts: Counts
+    number: int  # the release's number (see ``Cut``)
     keys: dict[Cell, int]
     engagements_daily: dict[tuple[str, str], int]
     reached_daily: dict[tuple[str, str], int]
@@ -68,7 +70,7 @@ class Releases:
         self._touched: set[Key] = set()
         self._read_to = 0
         self._lock = asyncio.Lock()
-        self.cut = Cut(0, None, (), None, None)
+        self.cut = Cut(0, 0, None, (), None, None)
         self._answers: OrderedDict[tuple[int, str | None], Released] = OrderedDict()
 
     def take(self, events: list[tuple[int, Envelope]], read_to: int) -> bool:
@@ -91,7 +93,7 @@ class Releases:
             (record_key(self._secret, participant), state)
             for participant, state in self._memory.participants(self.process_id)
         )
-        self.cut = Cut(sequence, datetime.now(UTC), members, first, last)
+        self.cut = Cut(sequence, self.cut.number + 1, datetime.now(UTC), members, first, last)
         self._answers.clear()
 
     async def refresh(self, nc: Client, stream: str) -> Cut:
@@ -120,7 +122,7 @@ class Releases:
             if segment is None:
                 counts = replace(counts, first_event=self.cut.first_event, last_event=self.cut.last_event)
             engagements, reached = daily_of(states, self.tz)
-            return Released(counts, cell_keys(chosen, plan, self.tz), dict(engagements), dict(reached))
+            return Released(counts, self.cut.number, cell_keys(chosen, plan, self.tz), dict(engagements), dict(reached))
 
         key = (self.cut.sequence, segment.key if segment else None)
         if key in self._answers:
