@@ -135,13 +135,20 @@ class Releases:
 
 
 class ReleaseBook:
-    """Every process's releases, made on first use."""
+    """Every process's releases, made on first use; the least recently asked are let go beyond
+    ``PROCESSES`` (a token asking for many made-up process ids cannot fill memory)."""
+
+    PROCESSES = 16
 
     def __init__(self, secret: bytes, every: int, tz: tzinfo) -> None:
         self.secret, self.every, self.tz = secret, every, tz
-        self._of: dict[str, Releases] = {}
+        self._of: OrderedDict[str, Releases] = OrderedDict()
 
     def of(self, process_id: str) -> Releases:
-        if process_id not in self._of:
+        if process_id in self._of:
+            self._of.move_to_end(process_id)
+        else:
             self._of[process_id] = Releases(process_id, self.secret, self.every, self.tz)
+            while len(self._of) > self.PROCESSES:
+                self._of.popitem(last=False)
         return self._of[process_id]
