@@ -29,6 +29,15 @@ NOT_ANSWERED = "not_answered"
 CHANNEL = "channel"
 MAX_TERMS = 4
 _CHANNELS = tuple(c.value for c in Channel)
+_TOOK_PART = {
+    "interview_in_person": "interviewed in person",
+    "interview_phone": "interviewed by phone",
+    "small_group_interview": "in a small-group interview",
+    "art_of_hosting": "at an Art-of-Hosting event",
+    "small_group_meeting": "at a small-group meeting",
+    "survey": "answered the survey",
+    "advisory": "in the advisory group",
+}
 
 
 class BadSegment(ValueError):
@@ -60,7 +69,7 @@ class Segment:
 
 def term_label(plan: Plan | None, term: Term) -> str:
     if term.dimension == CHANNEL:
-        return f"took part by {term.category.replace('_', ' ')}"
+        return _TOOK_PART.get(term.category, term.category)
     if term.category in (DECLINED, NOT_ANSWERED):
         question = (
             plan.dimensions[term.dimension].label if plan and term.dimension in plan.dimensions else term.dimension
