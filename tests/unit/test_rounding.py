@@ -131,6 +131,8 @@ def test_a_hidden_under_reached_category_is_flagged_never_on_track() -> None:
     body = answer(keyed(states), ROUNDED)
     row = body.row("gender", "non_binary")
     assert row is not None and row.count in ("<5", 5)  # rounded down, or (one time in five) up
+    if row.count == "<5":  # no share of an unknown 0 to 4
+        assert row.share is None and row.ratio is None and row.share_of_profiled is None
     assert row.status is Status.ATTENTION
     assert row.needed == 1 and row.needed_is_lower_bound
     assert ("gender", "non_binary") in {(u.dimension, u.category) for u in body.under_reached}

@@ -151,12 +151,14 @@ def dimension_view(
             shower.bounds(shown), shower.bounds(base_shown), target, plan.threshold if plan else 0.8
         )
         published = (count, counts.profiled if on_profiled else answered) if shower.keys is None else None
-        if published is None:  # rounded: shares and ratios of the rounded numbers
-            c_shown = shown if isinstance(shown, int) else 0
+        if published is None:  # rounded: shares and ratios of the rounded numbers, none of a "<k"
             a_shown = shown_answered if isinstance(shown_answered, int) else 0
             p_shown = shown_profiled if isinstance(shown_profiled, int) else 0
-            share, of_profiled = percent(c_shown, a_shown), None if derived else percent(c_shown, p_shown)
-            ratio = _ratio(c_shown, p_shown if on_profiled else a_shown, target)
+            if isinstance(shown, int):
+                share, of_profiled = percent(shown, a_shown), None if derived else percent(shown, p_shown)
+                ratio = _ratio(shown, p_shown if on_profiled else a_shown, target)
+            else:
+                share = of_profiled = ratio = None
             interval = None
         else:
             share, of_profiled = percent(count, answered), None if derived else percent(count, counts.profiled)
