@@ -164,3 +164,16 @@ def test_a_judgement_from_ranges_is_one_every_value_agrees_on(lo: int, width: in
     else:
         assert len(every) > 1 or judgement.status is Status.UNDER_REACHED
         assert judgement.status in (Status.ATTENTION, Status.UNDER_REACHED)
+
+
+def test_a_count_read_as_under_k_has_no_share_or_ratio() -> None:
+    """A lone non-binary participant whose key rounds them down: "<5" and nothing worked out of it."""
+    crowd = [
+        (i * 0x9E3779B97F4A7C15 % (1 << 64), person("central", "no", ["female"], {"survey": 1}, 0)) for i in range(30)
+    ]
+    lone = (1 << 63, person("central", "yes", ["non_binary"], {"survey": 1}, 1))  # 1 rounds up only below 2**64/5
+    body = answer([*crowd, lone], ROUNDED)
+    row = body.row("gender", "non_binary")
+    assert row is not None and row.count == "<5"
+    assert row.share is None and row.ratio is None and row.share_of_profiled is None and row.interval is None
+    assert row.status is Status.ATTENTION
