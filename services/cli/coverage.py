@@ -30,10 +30,20 @@ STATUS_MARK = {
 }
 
 
+class Refused(EngageError):
+    """Analytics answered, but not 200; ``status`` says how."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def fetch(url: str, token: str, process: str | None, segment: str | None, as_of: str | None = None) -> CoverageAnswer:
+    """GET /coverage; EngageError in one line if analytics cannot be reached, Refused if it says no.
+    A coordinator's token asking ``as_of`` is told to use the analyst's (analytics answers 403)."""
     params = {k: v for k, v in {"process_id": process, "segment": segment, "as_of": as_of}.items() if v}
     try:
-        resp = httpx.get(f"{url}/coverage", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        resp = httpx.get(f"{url}/coverage", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     except httpx.HTTPError as exc:
         raise EngageError(
             f"analytics is not reachable at {url} ({exc.__class__.__name__}); is `engage up` running?"
@@ -41,7 +51,12 @@ def fetch(url: str, token: str, process: str | None, segment: str | None, as_of:
     if resp.status_code != 200:
         body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
         reason = body.get("reason") or "; ".join(f"{p['field']}: {p['reason']}" for p in body.get("problems", []))
-        raise EngageError(f"analytics answered {resp.status_code}: {reason or resp.text[:200]}")
+        if resp.status_code == 403 and as_of:
+            raise Refused(
+                f"--as-of {as_of}: needs the analyst token (scope analyst:read); analytics refused this token (403)",
+                403,
+            )
+        raise Refused(f"analytics answered {resp.status_code}: {reason or resp.text[:200]}", resp.status_code)
     return CoverageAnswer.model_validate_json(resp.content)
 
 

@@ -217,11 +217,16 @@ def coverage_command(
     as_: Annotated[str, typer.Option("--as", help="Whose token: coordinator (suppressed) or analyst.")] = "coordinator",
     process: Annotated[str | None, typer.Option(help="Process id (default: analytics' default).")] = None,
     segment: Annotated[
-        str | None, typer.Option(help="Only one category of another dimension, e.g. lived_experience:yes.")
+        str | None,
+        typer.Option(
+            help="Only participants who meet every term, comma-separated: dimension:category, dimension:declined, "
+            "dimension:not_answered, group:category or channel:CHANNEL, e.g. lived_experience:yes,channel:advisory."
+        ),
     ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Also list categories without a target.")] = False,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="The numbers as they stood then, e.g. 2018-04-01T00:00Z.")
+        str | None,
+        typer.Option("--as-of", help="The numbers as they stood then, e.g. 2018-04-01T00:00Z (with --as analyst)."),
     ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -236,6 +241,69 @@ def coverage_command(
     body = fetch(url or _url(settings, settings.analytics_port), token, process, segment, as_of)
     out = Console()
     render(body, out if out.is_terminal else Console(width=150), show_all)
+
+
+@app.command("audit-suppression")
+def audit_suppression_command(
+    from_: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--from", help="Audit a saved set instead of asking analytics; give it again for the next snapshots."
+        ),
+    ] = None,
+    save: Annotated[
+        Path | None, typer.Option(help="Gather and save the answers to this file, without auditing (unless --audit).")
+    ] = None,
+    audit_saved: Annotated[bool, typer.Option("--audit", help="With --save: audit the answers too.")] = False,
+    url: Annotated[
+        str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ENGAGE_TOKEN",
+            show_default=False,
+            help="The bearer token whose view to audit (default: the coordinator token in the tokens file).",
+        ),
+    ] = None,
+    tokens_file: TokensFileOption = None,
+    process: Annotated[str | None, typer.Option(help="Process id (default: analytics' default).")] = None,
+    pairs: Annotated[int, typer.Option(help="Also ask this many two-term segments (the same ones every time).")] = 0,
+    width: Annotated[
+        int, typer.Option(help="The protection promised: a small count keeps at least this many possible values.")
+    ] = 2,
+    time_limit: Annotated[
+        float, typer.Option(help="Seconds the solving may take; then it says how far it got.")
+    ] = 120.0,
+    snapshots: Annotated[int, typer.Option(help="Gather this many snapshots, --every seconds apart.")] = 1,
+    every: Annotated[float, typer.Option(help="Seconds between snapshots.")] = 60.0,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Try to break small-count protection: gather every answer the token sees, work out the range of every
+    small count from all of them together, and list those pinned narrower than promised (exit code 1)."""
+    from services.cli.audit import run
+    from services.cli.replay import known_process
+
+    settings = _tool_settings(data_dir=data_dir)
+    if process is not None:
+        known_process(settings, process)
+    code = run(
+        url=url or _url(settings, settings.analytics_port),
+        token=token,
+        tokens_file=_tokens_file(settings, tokens_file),
+        process=process,
+        sources=from_ or [],
+        save=save,
+        audit_saved=audit_saved,
+        pairs=pairs,
+        width=width,
+        time_limit=time_limit,
+        snapshots=snapshots,
+        every=every,
+        out=Console(),
+        status=console,
+    )
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -282,19 +350,63 @@ def replay_command(
 
 @app.command("export")
 def export_command(
-    out: Annotated[Path, typer.Option(help="Folder to write the tables and the data dictionary into.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the export's files into.")],
     process: Annotated[str | None, typer.Option(help="Process id (default ENGAGE_PROCESS_ID).")] = None,
     formats: Annotated[str, typer.Option("--format", help="csv, parquet, or csv,parquet.")] = "csv,parquet",
-    nats_url: NatsUrlOption = None,
-    stream: StreamOption = None,
-    plan: Annotated[Path | None, typer.Option(help="Plan file (default: the process's plan).")] = None,
+    tables: Annotated[
+        str,
+        typer.Option(
+            help="engagements and participants are microdata (the analyst role); coverage and totals are "
+            "aggregate tables (a coordinator gets them protected as /coverage shows them)."
+        ),
+    ] = "engagements,participants,coverage,totals",
+    k_anonymity: Annotated[
+        int | None,
+        typer.Option(
+            "--k-anonymity",
+            help="Release the microdata k-anonymous (2 to 100): generalised, then values suppressed until every "
+            "participant shares their answers with at least k-1 others.",
+        ),
+    ] = None,
+    generalise: Annotated[
+        str | None,
+        typer.Option(
+            help="Generalisations, comma-separated: multi_select, age_top_code, age_wide, region_metro, "
+            "drop:COLUMN, or none (default with --k-anonymity: multi_select,age_top_code).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ENGAGE_TOKEN",
+            show_default=False,
+            help="The bearer token to export with (default: the analyst token in the tokens file).",
+        ),
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
+    ] = None,
+    tokens_file: TokensFileOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Replay the log in memory and write pseudonymised engagement rows, coverage and a data dictionary."""
+    """Export through analytics: pseudonymised microdata with their re-identification risk, or the aggregate
+    tables, and a data dictionary; analytics records every export on the log."""
+    from services.cli.coverage import token_from
     from services.cli.export import run_export
+    from services.cli.replay import known_process
 
     settings = _tool_settings(data_dir=data_dir)
-    run_export(settings, out=out, process=process, formats=formats, nats_url=nats_url, stream=stream, plan_file=plan)
+    known_process(settings, process or settings.process_id)
+    run_export(
+        out=out,
+        url=url or _url(settings, settings.analytics_port),
+        token=token or token_from(_tokens_file(settings, tokens_file), "analyst"),
+        process=process,
+        formats=formats,
+        tables=tables,
+        k_anonymity=k_anonymity,
+        generalise=generalise,
+    )
 
 
 plan_app = typer.Typer(help="Plans: the dimensions, categories and targets of a process.")
@@ -307,6 +419,51 @@ def plan_check(file: Annotated[Path, typer.Argument(help="A plan file (TOML).")]
     from shared.plan import check_plan_text
 
     Console().print(check_plan_text(file))
+
+
+@app.command("report")
+def report_command(
+    fmt: Annotated[str, typer.Option("--format", help="markdown, html (a self-contained page) or csv.")] = "markdown",
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Shares of whom: profiled (everyone who gave a profile, the report's base; the default) "
+            "or answered (those who answered each question)."
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="The numbers as they stood then, e.g. 2018-04-01T00:00Z (analyst token only)."),
+    ] = None,
+    scope: Annotated[
+        str, typer.Option(help="Whose token from the tokens file: analyst (exact) or coordinator (rounded).")
+    ] = "analyst",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ENGAGE_TOKEN", show_default=False, help="A bearer token to use instead of the tokens file's."
+        ),
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
+    ] = None,
+    process: Annotated[str | None, typer.Option(help="Process id (default: analytics' default).")] = None,
+    tokens_file: TokensFileOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Who participated, in the layout of the 2018 report's summary: counts and shares, printed to stdout."""
+    from services.cli.replay import known_process
+    from services.cli.report import check_choices, choose_token, make_report
+
+    check_choices(fmt, base, scope)
+    settings = _tool_settings(data_dir=data_dir)
+    if process is not None:
+        known_process(settings, process)
+    chosen = choose_token(token, _tokens_file(settings, tokens_file), scope)
+    text = make_report(
+        url or _url(settings, settings.analytics_port), chosen, process=process, as_of=as_of, base=base, fmt=fmt
+    )
+    sys.stdout.write(text)
 
 
 def _fail(message: str, code: int) -> NoReturn:
