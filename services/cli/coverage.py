@@ -11,19 +11,27 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from services.analytics.answers.models import CoverageAnswer, Target
+from services.analytics.answers.models import CategoryRow, CoverageAnswer, Target
 from shared.errors import EngageError
 from shared.status_events import Status
 
-STATUS_ORDER = {Status.UNDER_REACHED: 0, Status.WATCH: 1, Status.ON_TRACK: 2, Status.NO_TARGET: 3}
+STATUS_ORDER = {
+    Status.UNDER_REACHED: 0,
+    Status.ATTENTION: 1,
+    Status.WATCH: 2,
+    Status.ON_TRACK: 3,
+    Status.NO_TARGET: 4,
+}
 STATUS_STYLE = {
     Status.UNDER_REACHED: "bold red",
+    Status.ATTENTION: "bold yellow",
     Status.WATCH: "yellow",
     Status.ON_TRACK: "green",
     Status.NO_TARGET: "dim",
 }
 STATUS_MARK = {
     Status.UNDER_REACHED: "▼ under-reached",
+    Status.ATTENTION: "! may be below target",
     Status.WATCH: "● watch",
     Status.ON_TRACK: "✓ on track",
     Status.NO_TARGET: "– no target",
@@ -75,7 +83,25 @@ def _target(target: Target | None) -> str:
     if target is None:
         return "—"
     value = f"{target.share}%" if target.share is not None else f"≥ {target.min_count}"
+    if target.share is not None and target.base == "profiled":
+        value += " of profiled"
     return value + (" (goal)" if target.kind == "goal" else "")
+
+
+def _needed(row: CategoryRow) -> str:
+    if row.needed is None:
+        return "—"
+    return f"at least {row.needed}" if row.needed_is_lower_bound else str(row.needed)
+
+
+def _channels(body: CoverageAnswer) -> str:
+    """People and engagements per channel, e.g. ``survey 120 people / 131 engagements``."""
+    channels = sorted(set(body.engagements_by_channel) | set(body.people_by_channel))
+    return " · ".join(
+        f"{c.replace('_', ' ')} {body.people_by_channel.get(c, 0)} people / "
+        f"{body.engagements_by_channel.get(c, 0)} engagements"
+        for c in channels
+    )
 
 
 def render(body: CoverageAnswer, console: Console, show_all: bool = False) -> None:
@@ -84,17 +110,27 @@ def render(body: CoverageAnswer, console: Console, show_all: bool = False) -> No
     title = body.plan.name if body.plan else body.process_id
     console.print(Text(title, style="bold"))
     if body.segment:
-        console.print(f"segment: {body.segment.label}")
+        console.print(Text(f"segment: {body.segment.label} ({body.segment.key})"))
     moment = getattr(as_of, "as_of", None)
     console.print(
-        f"participants {body.participants} · engagements {body.engagements} · "
+        f"participants {body.participants} (gave a profile {body.profiled}) · engagements {body.engagements} · "
         + (
             f"as of {moment.isoformat()} (log read up to sequence {as_of.sequence}; withdrawals always apply)"
             if moment
             else f"as of sequence {as_of.sequence} ({behind})"
         )
-        + (f" · counts below {body.suppression.k} shown as <{body.suppression.k}" if body.suppression.applied else "")
     )
+    if body.engagements_by_channel or body.people_by_channel:
+        console.print(Text("by channel: " + _channels(body)))
+    sup = body.suppression
+    if sup.applied:
+        release = f", release at sequence {sup.release}" if sup.release is not None else ""
+        console.print(
+            Text(
+                f"numbers rounded to multiples of {sup.k} (coordinator view){release}; "
+                f"<{sup.k} means fewer than {sup.k}; shares are of the rounded numbers"
+            )
+        )
     table = Table(show_lines=False, header_style="bold")
     for name, right in [
         ("status", False),
@@ -102,6 +138,7 @@ def render(body: CoverageAnswer, console: Console, show_all: bool = False) -> No
         ("category", False),
         ("count", True),
         ("share", True),
+        ("of profiled", True),
         ("95% interval", True),
         ("target", True),
         ("ratio", True),
@@ -112,16 +149,23 @@ def render(body: CoverageAnswer, console: Console, show_all: bool = False) -> No
     rows.sort(key=lambda dc: (STATUS_ORDER[dc[1].status], dc[1].ratio if dc[1].ratio is not None else 9))
     for d, c in rows:
         interval = f"{c.interval[0]}–{c.interval[1]}%" if c.interval else "—"
-        needed = "—" if c.needed is None else (f"≥ {c.needed}" if c.needed_is_lower_bound else str(c.needed))
         table.add_row(
             Text(STATUS_MARK[c.status], style=STATUS_STYLE[c.status]),
             d.label,
             c.label,
             str(c.count),
             _fmt(c.share, "%"),
+            _fmt(c.share_of_profiled, "%"),
             interval,
             _target(c.target),
             _fmt(c.ratio),
-            needed,
+            _needed(c),
         )
     console.print(table)
+    if any(c.status is Status.ATTENTION for _, c in rows):
+        console.print(
+            Text(
+                "! may be below target: the rounded numbers allow values on both sides of the target; "
+                "`needed` is then the least any of them needs"
+            )
+        )
