@@ -34,6 +34,7 @@ PURE = (
     f"{A}.export.tables",
     f"{A}.export.dictionary",
     f"{A}.report",
+    f"{A}.audit.model",
 )
 RUNNERS = (f"{A}.engine",)
 ANSWERING = (f"{A}.answers",)
