@@ -44,9 +44,9 @@ def shfa() -> Plan:
 
 
 def test_shipped_plan_has_its_dimensions_and_the_nine_mandated_groups(shfa: Plan) -> None:
-    assert len(shfa.dimensions) == 11
+    assert len(shfa.dimensions) == 12
     assert tuple(shfa.dimension("mandated_group").categories) == MANDATED
-    assert tuple(shfa.derived_dimensions()) == ("mandated_group",)
+    assert tuple(shfa.derived_dimensions()) == ("gender_identity_groups", "mandated_group")
     assert tuple(shfa.dimension("region").categories) == CATEGORIES["region"]
     assert load_plans(None) == shipped_plans()
 
@@ -85,7 +85,7 @@ def test_matches_places_participants_in_the_mandated_groups(shfa: Plan) -> None:
 def test_check_plan_text_summarises_and_warns(tmp_path: Path) -> None:
     shipped = Path(__file__).resolve().parents[2] / "shared" / "plans" / "shfa-2018.toml"
     text = check_plan_text(shipped)
-    assert "shfa-2018" in text and "11 dimensions" in text and "no warnings" in text
+    assert "shfa-2018" in text and "12 dimensions (2 derived)" in text and "no warnings" in text
     thin = (
         HEAD
         + REGION
