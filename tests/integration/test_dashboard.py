@@ -1,7 +1,8 @@
-"""The dashboard against real servers: sign-in, the stream, and what coordinators can see."""
+"""The dashboard against real servers: sign-in, the stream, a group's drill-down, and what coordinators can see."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ from shared.settings import Settings
 from tests import factories as f
 from tests.conftest import TOKENS
 from tests.polling import eventually
-from tests.privacy import FEED_FIELDS, small_counts_in
+from tests.privacy import COUNT_FIELDS, FEED_FIELDS, small_counts_in, walk
 from tests.servers import serving
 
 pytestmark = pytest.mark.integration
@@ -44,16 +45,27 @@ async def next_event(lines: AsyncIterator[str]) -> tuple[str, dict]:
     raise AssertionError("the stream ended")
 
 
-async def snapshot_at(lines: AsyncIterator[str], sequence: int, within: float = 15.0) -> dict:
-    """The first snapshot that reflects ``sequence``; fails after ``within`` seconds instead of hanging."""
+async def snapshot_with(lines: AsyncIterator[str], feed: int, within: float = 15.0) -> dict:
+    """The first snapshot whose feed has ``feed`` lines (the projection has counted that many events);
+    fails after ``within`` seconds instead of hanging."""
     _, data = await eventually(
         lambda: next_event(lines),
-        lambda event: event[0] == "snapshot" and event[1]["as_of"]["sequence"] >= sequence,
-        what=f"a snapshot at sequence {sequence}",
+        lambda event: event[0] == "snapshot" and len(event[1]["feed"]) >= feed,
+        what=f"a snapshot with {feed} feed lines",
         timeout=within,
         interval=0,
     )
     return data
+
+
+def counts_shown(body: object) -> list[object]:
+    """Every value of a count field in a snapshot or drill-down (see ``tests.privacy``)."""
+    return [
+        value
+        for path, value in walk(body)
+        if path.rsplit(".", 1)[-1].removesuffix("[]") in COUNT_FIELDS
+        or (path.startswith("over_time.periods") and not path.endswith(".period"))
+    ]
 
 
 @pytest.fixture
@@ -153,10 +165,15 @@ async def test_the_page_and_its_stream_carry_no_small_count_and_no_profile_detai
         async def current() -> dict:
             return (await client.get("/dashboard/snapshot")).json()
 
+        # The release is cut at the gathering (the event that brings the changed participants to k);
+        # the scheduling after it changes no one, so it waits, and only the (live) feed shows it.
         snap = await eventually(
             current,
-            lambda body: body["as_of"]["sequence"] >= len(events),
-            what=f"the snapshot to reach sequence {len(events)}",
+            lambda body: (
+                body["release"]["sequence"] == len(events) - 1
+                and any(i["kind"] == "interview_scheduled" for i in body["feed"])
+            ),
+            what=f"the release at sequence {len(events) - 1} and the last event in the feed",
         )
         page = (await client.get("/dashboard")).text
         async with client.stream("GET", "/dashboard/stream") as stream:
@@ -166,13 +183,18 @@ async def test_the_page_and_its_stream_carry_no_small_count_and_no_profile_detai
         for body in (snap, streamed):
             assert body["tiles"]["participants"] == 20  # 12 interviewed, 2 surveyed, 6 at the gathering
             assert small_counts_in(body, K) == []
+            assert all(v == "<5" or (isinstance(v, int) and v % K == 0) for v in counts_shown(body))
+            assert body["as_of"]["behind"] == 1  # the scheduling waits for the next release
+            assert "(release at sequence 15)" in body["release"]["note"]
             region = {
                 c["category"]: c["count"]
                 for d in body["dimensions"]
                 if d["dimension"] == "region"
                 for c in d["categories"]
             }
-            assert region["northeast"] == 9 and region["central"] == "<5" and region["southwest"] == "<5"
+            # Rounded to base 5, up or down by who is counted: 9 is 5 or 10, 3 and 2 are "<5" or 5.
+            assert region["northeast"] in (5, 10) and region["central"] in ("<5", 5)
+            assert region["southwest"] in ("<5", 5) and region["northwest"] == "<5"
             text = orjson.dumps(body).decode()
             for secret in refs + ids:
                 assert secret not in text
@@ -190,37 +212,43 @@ async def test_the_page_and_its_stream_carry_no_small_count_and_no_profile_detai
 async def test_a_commit_reaches_an_open_stream_as_a_snapshot_well_before_the_heartbeat(
     make_settings: Callable[..., Settings], published
 ) -> None:
-    """An open page gets the commit's snapshot within moments, not at the next heartbeat.
+    """An open page gets the commit's snapshot within moments, not at the next heartbeat, and a
+    commit that completes a release brings its numbers.
 
     Without the projector's pulse the stream would still send the new numbers, but only
     when its heartbeat wait runs out (HEARTBEAT seconds): an answer in well under that, with
     no ``as_of`` heartbeat before it, can only have been pushed by the commit.
     """
     assert PROMPTLY <= HEARTBEAT / 2, "the heartbeat is too short for this test to tell a push from a beat"
-    for _ in range(6):
+    for _ in range(9):  # a release at the fifth; four more wait for the next
         await published(f.survey(region="central"))
     app = build_app(make_settings(small_cell_k=K))
     async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
         await sign_in(client)
         async with client.stream("GET", "/dashboard/stream") as stream:
             lines = stream.aiter_lines()
-            snap = await snapshot_at(lines, 6)
-            assert snap["tiles"]["participants"] == 6
-            await published(f.survey(region="central"))
+            snap = await snapshot_with(lines, 9)
+            assert snap["tiles"]["participants"] == 5 and snap["release"]["sequence"] == 5
+            assert snap["as_of"]["behind"] == 4
+            await published(f.survey(region="central"))  # the tenth: a release
             sent = time.monotonic()
             # The next event that is news: the commit's snapshot, or a heartbeat if the pulse is dead.
             name, pushed = await eventually(
                 lambda: next_event(lines),
-                lambda event: event[0] != "snapshot" or event[1]["as_of"]["sequence"] >= 7,
+                lambda event: event[0] != "snapshot" or len(event[1]["feed"]) >= 10,
                 what="the stream's next event after the commit",
                 timeout=HEARTBEAT + 10,
                 interval=0,
             )
             lag = time.monotonic() - sent
+            quiet = await asyncio.wait_for(next_event(lines), HEARTBEAT + 5)
     print(f"publish to pushed snapshot: {lag:.3f} s")
     assert name == "snapshot", f"a {name!r} event came first: the commit pushed nothing"
-    assert pushed["as_of"]["sequence"] == 7 and pushed["tiles"]["participants"] == 7
+    assert pushed["release"]["sequence"] == 10 and pushed["tiles"]["participants"] == 10
+    assert pushed["as_of"]["behind"] == 0
     assert lag < PROMPTLY, f"the snapshot took {lag:.2f} s: that is the heartbeat ({HEARTBEAT} s), not the commit"
+    # Then quiet: a heartbeat that says how fresh the release is, not another snapshot.
+    assert quiet[0] == "as_of" and quiet[1]["sequence"] == 10 and quiet[1]["behind"] == 0, quiet
 
 
 async def test_signing_out_ends_the_session_on_the_server_for_every_copy_of_its_cookie(make_settings) -> None:
@@ -270,3 +298,88 @@ async def test_a_session_may_hold_a_few_streams_open_not_more(make_settings) -> 
 async def _status_of_stream(client: httpx.AsyncClient) -> int:
     async with client.stream("GET", "/dashboard/stream") as opened:
         return opened.status_code
+
+
+async def test_a_group_drilldown_asks_for_a_sign_in_and_names_a_bad_group(make_settings) -> None:
+    """The drill-down is a dashboard page: without a session it sends you to sign in (its data
+    answers 401), and a group that is not one term of the plan is a 422 naming ``group``."""
+    app = build_app(make_settings(small_cell_k=K))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+        page = await client.get("/dashboard/group?group=gender:non_binary")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/dashboard/login?next=/dashboard/group%3Fgroup%3Dgender%3Anon_binary"
+        assert (await client.get("/dashboard/group/data?group=gender:non_binary")).status_code == 401
+
+        await sign_in(client)
+        for path in ("/dashboard/group", "/dashboard/group/data"):
+            for group in ("gender:nope", "nothing", "gender:non_binary,region:central", ""):
+                bad = await client.get(path, params={"group": group})
+                assert bad.status_code == 422, (path, group, bad.text)
+                assert [p["field"] for p in bad.json()["problems"]] == ["group"], bad.text
+            missing = await client.get(path)
+            assert missing.status_code == 422 and missing.json()["problems"][0]["field"] == "group"
+            five = await client.get(
+                path,
+                params={
+                    "group": "gender:non_binary",
+                    "segment": "region:central,lived_experience:yes,channel:survey,age_band:18-24",
+                },
+            )
+            assert five.status_code == 422 and five.json()["problems"][0]["field"] == "segment"
+        ok = await client.get("/dashboard/group", params={"group": "mandated_group:victims_survivors"})
+        assert ok.status_code == 200 and ok.headers["content-security-policy"].startswith("default-src 'self'")
+        await client.post("/dashboard/logout")
+        assert (await client.get("/dashboard/group/data?group=gender:non_binary")).status_code == 401
+
+
+async def test_a_hidden_under_reached_group_is_flagged_and_its_drilldown_is_rounded(
+    make_settings: Callable[..., Settings], published
+) -> None:
+    """One non-binary participant among thirty others (the plan's floor is 5): the page lists the
+    group among the under-reached as possibly below target, and its drill-down shows channels,
+    regions and weeks with every count a multiple of 5 or "<5"."""
+    refs = [f.ref() for _ in range(31)]
+    await published(f.interview(refs[0], Profile(region="northeast", gender=["non_binary"], lived_experience="yes")))
+    for i, ref in enumerate(refs[1:]):
+        region = "central" if i % 3 else "southwest"
+        await published(f.interview(ref, Profile(region=region, gender=["female"], lived_experience="no")))
+    app = build_app(make_settings(small_cell_k=K))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        await sign_in(client)
+        snap = await eventually(
+            lambda: _json_of(client, "/dashboard/snapshot"),
+            lambda body: body["release"]["sequence"] == 30,
+            what="the release of the first thirty",
+        )
+        cards = {u["group"]: u for u in snap["under_reached"]}
+        card = cards["gender:non_binary"]
+        assert card["status"] == "attention" and card["count"] in ("<5", 5)
+        assert card["status_text"] == "May be below target — small numbers; needs at least 1 more person"
+
+        drill = await _json_of(client, "/dashboard/group/data?group=gender:non_binary")
+        assert drill["release"]["sequence"] == 30 and drill["card"]["status"] == "attention"
+        assert small_counts_in(drill, K) == []
+        shown = counts_shown(drill)
+        assert shown and all(v == "<5" or (isinstance(v, int) and v % K == 0) for v in shown), shown
+        assert [c["channel"] for c in drill["channels"]] == ["interview_in_person"]
+        regions = {r["category"]: r["count"] for r in drill["regions"]["categories"]}
+        assert regions["northeast"] in ("<5", 5) and regions["central"] == "<5"
+        assert len(drill["over_time"]["periods"]) == 1  # this week, as the process has only it
+
+        page = await client.get("/dashboard/group", params={"group": "gender:non_binary"})
+        assert page.status_code == 200
+        for text in ("May be below target", 'id="group-channels"', 'id="group-regions"', 'id="group-weeks"'):
+            assert text in page.text
+        for secret in refs:
+            assert secret not in page.text and secret not in orjson.dumps(drill).decode()
+        # Within a segment: the group among people with lived experience, on the same terms.
+        within = await _json_of(client, "/dashboard/group/data?group=gender:non_binary&segment=lived_experience:yes")
+        assert within["within"]["key"] == "lived_experience:yes"
+        assert within["segment"]["key"] == "gender:non_binary,lived_experience:yes"
+        assert small_counts_in(within, K) == []
+
+
+async def _json_of(client: httpx.AsyncClient, path: str) -> dict:
+    answer = await client.get(path)
+    assert answer.status_code == 200, answer.text
+    return answer.json()

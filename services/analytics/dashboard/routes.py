@@ -1,13 +1,15 @@
-"""The coordinators' dashboard: sign-in, the page, its live event stream, its assets.
+"""The coordinators' dashboard: sign-in, the page, its live event stream, a group's drill-down, its assets.
 
 Signing in exchanges a token with the ``coverage:read`` scope for a session cookie
-(see ``session``). The page and its stream are for coordinators only: every number in
-them is suppressed as /coverage suppresses it for coordinators, whichever token signed
-in. Without a session the page redirects to sign-in and the data answers 401.
+(see ``session``). The page, its stream and the drill-downs are for coordinators only:
+every number in them is rounded as /coverage rounds it for coordinators (from a release,
+to a multiple of k), whichever token signed in. Without a session the pages redirect to
+sign-in and the data answers 401.
 
 The stream (server-sent events) sends a ``snapshot`` at once, another within moments
-of each projection commit, and an ``as_of`` heartbeat every few seconds in between, so
-the page can say how fresh it is. Browsers reconnect to it by themselves.
+of each projection commit (the feed is live; the numbers move only at a release), and an
+``as_of`` heartbeat every few seconds in between, so the page can say how fresh it is.
+Browsers reconnect to it by themselves.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from starlette.staticfiles import StaticFiles
 
 from services.analytics.answers import queries
 from services.analytics.answers.coverage import View
-from services.analytics.answers.freshness import behind_seconds
-from services.analytics.answers.segments import BadSegment, parse_segment
-from services.analytics.dashboard import session
+from services.analytics.answers.models import Freshness
+from services.analytics.answers.segments import BadSegment, Segment, parse_segment
+from services.analytics.dashboard import group_page, session
 from services.analytics.dashboard.limits import TooManyStreams
-from services.analytics.dashboard.snapshot import snapshot
+from services.analytics.dashboard.snapshot import drilldown, label_for, snapshot
 from services.analytics.state import state_of
 from services.analytics.store import reads, sessions
 from shared.http import invalid
@@ -45,7 +47,8 @@ log = get_logger("engage.analytics.dashboard")
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 _HERE = resources.files("services.analytics.dashboard")
 PROCESS = Query(None, pattern=PROCESS_ID_PATTERN, description="The process; default ENGAGE_PROCESS_ID.")
-SEGMENT = Query(None, description="Only participants in one category of another dimension, `dimension:category`.")
+SEGMENT = Query(None, description="Only participants who meet every term, `dimension:category,...`.")
+GROUP = Query(..., description="The group to drill into, one term: `dimension:category`.")
 HEARTBEAT = 5.0  # seconds between freshness updates when nothing is committed
 MIN_GAP = 0.25  # seconds between two snapshots to one page while the projection races ahead
 FEED_LENGTH = 15
@@ -180,7 +183,7 @@ def _choices(plans: Mapping[str, Plan], process: str, segment: str | None) -> tu
             continue
         opts = "".join(
             f'<option value="{key}:{code}"{" selected" if segment == f"{key}:{code}" else ""}>'
-            f"{html.escape(cat.label)}</option>"
+            f"{html.escape(label_for(key, cat.label))}</option>"
             for code, cat in dim.categories.items()
             if code in CATEGORIES[key]
         )
@@ -210,13 +213,17 @@ async def page(request: Request, process_id: str | None = PROCESS, segment: str 
         processes=processes,
         segments=segments,
         k=src.settings.small_cell_k,
+        note=html.escape(
+            f"Numbers are rounded to multiples of {src.settings.small_cell_k} and move once at least "
+            f"{src.settings.every} participants have changed."
+        ),
     )
     return HTMLResponse(body, headers=SECURITY_HEADERS)
 
 
-def _segment(plan: Plan | None, segment: str | None) -> None:
+def _segment(plan: Plan | None, segment: str | None) -> Segment | None:
     try:
-        parse_segment(plan, segment)
+        return parse_segment(plan, segment)
     except BadSegment as exc:
         raise invalid("segment", str(exc)) from None
 
@@ -226,26 +233,27 @@ def _view(request: Request) -> View:
 
 
 async def build_snapshot(request: Request, process: str, segment: str | None) -> dict[str, Any]:
+    """The page's numbers: the segment's (or the whole process's), on the whole process's grid of
+    channels and weeks, with the whole process's days of outreach."""
     src = state_of(request).sources
-    settings = src.settings
     view = _view(request)
-    try:
-        body = await queries.coverage_now(src, process, segment, view)
-    except BadSegment as exc:
-        raise invalid("segment", str(exc)) from None
-    weeks = await queries.over_time(src, process, "week", view, segment)
-    daily = await queries.over_time(src, process, "day", view, segment)
+    seg = _segment(src.plans.get(process), segment)
+    key = seg.key if seg else None
+    whole = await queries.coverage_now(src, process, None, view)
+    whole_weeks = await queries.over_time(src, process, "week", view)
+    body = await queries.coverage_now(src, process, key, view) if seg else whole
+    weeks = await queries.over_time(src, process, "week", view, key) if seg else whole_weeks
+    daily = await queries.over_time(src, process, "day", view)
     feed = await reads.recent_activity(src.pool, process, FEED_LENGTH)
-    days = [date.fromisoformat(p.period) for p in daily.periods]
     return snapshot(
         body,
         weeks.periods,
         feed,
-        days,
+        [date.fromisoformat(p.period) for p in daily.periods],
         src.plans.get(process),
-        k=view.k,
-        behind_seconds=await behind_seconds(src.js, settings.stream_name, body.as_of),
-        tz=settings.tz,
+        tz=src.settings.tz,
+        whole=whole,
+        whole_periods=whole_weeks.periods,
     )
 
 
@@ -270,8 +278,10 @@ async def stream(request: Request, process_id: str | None = PROCESS, segment: st
         return _unauthorized()
     process = _process(request, process_id)
     pulse = state_of(request).projector.pulse
-    # The beat is read before the snapshot is built: a commit in between then makes another one.
+    # The beat and the projection are read before the snapshot is built: a commit in between
+    # then makes another one.
     seen = pulse.count
+    projected = (await state_of(request).sources.current()).sequence
     first = await build_snapshot(request, process, segment)  # a bad segment is a 422 before streaming
     slots = state_of(request).streams
     try:
@@ -286,7 +296,7 @@ async def stream(request: Request, process_id: str | None = PROCESS, segment: st
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            async for chunk in _events(request, process, segment, seen, first):
+            async for chunk in _events(request, process, segment, (seen, projected), first):
                 yield chunk
         finally:
             slots.give_back(signed_in.id)
@@ -296,13 +306,24 @@ async def stream(request: Request, process_id: str | None = PROCESS, segment: st
     )
 
 
+async def _release_now(request: Request, process: str) -> Freshness:
+    """How fresh the coordinators' numbers are: the latest release (read forward from the log first)."""
+    src = state_of(request).sources
+    released = await src.released(process, None, src.plans.get(process))
+    return await src.freshness(released.counts.sequence, released.counts.projected_at)
+
+
 async def _events(
-    request: Request, process: str, segment: str | None, seen: int, first: dict[str, Any]
+    request: Request, process: str, segment: str | None, seen: tuple[int, int], first: dict[str, Any]
 ) -> AsyncIterator[bytes]:
-    """The stream's events: the first snapshot, then a new one after each commit, heartbeats between."""
+    """The stream's events: the first snapshot, then a new one after each commit, heartbeats between.
+
+    A snapshot carries the release its numbers come from and the live feed, so a heartbeat
+    turns into a snapshot when either moved without a beat reaching us (a new release, or
+    another projector's commit)."""
     src = state_of(request).sources
     pulse = state_of(request).projector.pulse
-    beat, sent = seen, first["as_of"]["sequence"]
+    (beat, projected), released = seen, first["as_of"]["sequence"]
     yield b"retry: 1000\n\n"  # reconnect a second after a drop (an analytics restart)
     yield b"event: snapshot\ndata: " + _json(first) + b"\n\n"
     while True:
@@ -310,15 +331,83 @@ async def _events(
         if await _signed_in(request) is None:
             yield b"event: signed-out\ndata: {}\n\n"
             return
+        current = (await src.current()).sequence
         if now == beat:  # nothing committed for a while: say how fresh the numbers are
-            fresh = await src.current()
-            if fresh.sequence == sent:
-                late = await behind_seconds(src.js, src.settings.stream_name, fresh)
-                yield b"event: as_of\ndata: " + _json({**fresh.model_dump(), "behind_seconds": late}) + b"\n\n"
+            fresh = await _release_now(request, process)
+            if fresh.sequence == released and current == projected:
+                yield b"event: as_of\ndata: " + _json(fresh.model_dump()) + b"\n\n"
                 continue
-            # The numbers moved without a beat reaching us (another projector wrote them): send them.
-        beat = now
+        beat, projected = now, current
         snap = await build_snapshot(request, process, segment)
-        sent = snap["as_of"]["sequence"]
+        released = snap["as_of"]["sequence"]
         yield b"event: snapshot\ndata: " + _json(snap) + b"\n\n"
         await asyncio.sleep(MIN_GAP)
+
+
+# ---- a group's drill-down ----------------------------------------------------------------
+
+
+def _group(plan: Plan | None, group: str) -> tuple[str, str]:
+    """The group's one term, or a 422 naming ``group``."""
+    try:
+        parsed = parse_segment(plan, group)
+    except BadSegment as exc:
+        raise invalid("group", str(exc)) from None
+    if parsed is None or len(parsed.terms) != 1:
+        raise invalid("group", "is one term like gender:non_binary, not several")
+    (term,) = parsed.terms
+    return term.dimension, term.category
+
+
+async def build_drilldown(request: Request, process: str, group: str, segment: str | None) -> dict[str, Any]:
+    """A group's drill-down (within the page's segment, if any), from the coordinators' rounded answers."""
+    src = state_of(request).sources
+    view = _view(request)
+    plan = src.plans.get(process)
+    dimension, category = _group(plan, group)
+    within = _segment(plan, segment)
+    terms = f"{dimension}:{category}" + (f",{within.key}" if within else "")
+    try:
+        drilled = parse_segment(plan, terms)
+    except BadSegment as exc:
+        raise invalid("segment", f"with the group: {exc}") from None
+    assert drilled is not None  # never None: it has the group's term
+    whole = await queries.coverage_now(src, process, None, view)
+    whole_weeks = await queries.over_time(src, process, "week", view)
+    page_answer = await queries.coverage_now(src, process, within.key, view) if within else whole
+    body = await queries.coverage_now(src, process, drilled.key, view)
+    weeks = await queries.over_time(src, process, "week", view, drilled.key)
+    return drilldown(
+        body,
+        weeks.periods,
+        plan,
+        dimension=dimension,
+        category=category,
+        card=page_answer.row(dimension, category),
+        within=page_answer.segment,
+        whole=whole,
+        whole_weeks=whole_weeks.periods,
+    )
+
+
+@router.get("/dashboard/group", response_class=HTMLResponse)
+async def group_view(
+    request: Request, group: str = GROUP, process_id: str | None = PROCESS, segment: str | None = SEGMENT
+) -> Response:
+    """One group's drill-down: the channels and regions that reached it, and the weeks it was reached in."""
+    if await _signed_in(request) is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/dashboard/login?next={quote(target)}", status_code=303)
+    drill = await build_drilldown(request, _process(request, process_id), group, segment)
+    return HTMLResponse(group_page.render(drill, _template("group.html")), headers=SECURITY_HEADERS)
+
+
+@router.get("/dashboard/group/data")
+async def group_data(
+    request: Request, group: str = GROUP, process_id: str | None = PROCESS, segment: str | None = SEGMENT
+) -> Response:
+    """The drill-down's numbers, as JSON."""
+    if await _signed_in(request) is None:
+        return _unauthorized()
+    drill = await build_drilldown(request, _process(request, process_id), group, segment)
+    return Response(_json(drill), media_type="application/json", headers=SECURITY_HEADERS)

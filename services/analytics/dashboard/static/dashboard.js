@@ -1,4 +1,5 @@
-// engage dashboard: renders the snapshots analytics streams (server-sent events).
+// engage dashboard: renders the snapshots analytics streams (server-sent events). Every count
+// in them is rounded to a multiple of K, and a count rounded to 0 reads "<K": they are shown as they are.
 // Everything is built with DOM calls (never innerHTML with data), and nothing is loaded
 // from anywhere but engage. The browser's EventSource reconnects by itself after a drop.
 "use strict";
@@ -9,6 +10,7 @@
   const SVG = "http://www.w3.org/2000/svg";
   const STATUS = {
     "under-reached": { icon: "▼", text: "Under-reached" },
+    "attention": { icon: "!", text: "May be below target" },
     "watch": { icon: "●", text: "Watch" },
     "on-track": { icon: "✓", text: "On track" },
     "no-target": { icon: "–", text: "No target" },
@@ -41,16 +43,20 @@
     return node;
   }
 
+  // Counts come rounded to a multiple of K; a count rounded to 0 comes as "<K" and is shown as it is.
   function count(value) {
     if (typeof value === "number") return value.toLocaleString("en-US");
-    if (value === "suppressed") return "hidden";
     return value === null || value === undefined ? "–" : String(value);
   }
 
   function countTitle(value) {
-    if (value === "suppressed") return "Hidden so that a small count elsewhere cannot be worked out";
-    if (typeof value === "string") return `Fewer than ${K}: hidden to keep participants safe`;
+    if (typeof value === "string") return `Fewer than ${K}: from 0 to ${K - 1}`;
     return null;
+  }
+
+  // A share of rounded numbers; none for a count rounded to 0 (its true share is not 0).
+  function shareOf(row) {
+    return typeof row.count === "number" ? percent(row.share) : "–";
   }
 
   function percent(value) {
@@ -104,39 +110,67 @@
     setText("tile-days-note", t.first_day ? `${t.first_day} to ${t.last_day}` : "");
   }
 
+  // The numbers are a release's: "up to date" when no event has come since it, else how many wait for the next.
   function renderFreshness(asOf) {
-    const up = asOf.behind === 0;
-    const when = up ? asOf.answered_at : (asOf.projected_at || asOf.answered_at);
-    let lag = "up to date";
-    if (!up) {
-      lag = asOf.behind_seconds !== null && asOf.behind_seconds !== undefined
-        ? `${Math.max(1, Math.round(asOf.behind_seconds))} s behind`
-        : `${asOf.behind.toLocaleString("en-US")} events behind`;
-    }
-    setText("tile-fresh", `as of ${clock(when)} · ${lag}`);
-    setText("tile-fresh-note", `log position ${asOf.sequence.toLocaleString("en-US")} of ${asOf.stream_sequence.toLocaleString("en-US")}`);
+    const waiting = asOf.behind === 1 ? "1 newer event waits" : `${asOf.behind.toLocaleString("en-US")} newer events wait`;
+    setText("tile-fresh", asOf.behind === 0 ? "up to date" : waiting);
+    setText("tile-fresh-note", `${asOf.behind === 0 ? "" : "for the next release · "}checked ${clock(asOf.answered_at)} · `
+      + `release at log position ${asOf.sequence.toLocaleString("en-US")} of ${asOf.stream_sequence.toLocaleString("en-US")}`);
+  }
+
+  function renderRelease(snap) {
+    setText("rounding-note", snap.release.note);
+    main.dataset.release = String(snap.release.sequence || 0);
   }
 
   // ---- under-reached communities ------------------------------------------------------
+  // Each card opens its group's drill-down: a plain link, so Tab reaches it and Enter opens it.
+  function groupLink(snap, row) {
+    const params = new URLSearchParams({ process_id: snap.process_id, group: row.group });
+    if (snap.segment) params.set("segment", snap.segment.key);
+    return `/dashboard/group?${params}`;
+  }
+
   function renderUnder(snap) {
     const list = document.getElementById("under-reached");
-    const items = snap.under_reached.map((row) => el("li", null,
-      el("span", { class: "who", text: row.label }),
-      el("span", { class: "dim", text: row.dimension_label }),
-      el("span", { class: "ratio", text: row.ratio === null ? "ratio hidden (small count)" : `at ${Math.round(row.ratio * 100)}% of its target` }),
-      el("span", { class: "need", text: needed(row) || "" })));
+    const items = snap.under_reached.map((row) => {
+      const s = STATUS[row.status] || { icon: "?", text: row.status };
+      return el("li", { class: `card ${row.status}`, "data-group": row.group, "data-status": row.status },
+        el("a", { class: "who", href: groupLink(snap, row) }, row.label,
+          el("span", { class: "visually-hidden", text: `, ${row.dimension_label}: channels, regions and weeks` })),
+        el("span", { class: "dim", text: row.dimension_label }),
+        el("span", { class: `state ${row.status}` }, el("span", { "aria-hidden": "true", text: `${s.icon} ` }), row.status_text),
+        el("span", { class: "reach", text: row.reach_text }),
+        el("span", { class: "open", "aria-hidden": "true", text: "Channels, regions, weeks →" }));
+    });
     if (!items.length) items.push(el("li", { class: "empty-item" }, el("p", { class: "empty", text: "None right now." })));
     list.replaceChildren(...items);
   }
 
+  // ---- people and engagements per channel --------------------------------------------------
+  function renderChannels(snap) {
+    const box = document.getElementById("channels");
+    if (!snap.channels.length) {
+      box.replaceChildren(el("p", { class: "empty", text: "Nothing recorded yet." }));
+      return;
+    }
+    box.replaceChildren(el("table", { class: "cats", id: "channel-table" },
+      el("thead", null, el("tr", null, el("th", { scope: "col", text: "Channel" }),
+        el("th", { scope: "col", class: "num", text: "People" }), el("th", { scope: "col", class: "num", text: "Engagements" }))),
+      el("tbody", null, ...snap.channels.map((c) => el("tr", { "data-channel": c.channel },
+        el("th", { scope: "row", text: c.label }),
+        el("td", { class: "num", title: countTitle(c.participants), text: count(c.participants) }),
+        el("td", { class: "num", title: countTitle(c.engagements), text: count(c.engagements) }))))));
+  }
+
   // ---- one table per dimension --------------------------------------------------------
   function bar(row) {
-    const hidden = typeof row.count !== "number";
-    const track = el("div", { class: hidden ? "bar hidden" : "bar", "aria-hidden": "true" });
+    const few = typeof row.count !== "number";
+    const track = el("div", { class: few ? "bar few" : "bar", "aria-hidden": "true" });
     // A share target: the bar is the share. A minimum count: the bar is the way to that minimum.
     const minimum = row.target && row.target.min_count !== undefined;
     const width = minimum ? (row.ratio === null ? null : 100 * row.ratio) : row.share;
-    if (!hidden && width !== null) {
+    if (!few && width !== null) {
       const fill = el("div", { class: `fill ${row.status}` });
       fill.style.width = `${Math.min(100, width)}%`;
       track.append(fill);
@@ -153,14 +187,15 @@
     const box = document.getElementById("dimensions");
     box.replaceChildren(...snap.dimensions.map((dim) => {
       const id = `dim-${dim.dimension}`;
-      const meta = dim.derived
+      const meta = (dim.derived
         ? "Worked out from roles and answers; shares are of all participants."
         : `Answered ${count(dim.answered)} · declined ${count(dim.declined)} · not answered ${count(dim.not_answered)}`
-          + (dim.multi_select ? " · several answers allowed, so shares can add up past 100%" : "");
+          + (dim.multi_select ? " · several answers allowed, so shares can add up past 100%" : ""))
+        + (dim.own_terms ? " · each term is the participant's own, in their words, shown in quotes as theirs" : "");
       const rows = dim.categories.map((row) => el("tr", null,
         el("th", { scope: "row", text: row.label }),
         el("td", { class: "num", title: countTitle(row.count), text: count(row.count) }),
-        el("td", { class: "num", text: percent(row.share) }),
+        el("td", { class: "num", text: shareOf(row) }),
         el("td", { class: "barcell" }, bar(row)),
         el("td", { class: "num", text: target(row.target) }),
         el("td", null, badge(row.status), needed(row) ? el("span", { class: "visually-hidden", text: `, ${needed(row)}` }) : null)));
@@ -178,12 +213,15 @@
   }
 
   // ---- participation over time ------------------------------------------------------------
+  // Each cell and each week's total is rounded on its own: the bars stack the channels' numbers,
+  // and a dark mark shows the week's total, which need not be their sum. "<K" cells draw nothing.
   function renderChart(snap) {
     const data = snap.over_time;
     const box = document.getElementById("chart");
-    document.getElementById("time-hint").textContent = snap.segment
-      ? `Engagements per week by channel, for the whole process (not only ${snap.segment.label}). Hatched: counts hidden to protect small groups.`
-      : "Engagements per week, by channel. Hatched: counts hidden to protect small groups.";
+    document.getElementById("time-hint").textContent = (snap.segment
+      ? `Engagements per week by channel, of ${snap.segment.label}.`
+      : "Engagements per week, by channel.")
+      + " Each number is rounded on its own, so the channels need not add up to the week's total (the dark mark).";
     const colours = Object.fromEntries(data.channels.map((c, i) => [c.channel, CHANNEL_COLOURS[i % CHANNEL_COLOURS.length]]));
     if (!data.periods.length) {
       box.replaceChildren(el("p", { class: "empty", text: "Nothing recorded yet." }));
@@ -192,21 +230,16 @@
     }
     const W = 800, H = 230, left = 40, bottom = 26, top = 10;
     const stacks = data.periods.map((p) => {
-      const shown = data.channels.map((c) => [c, p.engagements[c.channel]]).filter(([, v]) => typeof v === "number" && v > 0);
-      const shownSum = shown.reduce((s, [, v]) => s + v, 0);
-      const hiddenAny = data.channels.some((c) => typeof p.engagements[c.channel] === "string");
-      const rest = typeof p.total === "number" ? p.total - shownSum : null;
-      return { p, shown, shownSum, hiddenAny, rest };
+      const shown = data.channels.map((c) => [c, p.by_channel[c.channel]]).filter(([, v]) => typeof v === "number" && v > 0);
+      const shownSum = shown.reduce((sum, [, v]) => sum + v, 0);
+      return { p, shown, shownSum, total: typeof p.total === "number" ? p.total : 0 };
     });
-    const max = Math.max(1, ...stacks.map((s) => s.shownSum + (s.rest || 0)));
+    const max = Math.max(1, ...stacks.map((st) => Math.max(st.shownSum, st.total)));
     const scale = (H - top - bottom) / max;
     const step = (W - left) / stacks.length;
     const width = Math.max(2, Math.min(40, step * 0.7));
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img",
       "aria-label": `Engagements per week, ${stacks.length} weeks, by channel` });
-    chart.append(svg("defs", null, svg("pattern", { id: "hatch", width: 6, height: 6, patternUnits: "userSpaceOnUse",
-      patternTransform: "rotate(45)" }, svg("rect", { width: 6, height: 6, fill: "#eceef1" }),
-      svg("line", { x1: 0, y1: 0, x2: 0, y2: 6, stroke: "#7a828e", "stroke-width": 3 }))));
     for (const fraction of [0, 0.5, 1]) {
       const value = Math.round(max * fraction);
       const y = H - bottom - value * scale;
@@ -216,32 +249,31 @@
       chart.append(label);
     }
     const labelEvery = Math.ceil(stacks.length / 10);
-    stacks.forEach((s, i) => {
+    stacks.forEach((st, i) => {
       const x = left + i * step + (step - width) / 2;
       let y = H - bottom;
-      const group = svg("g", { "data-period": s.p.period, "data-total": String(s.p.total) });
-      for (const [c, v] of s.shown) {
+      const group = svg("g", { "data-period": st.p.period, "data-total": String(st.p.total) });
+      for (const [c, v] of st.shown) {
         const h = v * scale;
         y -= h;
         const rect = svg("rect", { x, y, width, height: h, fill: colours[c.channel] });
         const title = svg("title");
-        title.textContent = `Week of ${s.p.period} · ${c.label}: ${v}`;
+        title.textContent = `Week of ${st.p.period} · ${c.label}: ${v}`;
         rect.append(title);
         group.append(rect);
       }
-      if (s.hiddenAny || (typeof s.p.total !== "number" && s.p.total !== 0)) {
-        const h = s.rest !== null ? s.rest * scale : 4;
-        y -= h;
-        const rect = svg("rect", { x, y, width, height: Math.max(h, 2), fill: "url(#hatch)" });
+      if (st.total > 0) {
+        const ty = H - bottom - st.total * scale;
+        const mark = svg("rect", { class: "total-mark", x: x - 3, y: ty - 1.5, width: width + 6, height: 3 });
         const title = svg("title");
-        title.textContent = `Week of ${s.p.period} · hidden to protect small groups`;
-        rect.append(title);
-        group.append(rect);
+        title.textContent = `Week of ${st.p.period} · all channels: ${st.p.total}`;
+        mark.append(title);
+        group.append(mark);
       }
       chart.append(group);
       if (i % labelEvery === 0) {
         const label = svg("text", { class: "axis", x: x + width / 2, y: H - 8, "text-anchor": "middle" });
-        label.textContent = s.p.period.slice(5);
+        label.textContent = st.p.period.slice(5);
         chart.append(label);
       }
     });
@@ -251,15 +283,15 @@
         swatch.style.background = colours[c.channel];
         return el("li", null, swatch, c.label);
       }),
-      el("li", null, el("span", { class: "swatch hatched", "aria-hidden": "true" }), "Hidden (small counts)"));
+      el("li", null, el("span", { class: "swatch total", "aria-hidden": "true" }), "All channels (the week's total)"));
     box.replaceChildren(chart, legend);
 
     const head = el("tr", null, el("th", { scope: "col", text: "Week of" }),
       ...data.channels.map((c) => el("th", { scope: "col", class: "num", text: c.label })),
       el("th", { scope: "col", class: "num", text: "All" }));
     const body = data.periods.map((p) => el("tr", null, el("th", { scope: "row", text: p.period }),
-      ...data.channels.map((c) => el("td", { class: "num", text: count(p.engagements[c.channel] ?? 0) })),
-      el("td", { class: "num", text: count(p.total) })));
+      ...data.channels.map((c) => el("td", { class: "num", title: countTitle(p.by_channel[c.channel]), text: count(p.by_channel[c.channel]) })),
+      el("td", { class: "num", title: countTitle(p.total), text: count(p.total) })));
     document.getElementById("chart-table").replaceChildren(
       el("table", { class: "cats" }, el("thead", null, head), el("tbody", null, ...body)));
   }
@@ -281,9 +313,11 @@
   function render(snap) {
     latest = snap;
     main.dataset.sequence = snap.as_of.sequence;
+    renderRelease(snap);
     renderTiles(snap);
     renderFreshness(snap.as_of);
     renderUnder(snap);
+    renderChannels(snap);
     renderChart(snap);
     renderDimensions(snap);
     renderFeed(snap);
