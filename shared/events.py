@@ -248,6 +248,51 @@ class ParticipantWithdrawn(_Payload):
     participant_ref: ParticipantRef
 
 
+# What an export may hold: microdata (a row per engagement, a row per participant) and aggregate tables.
+ExportTable = Literal["engagements", "participants", "coverage", "totals"]
+ExportFormat = Literal["csv", "parquet"]
+
+
+class DataExported(_Payload):
+    """Data left analytics as an export: who asked (by their token's name, never the token), under
+    which scope, what the export held and which point of the log it reflects. The audit trail of
+    exports; it engages no one and counts no one."""
+
+    type: Literal["DataExported"] = "DataExported"
+    export_id: AggregateId = Field(description="The export's id (`ex-` and random characters); one subject each.")
+    requested_by: str = Field(
+        min_length=1,
+        max_length=100,
+        description="The name the settings give the token that asked for the export; never the token itself.",
+    )
+    scope: Literal["analyst:read", "coverage:read", "admin"] = Field(
+        description="The scope the export was made under: `analyst:read` (microdata, exact counts) or "
+        "`coverage:read` (the coordinators' aggregate tables, small counts protected)."
+    )
+    tables: list[ExportTable] = Field(min_length=1, max_length=4, description="The tables exported.")
+    formats: list[ExportFormat] = Field(min_length=1, max_length=2, description="The file formats written.")
+    k_anonymity: int | None = Field(
+        None, ge=2, le=100, description="The k-anonymity target the microdata were generalised to, if one was set."
+    )
+    generalised: list[Annotated[str, Field(pattern=r"^[a-z_]{1,40}(:[a-z_]{1,40})?$")]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="The generalisations applied to the microdata, by name (e.g. `multi_select`, `drop:gender`).",
+    )
+    rows: dict[ExportTable, Annotated[int, Field(ge=0)]] = Field(description="Rows in each exported table.")
+    participants: int = Field(ge=0, description="Participants in the microdata (0 when only aggregates left).")
+    sample_uniques: int | None = Field(
+        None, ge=0, description="Microdata: participants alone in their quasi-identifier class, as released."
+    )
+    smallest_class: int | None = Field(
+        None, ge=0, description="Microdata: the size of the smallest quasi-identifier class, as released."
+    )
+    suppressed_values: int | None = Field(
+        None, ge=0, description="Microdata: quasi-identifier values suppressed to reach the k-anonymity target."
+    )
+    reflects_sequence: int = Field(ge=0, description="The event log's stream sequence the export reflects.")
+
+
 Payload = Annotated[
     InterviewScheduled
     | InterviewRescheduled
@@ -258,7 +303,8 @@ Payload = Annotated[
     | SurveyCompleted
     | AdvisoryMemberJoined
     | AdvisoryFeedbackLogged
-    | ParticipantWithdrawn,
+    | ParticipantWithdrawn
+    | DataExported,
     Field(discriminator="type"),
 ]
 
@@ -275,6 +321,7 @@ AGGREGATE_OF: dict[str, tuple[str, str]] = {
     "AdvisoryMemberJoined": ("advisory-member", "participant_ref"),
     "AdvisoryFeedbackLogged": ("advisory-feedback", "feedback_id"),
     "ParticipantWithdrawn": ("participant", "participant_ref"),
+    "DataExported": ("export", "export_id"),
 }
 
 
@@ -287,7 +334,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-Source = Literal["intake", "survey", "advisory", "demo"]
+Source = Literal["intake", "survey", "advisory", "demo", "analytics"]
 
 
 class Envelope(BaseModel):
