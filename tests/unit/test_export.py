@@ -94,8 +94,14 @@ def test_multi_select_answers_are_joined_by_semicolons_and_declined_stays_declin
         ]
     )
     assert (rows[0]["race_ethnicity"], rows[0]["gender"], rows[0]["region"]) == ("white;black", "declined", "declined")
-    assert rows[1]["experience_terms"] == "own_term_prostitute;survivor_of_trafficking"
+    assert rows[1]["experience_terms"] == "survivor_of_trafficking;own_term_prostitute"  # the question's order
     assert rows[1]["race_ethnicity"] is None and rows[1]["lived_experience"] is None
+
+
+def test_the_same_answers_read_the_same_whatever_order_they_were_ticked_in() -> None:
+    """A multi-select answer is written in the question's order, so the order of ticking singles no one out."""
+    rows = rows_of([f.survey(race_ethnicity=["asian", "white"]), f.survey(race_ethnicity=["white", "asian"])])
+    assert [r["race_ethnicity"] for r in rows] == ["white;asian", "white;asian"]
 
 
 def test_every_attendee_of_a_gathering_is_a_row_with_the_gatherings_region() -> None:
@@ -174,8 +180,8 @@ def test_files_round_trip_and_a_failed_write_leaves_no_file(tmp_path: Path, monk
     with (tmp_path / "engagements.csv").open(newline="") as fh:
         from_csv = list(csv.DictReader(fh))
     from_parquet = pq.read_table(tmp_path / "engagements.parquet").to_pylist()
-    assert [r["race_ethnicity"] for r in from_csv] == ["asian;white", ""]
-    assert [r["race_ethnicity"] for r in from_parquet] == ["asian;white", None]
+    assert [r["race_ethnicity"] for r in from_csv] == ["white;asian", ""]
+    assert [r["race_ethnicity"] for r in from_parquet] == ["white;asian", None]
     assert [r["participant"] for r in from_csv] == [r["participant"] for r in from_parquet]
     assert from_csv[0]["occurred_at"].endswith("Z") and from_parquet[0]["occurred_at"].tzinfo is not None
 
@@ -188,7 +194,19 @@ def test_files_round_trip_and_a_failed_write_leaves_no_file(tmp_path: Path, monk
     monkeypatch.setattr(pq, "write_table", fail)
     with pytest.raises(OSError):
         write(broken, made)
-    assert sorted(p.name for p in broken.iterdir()) == ["engagements.csv"]
+    assert sorted(p.name for p in broken.iterdir()) == []  # every file is made in memory before any is written
+
+    real_write = Path.write_bytes
+
+    def disk_full(path: Path, data: bytes) -> int:
+        real_write(path, data[: len(data) // 2])  # half of it reaches the disk, then the disk is full
+        raise OSError("disk full")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    with pytest.raises(OSError):
+        write(broken, made)
+    assert sorted(p.name for p in broken.iterdir()) == []  # no half-written file, and no temporary one
 
 
 def test_the_dictionary_documents_every_column_and_quotes_their_own_term_as_theirs(tmp_path: Path) -> None:

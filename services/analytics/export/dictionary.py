@@ -7,10 +7,12 @@ written in the process's own language ("people with lived experience", "particip
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
+from services.analytics.export.risk import MORE_THAN_ONE, SUPPRESSED, Anonymised, Generalisation
 from shared.plan import Plan
 from shared.profile import CATEGORIES, DECLINED, DIMENSIONS, MULTI_SELECT, Profile
 
@@ -43,6 +45,26 @@ PRIVACY = [
     "Profiles hold only category codes the participants chose.",
     "Counts here are not suppressed (the analyst view). Before sharing a table outside the analysis team, "
     "suppress counts from 1 to k-1 as the coordinators' dashboard does.",
+    "Every export is recorded on the event log (DataExported): who asked, under which scope, what was "
+    "exported and the point of the log it reflects.",
+]
+PRIVACY_SHOWN = [
+    "These are the coordinators' numbers: every count is protected exactly as /coverage shows it to "
+    "coordinators (small counts are never shown as they are), so the tables can be read beside the dashboard.",
+    "Participants who withdrew are in no count.",
+    "Every export is recorded on the event log (DataExported): who asked, under which scope, what was "
+    "exported and the point of the log it reflects.",
+]
+RISK_NOTES = [
+    "The unit is the participant: each person once, with their answers as released, whichever table.",
+    "Quasi-identifiers are every profile answer and every dimension the plan derives from them: what someone "
+    "who knows a participant may know too. A multi-select answer counts as the set of its codes; 'declined', "
+    "an empty (not answered) value and 'suppressed' are values like any other.",
+    "A sample unique is a participant alone in the export with their combination of quasi-identifiers: anyone "
+    "who knows that combination finds them, and everything else their rows say.",
+    "The event columns (sequence, event_type, channel, occurred_at, local_date, event_region) and the number of "
+    "engagements are not counted as quasi-identifiers here, yet can single someone out to a person who knows "
+    "when and where they took part; event_region is recoded and suppressed along with the participant's region.",
 ]
 
 BASE_ENGAGEMENT_COLUMNS = [
@@ -99,6 +121,11 @@ COVERAGE_COLUMNS = [
     ),
 ]
 
+PARTICIPANT_BASE_COLUMNS = [
+    Column("participant", "string", "Pseudonym of the participant (see privacy); the same as in the engagements."),
+    Column("engagements", "integer", "How many times the participant took part (rows of theirs in engagements)."),
+]
+
 TOTALS_COLUMNS = [
     Column("measure", "string", "participants, engagements, or a dimension's answered / declined / not_answered."),
     Column("dimension", "string", "For answered, declined, not_answered: the dimension; otherwise empty."),
@@ -107,17 +134,20 @@ TOTALS_COLUMNS = [
 ]
 
 
-def engagement_columns(plan: Plan) -> list[Column]:
-    """The engagements table's columns: the fixed ones, each profile question, each derived dimension."""
-    cols = list(BASE_ENGAGEMENT_COLUMNS)
+def _profile_columns(plan: Plan) -> list[Column]:
+    cols = []
     for dim in DIMENSIONS:
         label = plan.dimensions[dim].label if dim in plan.dimensions else Profile.model_fields[dim].description
         how = (
-            "category codes joined by ';'" if dim in MULTI_SELECT else "the category code"
+            "category codes joined by ';' in the question's order" if dim in MULTI_SELECT else "the category code"
         ) + ", 'declined', or empty if not answered"
         cols.append(
             Column(
-                dim, "string", f"{label}: the participant's answer as projected (merged over their engagements): {how}."
+                dim,
+                "string",
+                f"{label}: the participant's answer as projected (merged over their engagements): {how}; "
+                f"as released, it may be generalised (e.g. '{MORE_THAN_ONE}') or '{SUPPRESSED}' (see "
+                "re-identification).",
             )
         )
     for dim, spec in plan.derived_dimensions().items():
@@ -126,10 +156,54 @@ def engagement_columns(plan: Plan) -> list[Column]:
                 dim,
                 "string",
                 f"{spec.label}: derived by the plan's rules from the profile columns; "
-                "category codes joined by ';', empty if none.",
+                "category codes joined by ';', empty if none; as released, it may be generalised or "
+                f"'{SUPPRESSED}'.",
             )
         )
     return cols
+
+
+def engagement_columns(plan: Plan) -> list[Column]:
+    """The engagements table's columns: the fixed ones, each profile question, each derived dimension."""
+    return [*BASE_ENGAGEMENT_COLUMNS, *_profile_columns(plan)]
+
+
+def participant_columns(plan: Plan) -> list[Column]:
+    """The participants table's columns: the pseudonym, how often, each profile question, each derived one."""
+    return [*PARTICIPANT_BASE_COLUMNS, *_profile_columns(plan)]
+
+
+COUNTED = {"count", "alone"}  # the columns that hold a number of people a coordinator sees protected
+
+
+def as_shown(columns: Sequence[Column], protected: bool) -> list[Column]:
+    """The columns as a protected answer fills them: its counts are what /coverage shows (text, e.g. '<5')."""
+    if not protected:
+        return list(columns)
+    return [
+        Column(c.name, "string", f"{c.meaning} As /coverage shows it to coordinators (protected).")
+        if c.name in COUNTED
+        else c
+        for c in columns
+    ]
+
+
+def reidentification(risk: Anonymised, steps: Sequence[Generalisation], qis: Sequence[str]) -> dict[str, Any]:
+    """The re-identification figures of a microdata export and what was done to reach them, JSON-ready."""
+    return {
+        "unit": "participant",
+        "quasi_identifiers": list(qis),
+        "k_anonymity": risk.k,
+        "as_recorded": risk.before.as_dict(),
+        "as_released": risk.after.as_dict(),
+        "generalised": [
+            {"name": g.name, "columns": list(g.columns), "how": g.how, "values": risk.generalised.get(g.name, 0)}
+            for g in steps
+        ],
+        "suppressed": dict(risk.suppressed),
+        "suppressed_values": risk.suppressed_values,
+        "notes": RISK_NOTES,
+    }
 
 
 def _dimensions(plan: Plan) -> list[dict[str, Any]]:
@@ -182,7 +256,7 @@ def _targets(plan: Plan) -> list[dict[str, Any]]:
 
 def dictionary(
     plan: Plan,
-    tables: dict[str, list[Column]],
+    tables: Mapping[str, Sequence[Column]],
     *,
     formats: Any,
     stream: str,
@@ -191,16 +265,30 @@ def dictionary(
     tz: tzinfo,
     first_event: datetime | None,
     last_event: datetime | None,
+    suppressed: bool = False,
+    k: int | None = None,
+    risk: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The data dictionary as plain JSON-ready data."""
+    """The data dictionary as plain JSON-ready data.
+
+    ``suppressed``: the aggregate tables are the coordinators' protected view (small-cell ``k``);
+    ``risk``: a microdata export's re-identification figures (see ``reidentification``).
+    """
     about = {
         "engagements": "One row per participant-engagement: an interview participant, a gathering attendee, a "
         "survey response, an advisory member joining, each member named in advisory feedback.",
-        "coverage": "One row per dimension x category: the analyst coverage answer (unsuppressed).",
+        "participants": "One row per participant: their pseudonym, how many times they took part, and their "
+        "answers (merged over their engagements) as released.",
+        "coverage": (
+            f"One row per dimension x category: the coordinators' coverage answer, protected as /coverage "
+            f"shows it (k = {k})."
+            if suppressed
+            else "One row per dimension x category: the analyst coverage answer (unsuppressed)."
+        ),
         "totals": "Participants and engagements (all, and per channel), and per dimension how many answered, "
-        "declined or did not answer.",
+        "declined or did not answer" + (", protected as /coverage shows them." if suppressed else "."),
     }
-    return {
+    made: dict[str, Any] = {
         "process_id": plan.process_id,
         "process_name": plan.name,
         "stream": stream,
@@ -210,6 +298,7 @@ def dictionary(
         "first_event": first_event.isoformat() if first_event else None,
         "last_event": last_event.isoformat() if last_event else None,
         "threshold": plan.threshold,
+        "view": "coordinator" if suppressed else "analyst",
         "tables": {
             name: {
                 "files": [f"{name}.{fmt}" for fmt in formats],
@@ -220,8 +309,40 @@ def dictionary(
         },
         "dimensions": _dimensions(plan),
         "targets": _targets(plan),
-        "privacy": PRIVACY,
+        "privacy": PRIVACY_SHOWN if suppressed else PRIVACY,
     }
+    if risk is not None:
+        made["reidentification"] = risk
+    return made
+
+
+def risk_markdown(risk: dict[str, Any]) -> list[str]:
+    """The re-identification section of the Markdown dictionary (and the CLI's summary)."""
+    before, after = risk["as_recorded"], risk["as_released"]
+    target = risk["k_anonymity"]
+    lines = [
+        "",
+        "## Re-identification risk",
+        "",
+        f"- quasi-identifiers: {', '.join(f'`{q}`' for q in risk['quasi_identifiers'])}",
+        f"- k-anonymity target: {target if target is not None else 'none (released as recorded)'}",
+        "",
+        "| | participants | sample uniques | smallest class | classes | in classes below k |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in (("as recorded", before), ("as released", after)):
+        lines.append(
+            f"| {name} | {r['participants']} | {r['sample_uniques']} | {_cell(r['smallest_class'])} | "
+            f"{r['classes']} | {r['below_k']} (k = {r['k']}) |"
+        )
+    if risk["generalised"]:
+        lines += ["", "Generalised:", ""]
+        lines += [f"- `{g['name']}`: {g['how']} ({g['values']} values)" for g in risk["generalised"]]
+    if risk["suppressed"]:
+        lines += ["", f"Suppressed ({risk['suppressed_values']} values in all, shown as `{SUPPRESSED}`):", ""]
+        lines += [f"- `{column}`: {n}" for column, n in risk["suppressed"].items()]
+    lines += ["", *[f"- {note}" for note in risk["notes"]]]
+    return lines
 
 
 def _cell(value: Any) -> str:
@@ -242,6 +363,8 @@ def markdown(d: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"- {p}" for p in d["privacy"]]
+    if d.get("reidentification"):
+        lines += risk_markdown(d["reidentification"])
     for name, table in d["tables"].items():
         lines += [
             "",

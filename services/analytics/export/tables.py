@@ -1,11 +1,17 @@
-"""Analyst exports: the log replayed in memory, as tables a notebook or a spreadsheet can read.
+"""Exports as tables a notebook or a spreadsheet can read: microdata, coverage and totals.
 
-Rows are made from the very projection the live counts use (:class:`MemoryProjection`),
-so a count made from the exported rows equals the analyst's ``/coverage``. A participant
-appears under a pseudonym: a keyed hash of their key with a random key made for this
-export and never stored, so the rows cannot be joined back to intake's references, nor
-two exports to each other. Withdrawn participants are in no row. Every file is written
-under a temporary name and renamed, so a failed export leaves no half-written file.
+Microdata rows are made from the very projection the live counts use
+(:class:`MemoryProjection`), so a count made from the exported rows equals the analyst's
+``/coverage``. A participant appears under a pseudonym: a keyed hash of their key with a
+random key made for this export and never stored, so the rows cannot be joined back to
+intake's references, nor two exports to each other. Withdrawn participants are in no row.
+Every microdata export measures its re-identification risk, and with a k-anonymity target
+releases generalised and suppressed profiles instead of the recorded ones (``risk``).
+
+The coordinators' aggregate tables are made from their own coverage answer, so they carry
+exactly the protected numbers ``/coverage`` shows them. Files are made in memory
+(:func:`files_of`); :func:`write_files` writes each under a temporary name and renames it,
+so a failed write leaves no half-written file.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import io
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -27,19 +34,33 @@ from services.analytics.export.dictionary import (
     COVERAGE_COLUMNS,
     TOTALS_COLUMNS,
     Column,
+    as_shown,
     dictionary,
     engagement_columns,
     markdown,
+    participant_columns,
+    reidentification,
+)
+from services.analytics.export.risk import (
+    SEPARATOR,
+    SUPPRESSED,
+    Anonymised,
+    Generalisation,
+    anonymise,
+    quasi_identifiers,
 )
 from services.analytics.projection.activity import place_of, regions_scheduled
 from services.analytics.projection.engages import Key, touches
 from services.analytics.projection.fold import DEFAULT_TZ, day_of
 from services.analytics.projection.memory import MemoryProjection
-from shared.events import Envelope, GatheringHeld, InterviewCompleted
+from shared.events import Envelope, ExportTable, GatheringHeld, InterviewCompleted
 from shared.plan import Plan
-from shared.profile import DIMENSIONS
+from shared.profile import CATEGORIES, DIMENSIONS
 
 FORMATS = ("csv", "parquet")
+TABLES: tuple[ExportTable, ...] = ("engagements", "participants", "coverage", "totals")
+MICRODATA: frozenset[str] = frozenset({"engagements", "participants"})  # a row per engagement, per participant
+AGGREGATES: tuple[ExportTable, ...] = ("coverage", "totals")
 Row = dict[str, Any]
 
 
@@ -101,25 +122,84 @@ def pseudonymiser(secret: bytes | None = None) -> Callable[[Key], str]:
     return pseudonym
 
 
+def _in_order(dim: str, codes: tuple[str, ...]) -> str:
+    """A multi-select answer's codes in the question's order, so the same answers read the same."""
+    order = {code: i for i, code in enumerate(CATEGORIES.get(dim, ()))}
+    return SEPARATOR.join(sorted(codes, key=lambda c: order.get(c, len(order))))
+
+
 def profile_values(categories: dict[str, tuple[str, ...]], plan: Plan) -> Row:
     """One value per profile dimension (codes joined by ';', ``declined``, or None) and per derived one."""
-    row: Row = {dim: ";".join(categories[dim]) if dim in categories else None for dim in DIMENSIONS}
+    row: Row = {dim: _in_order(dim, categories[dim]) if dim in categories else None for dim in DIMENSIONS}
     for dim in plan.derived_dimensions():
-        row[dim] = ";".join(plan.matches(dim, categories)) or None
+        row[dim] = SEPARATOR.join(plan.matches(dim, categories)) or None
     return row
 
 
-def engagement_rows(recorder: Recorder, plan: Plan, tz: tzinfo, pseudonym: Callable[[Key], str]) -> list[Row]:
-    """One row per participant-engagement of counted (not withdrawn) participants, in log order."""
+def counted(recorder: Recorder, plan: Plan) -> dict[Key, Row]:
+    """Each counted (not withdrawn) participant of the plan's process, in the order they first took
+    part: their profile as projected (merged over their engagements), one value per quasi-identifier."""
     states = recorder.projection.states
-    profiles: dict[Key, Row] = {}
+    found: dict[Key, Row] = {}
+    for e in recorder.engagements:
+        if e.key in found or e.key[0] != plan.process_id:
+            continue
+        state = states.get(e.key)
+        if state is not None and not state.withdrawn:
+            found[e.key] = profile_values(state.profile.categories, plan)
+    return found
+
+
+@dataclass(frozen=True)
+class Release:
+    """How microdata are released: as recorded, or generalised by ``steps`` and then suppressed to ``k``."""
+
+    k: int | None = None
+    steps: tuple[Generalisation, ...] = ()
+
+
+def released(recorder: Recorder, plan: Plan, release: Release, report_k: int) -> tuple[dict[Key, Row], Anonymised]:
+    """Every counted participant's quasi-identifiers as released, and the risk before and after."""
+    people = counted(recorder, plan)
+    keys = list(people)
+    qis = quasi_identifiers(plan)
+    done = anonymise([people[key] for key in keys], qis, release.k, release.steps, report_k=report_k)
+    return dict(zip(keys, done.records, strict=True)), done
+
+
+def _event_region(region: str | None, recorded: Row, shown: Row, steps: Sequence[Generalisation]) -> str | None:
+    """The event's region, recoded as the participant's own region is, and suppressed where theirs is."""
+    if region is None:
+        return None
+    if shown.get("region") == SUPPRESSED and recorded.get("region") != SUPPRESSED:
+        return SUPPRESSED
+    for step in steps:
+        if "region" in step.columns:
+            region = step.recode("region", region)
+    return region
+
+
+def engagement_rows(
+    recorder: Recorder,
+    plan: Plan,
+    tz: tzinfo,
+    pseudonym: Callable[[Key], str],
+    people: Mapping[Key, Row] | None = None,
+    steps: Sequence[Generalisation] = (),
+) -> list[Row]:
+    """One row per participant-engagement of counted (not withdrawn) participants, in log order.
+
+    ``people``: each participant's quasi-identifiers as released (default: as recorded).
+    """
+    recorded = counted(recorder, plan)
+    shown = recorded if people is None else people
+    names: dict[Key, str] = {}
     rows: list[Row] = []
     for e in recorder.engagements:
-        state = states.get(e.key)
-        if state is None or state.withdrawn or e.key[0] != plan.process_id:
+        if e.key not in shown:
             continue
-        if e.key not in profiles:  # one hash and one profile per participant, however often they took part
-            profiles[e.key] = {"participant": pseudonym(e.key), **profile_values(state.profile.categories, plan)}
+        if e.key not in names:  # one hash per participant, however often they took part
+            names[e.key] = pseudonym(e.key)
         region = e.region if e.interview_id is None else recorder.regions.get((e.key[0], e.interview_id))
         rows.append(
             {
@@ -128,15 +208,30 @@ def engagement_rows(recorder: Recorder, plan: Plan, tz: tzinfo, pseudonym: Calla
                 "channel": e.channel,
                 "occurred_at": e.occurred_at.astimezone(UTC),
                 "local_date": date.fromisoformat(day_of(e.occurred_at, tz)),
-                "event_region": region,
-                **profiles[e.key],
+                "event_region": _event_region(region, recorded[e.key], shown[e.key], steps),
+                "participant": names[e.key],
+                **shown[e.key],
             }
         )
     return rows
 
 
+def participant_rows(
+    engagements: Sequence[Row], people: Mapping[Key, Row], pseudonym: Callable[[Key], str]
+) -> list[Row]:
+    """One row per participant: their pseudonym (as in the engagement rows), how often they took part,
+    and their answers as released."""
+    taken: dict[str, int] = {}
+    for row in engagements:
+        taken[row["participant"]] = taken.get(row["participant"], 0) + 1
+    return [
+        {"participant": name, "engagements": taken.get(name, 0), **answers}
+        for name, answers in ((pseudonym(key), answers) for key, answers in people.items())
+    ]
+
+
 def coverage_rows(answer: CoverageAnswer) -> list[Row]:
-    """One row per dimension x category of the analyst coverage answer."""
+    """One row per dimension x category of a coverage answer, as the answer shows them."""
     rows = []
     for d in answer.dimensions:
         for c in d.categories:
@@ -185,12 +280,19 @@ def totals_rows(answer: CoverageAnswer) -> list[Row]:
 
 @dataclass(frozen=True)
 class Export:
-    """Everything one export writes, built in memory first."""
+    """Everything one export holds, built in memory first."""
 
     tables: Mapping[str, tuple[Sequence[Column], list[Row]]]
     dictionary: dict[str, Any]
     participants: int
     engagements: int
+    sequence: int = 0
+    risk: Anonymised | None = None  # microdata only: the risk before and after, what was done
+    reidentification: dict[str, Any] | None = None  # the same, JSON-ready, as the dictionary says it
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {name: len(rows) for name, (_, rows) in self.tables.items()}
 
 
 def build(
@@ -203,22 +305,40 @@ def build(
     formats: Sequence[str] = FORMATS,
     secret: bytes | None = None,
     k: int = 5,
+    tables: Sequence[str] = TABLES,
+    release: Release = Release(),
 ) -> Export:
-    """The tables and the data dictionary of one process, from a recorder that has seen the log."""
+    """The analyst's tables and data dictionary of one process, from a recorder that has seen the log.
+
+    ``k``: the class size the risk figures count against when the release sets no target
+    (the coordinators' small-cell k).
+    """
     counts = recorder.projection.counts(plan.process_id, plan)
     made = made_at or datetime.now(UTC)
     fresh = Freshness(
         sequence=counts.sequence, stream_sequence=counts.sequence, behind=0, projected_at=made, answered_at=made
     )
     answer = coverage(counts, plan.process_id, plan, View(k, suppressed=False), fresh)
-    tables = {
-        "engagements": (engagement_columns(plan), engagement_rows(recorder, plan, tz, pseudonymiser(secret))),
-        "coverage": (COVERAGE_COLUMNS, coverage_rows(answer)),
-        "totals": (TOTALS_COLUMNS, totals_rows(answer)),
-    }
+    micro = [t for t in tables if t in MICRODATA]
+    made_tables: dict[str, tuple[Sequence[Column], list[Row]]] = {}
+    risk = None
+    if micro:
+        people, risk = released(recorder, plan, release, k)
+        pseudonym = pseudonymiser(secret)
+        rows = engagement_rows(recorder, plan, tz, pseudonym, people, release.steps)
+        if "engagements" in tables:
+            made_tables["engagements"] = (engagement_columns(plan), rows)
+        if "participants" in tables:
+            made_tables["participants"] = (participant_columns(plan), participant_rows(rows, people, pseudonym))
+    if "coverage" in tables:
+        made_tables["coverage"] = (COVERAGE_COLUMNS, coverage_rows(answer))
+    if "totals" in tables:
+        made_tables["totals"] = (TOTALS_COLUMNS, totals_rows(answer))
+    made_tables = {name: made_tables[name] for name in TABLES if name in made_tables}
+    risk_words = reidentification(risk, release.steps, quasi_identifiers(plan)) if risk else None
     about = dictionary(
         plan,
-        {name: cols for name, (cols, _) in tables.items()},
+        {name: cols for name, (cols, _) in made_tables.items()},
         formats=formats,
         stream=stream,
         sequence=counts.sequence,
@@ -226,18 +346,43 @@ def build(
         tz=tz,
         first_event=counts.first_event,
         last_event=counts.last_event,
+        suppressed=False,
+        risk=risk_words,
     )
-    return Export(tables, about, counts.participants, counts.engagements)
+    return Export(made_tables, about, counts.participants, counts.engagements, counts.sequence, risk, risk_words)
 
 
-def _atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def aggregates(
+    answer: CoverageAnswer,
+    plan: Plan,
+    *,
+    tz: tzinfo = DEFAULT_TZ,
+    stream: str = "ENGAGEMENT",
+    made_at: datetime | None = None,
+    formats: Sequence[str] = FORMATS,
+    tables: Sequence[str] = AGGREGATES,
+) -> Export:
+    """The aggregate tables of a coverage answer exactly as it shows its numbers (e.g. the coordinators')."""
+    protected = answer.suppression.applied
+    made_tables: dict[str, tuple[Sequence[Column], list[Row]]] = {}
+    if "coverage" in tables:
+        made_tables["coverage"] = (as_shown(COVERAGE_COLUMNS, protected), coverage_rows(answer))
+    if "totals" in tables:
+        made_tables["totals"] = (as_shown(TOTALS_COLUMNS, protected), totals_rows(answer))
+    about = dictionary(
+        plan,
+        {name: cols for name, (cols, _) in made_tables.items()},
+        formats=formats,
+        stream=stream,
+        sequence=answer.as_of.sequence,
+        made_at=made_at or datetime.now(UTC),
+        tz=tz,
+        first_event=answer.first_event,
+        last_event=answer.last_event,
+        suppressed=protected,
+        k=answer.suppression.k,
+    )
+    return Export(made_tables, about, 0, 0, answer.as_of.sequence)
 
 
 def _csv_text(value: Any) -> str:
@@ -252,17 +397,15 @@ def _csv_text(value: Any) -> str:
     return str(value)
 
 
-def write_csv(path: Path, columns: Sequence[Column], rows: list[Row]) -> Path:
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as out:
-            w = csv.writer(out)
-            w.writerow([c.name for c in columns])
-            w.writerows([_csv_text(row[c.name]) for c in columns] for row in rows)
-
-    return _atomically(path, write)
+def csv_bytes(columns: Sequence[Column], rows: list[Row]) -> bytes:
+    out = io.StringIO(newline="")
+    w = csv.writer(out)
+    w.writerow([c.name for c in columns])
+    w.writerows([_csv_text(row[c.name]) for c in columns] for row in rows)
+    return out.getvalue().encode("utf-8")
 
 
-def write_parquet(path: Path, columns: Sequence[Column], rows: list[Row]) -> Path:
+def parquet_bytes(columns: Sequence[Column], rows: list[Row]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -275,23 +418,62 @@ def write_parquet(path: Path, columns: Sequence[Column], rows: list[Row]) -> Pat
         "boolean": pa.bool_(),
     }
     schema = pa.schema([pa.field(c.name, types[c.type], metadata={"meaning": c.meaning}) for c in columns])
-    table = pa.Table.from_pylist(rows, schema=schema)
-    return _atomically(path, lambda tmp: pq.write_table(table, tmp))
+    strings = [c.name for c in columns if c.type == "string"]
+    as_text = [{**row, **{n: None if row[n] is None else str(row[n]) for n in strings}} for row in rows]
+    table = pa.Table.from_pylist(as_text, schema=schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def files_of(
+    export: Export, formats: Sequence[str] = FORMATS, extra: Mapping[str, Any] | None = None
+) -> dict[str, bytes]:
+    """Every file of the export, by name: each table in ``formats``, the data dictionary (JSON and
+    Markdown), and ``extra`` JSON documents (e.g. the manifest), all in memory."""
+    import orjson
+
+    files: dict[str, bytes] = {}
+    for name, (columns, rows) in export.tables.items():
+        if "csv" in formats:
+            files[f"{name}.csv"] = csv_bytes(columns, rows)
+        if "parquet" in formats:
+            files[f"{name}.parquet"] = parquet_bytes(columns, rows)
+    files["data_dictionary.json"] = orjson.dumps(export.dictionary, option=orjson.OPT_INDENT_2) + b"\n"
+    files["data_dictionary.md"] = markdown(export.dictionary).encode("utf-8")
+    for name, document in (extra or {}).items():
+        files[name] = orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+    return files
+
+
+def _atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def safe_name(name: str) -> bool:
+    """A plain file name: no folder, no way out of the export's folder, nothing hidden."""
+    return bool(name) and name == Path(name).name and not name.startswith(".") and "\\" not in name
+
+
+def write_files(directory: Path, files: Mapping[str, bytes]) -> list[Path]:
+    """Write each file into ``directory`` under a temporary name, then rename it into place."""
+    bad = [name for name in files if not safe_name(name)]
+    if bad:
+        raise ValueError(f"not a plain file name: {bad[0]!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def writer(data: bytes) -> Callable[[Path], object]:
+        return lambda tmp: tmp.write_bytes(data)
+
+    return [_atomically(directory / name, writer(data)) for name, data in files.items()]
 
 
 def write(directory: Path, export: Export, formats: Sequence[str] = FORMATS) -> list[Path]:
     """Write the tables in ``formats`` and the data dictionary (JSON and Markdown) into ``directory``."""
-    import orjson
-
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (columns, rows) in export.tables.items():
-        if "csv" in formats:
-            written.append(write_csv(directory / f"{name}.csv", columns, rows))
-        if "parquet" in formats:
-            written.append(write_parquet(directory / f"{name}.parquet", columns, rows))
-    body = orjson.dumps(export.dictionary, option=orjson.OPT_INDENT_2)
-    written.append(_atomically(directory / "data_dictionary.json", lambda tmp: tmp.write_bytes(body + b"\n")))
-    text = markdown(export.dictionary)
-    written.append(_atomically(directory / "data_dictionary.md", lambda tmp: tmp.write_text(text, encoding="utf-8")))
-    return written
+    return write_files(directory, files_of(export, formats))
