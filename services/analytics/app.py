@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse
 
 from services.analytics.answers.queries import Sources
 from services.analytics.answers.release import ReleaseBook
-from services.analytics.api import router
+from services.analytics.api import router, view_for
 from services.analytics.dashboard import routes as dashboard
 from services.analytics.engine.projector import Projector
-from services.analytics.state import AnalyticsState
+from services.analytics.export.routes import export_router
+from services.analytics.state import AnalyticsState, state_of
 from services.analytics.store import reads, schema
 from shared import http
 from shared.bus import attach_streams, make_broker, stop_broker
@@ -129,6 +130,7 @@ def build_app(settings: Settings) -> FastAPI:
     http.install(app, settings)
     app.include_router(health)
     app.include_router(router)
+    app.include_router(export_router(view_for, state_of))
     app.include_router(dashboard.router)
     app.mount("/dashboard/static", dashboard.static_files(), name="dashboard-static")
     return app

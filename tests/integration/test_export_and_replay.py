@@ -1,5 +1,5 @@
-"""`engage export` and `engage replay` against a real nats-server: the export's rows add up to the
-analyst's /coverage, and replay windows give exactly the events they should."""
+"""Exports (POST /exports and `engage export`) and `engage replay` against real servers: the export's
+rows add up to the analyst's /coverage, and replay windows give exactly the events they should."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import nats
 import orjson
 import pyarrow.parquet as pq
 import pytest
 
 from services.analytics.app import build_app
+from services.analytics.export.run import unpack
+from services.analytics.export.tables import write_files
 from services.analytics.reading.replay import replay
-from services.cli.export import export_log
 from shared.bus import attach_streams, make_broker, publish_event
 from shared.events import (
     AdvisoryFeedbackLogged,
@@ -34,11 +34,12 @@ from shared.events import (
     InterviewFormat,
     InterviewScheduled,
 )
-from shared.plan import shipped_plans
 from shared.profile import Profile
 from shared.settings import Settings
 from tests import factories as f
+from tests.conftest import TOKENS
 from tests.polling import eventually
+from tests.servers import serving
 
 pytestmark = pytest.mark.integration
 
@@ -224,38 +225,40 @@ async def test_an_export_adds_up_to_the_analysts_coverage(
     await broker.stop()
 
     app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
 
-            async def coverage() -> dict:
-                return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
+        async def coverage() -> dict:
+            return (await client.get("/coverage", headers=auth_headers("analyst"))).json()
 
-            body = await eventually(
-                coverage,
-                lambda body: body["as_of"]["sequence"] == last,
-                what=f"the projection to reach {last}",
-                timeout=30,
-            )
-
-    nc = await nats.connect(settings.nats_url)
-    made = await export_log(
-        nc, tmp_path / "py", shipped_plans()["shfa-2018"], stream=settings.stream_name, tz=settings.tz
-    )
-    await nc.close()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}, "ENGAGE_LOG_FORMAT": "json"}
-    cli = await asyncio.to_thread(
-        subprocess.run,
-        [*CLI, "export", "--out", str(tmp_path / "cli"), "--nats-url", settings.nats_url],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+        body = await eventually(
+            coverage,
+            lambda body: body["as_of"]["sequence"] == last,
+            what=f"the projection to reach {last}",
+            timeout=30,
+        )
+        answer = await client.post(
+            "/exports", json={"formats": ["csv", "parquet"]}, headers=auth_headers("analyst"), timeout=120
+        )
+        assert answer.status_code == 200, answer.text
+        made = orjson.loads(unpack(answer.content)["manifest.json"])
+        write_files(tmp_path / "py", unpack(answer.content))
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}, "ENGAGE_LOG_FORMAT": "json"}
+        cli = await asyncio.to_thread(
+            subprocess.run,
+            [*CLI, "export", "--out", str(tmp_path / "cli"), "--url", url],
+            capture_output=True,
+            text=True,
+            env={**env, "ENGAGE_TOKEN": TOKENS["analyst"].token},
+            timeout=120,
+        )
     assert cli.returncode == 0, cli.stderr
-    assert f"up to sequence {last}" in cli.stderr and "Traceback" not in cli.stderr
+    # The first export's record is on the log now (and counts no one): the second reflects one more event.
+    reflects = {"py": last, "cli": last + 1}
+    assert f"up to sequence {reflects['cli']}" in cli.stderr and "Traceback" not in cli.stderr
 
+    at_last = max(ev.occurred_at for ev in events).isoformat()
     expected = counted_by_coverage(body)
-    assert made.sequence == last and made.participants == body["participants"]
+    assert made["reflects_sequence"] == last and made["participants"] == body["participants"]
     assert expected["participants"] > 250 and expected["race_alone"] and expected["mandated_group"]
     outputs = {}
     for where in ("py", "cli"):
@@ -277,8 +280,14 @@ async def test_an_export_adds_up_to_the_analysts_coverage(
         assert totals[("participants", None)] == body["participants"]
         assert totals[("engagements", "survey")] == body["engagements_by_channel"]["survey"]
         about = orjson.loads((tmp_path / where / "data_dictionary.json").read_bytes())
-        assert about["stream_sequence"] == body["as_of"]["sequence"] == last
+        assert about["stream_sequence"] == reflects[where] and body["as_of"]["sequence"] == last
+        # An export's record is no outreach: the events span as it did before anything was exported.
+        assert (about["first_event"], about["last_event"]) == (events[0].occurred_at.isoformat(), at_last)
     assert not outputs["py"] & outputs["cli"], "each export has its own pseudonyms"
+    for where in ("py", "cli"):  # the per-participant table agrees with the engagement rows
+        people = read_csv(tmp_path / where / "participants.csv")
+        engaged = Counter(r["participant"] for r in read_csv(tmp_path / where / "engagements.csv"))
+        assert {r["participant"]: int(r["engagements"]) for r in people} == dict(engaged)
     gone = {
         seq
         for seq, ev in enumerate(events, 1)
