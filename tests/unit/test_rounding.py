@@ -15,7 +15,9 @@ from services.analytics.answers.segments import Segment, members, parse_segment
 from services.analytics.answers.suppression import bounds, cell_keys, record_key, round_to_base, show
 from services.analytics.projection.counts import counts_of
 from services.analytics.projection.fold import ParticipantState
+from shared.events import Channel
 from shared.plan import shipped_plans
+from shared.profile import CATEGORIES
 from shared.status_events import Status
 from tests.populations import keyed, person, populations
 
@@ -177,3 +179,18 @@ def test_a_count_read_as_under_k_has_no_share_or_ratio() -> None:
     assert row is not None and row.count == "<5"
     assert row.share is None and row.ratio is None and row.share_of_profiled is None and row.interval is None
     assert row.status is Status.ATTENTION
+
+
+@settings(max_examples=30, deadline=None)
+@given(populations)
+def test_a_row_or_channel_is_there_whether_anyone_is_in_it_or_not(states: list[ParticipantState]) -> None:
+    """For coordinators every channel and every category of a question is listed, so that a row's
+    presence never says "at least one" (its count, "<5", says 0 to 4)."""
+    body = answer(keyed(states), ROUNDED, parse_segment(PLAN, "gender:non_binary"))
+    every = {c.value for c in Channel}
+    assert set(body.engagements_by_channel) == set(body.people_by_channel) == every
+    for d in body.dimensions:
+        if not d.derived:
+            assert {r.category for r in d.categories} >= set(CATEGORIES[d.dimension])
+    exact = answer(keyed(states), EXACT, parse_segment(PLAN, "gender:non_binary"))
+    assert set(exact.engagements_by_channel) <= every  # analysts: the channels used

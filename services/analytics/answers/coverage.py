@@ -37,12 +37,14 @@ from services.analytics.answers.segments import Segment, term_label
 from services.analytics.answers.suppression import Cell, bounds, round_to_base, show
 from services.analytics.projection.counts import Counts
 from services.analytics.projection.fold import ALONE, ANSWERED
+from shared.events import Channel
 from shared.plan import Dimension, Plan
 from shared.plan import Target as PlanTarget
 from shared.profile import CATEGORIES, DECLINED, DIMENSIONS, MULTI_SELECT
 from shared.status_events import Status
 
 Shown = int | str
+CHANNELS = tuple(c.value for c in Channel)
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,15 @@ def _dimensions(plan: Plan | None) -> Iterable[tuple[str, Dimension | None]]:
         yield from ((d, None) for d in DIMENSIONS)
 
 
-def _codes(key: str, spec: Dimension | None, counts: Counts) -> list[str]:
-    """The plan's categories in its order, then any other category with participants."""
+def _codes(key: str, spec: Dimension | None, counts: Counts, rounded: bool) -> list[str]:
+    """The plan's categories in its order, then any other category with participants; for
+    coordinators every category the question has, so that a row's presence says nothing."""
     listed = list(spec.categories) if spec else list(CATEGORIES.get(key, ()))
-    seen = {c for (d, c) in counts.categories if d == key and c not in (ANSWERED, DECLINED) and not c.startswith(ALONE)}
+    if rounded:
+        seen = set() if spec and spec.derived else set(CATEGORIES.get(key, ()))
+    else:
+        seen = {c for (d, c) in counts.categories if d == key and c not in (ANSWERED, DECLINED)}
+        seen = {c for c in seen if not c.startswith(ALONE)}
     return listed + sorted(seen - set(listed))
 
 
@@ -141,7 +148,7 @@ def dimension_view(
     shown_answered = shower(("participants",), answered) if derived else shower(("category", key, ANSWERED), answered)
     shown_profiled = shower(("profiled",), counts.profiled)
     rows = []
-    for code in _codes(key, spec, counts):
+    for code in _codes(key, spec, counts, shower.keys is not None):
         count = cats.get((key, code), 0)
         shown = shower(("category", key, code), count)
         target = spec.categories[code].target if spec and code in spec.categories else None
@@ -229,6 +236,8 @@ def coverage(
 ) -> CoverageAnswer:
     """The coverage answer for one process or segment: exact, or rounded by ``keys`` for coordinators."""
     shower = Shower(view, keys)
+    # Coordinators get every channel, so that a channel's presence says nothing; analysts those used.
+    channels = sorted(CHANNELS if view.suppressed else {*counts.channels, *counts.people_by_channel})
     dimensions = [dimension_view(key, spec, counts, plan, shower) for key, spec in _dimensions(plan)]
     flagged = (Status.UNDER_REACHED, Status.ATTENTION)
     under = sorted(
@@ -249,8 +258,8 @@ def coverage(
         participants=shower(("participants",), counts.participants),
         profiled=shower(("profiled",), counts.profiled),
         engagements=shower(("engagements",), counts.engagements),
-        engagements_by_channel={c: shower(("engagements", c), n) for c, n in sorted(counts.channels.items())},
-        people_by_channel={c: shower(("people", c), n) for c, n in sorted(counts.people_by_channel.items())},
+        engagements_by_channel={c: shower(("engagements", c), counts.channels.get(c, 0)) for c in channels},
+        people_by_channel={c: shower(("people", c), counts.people_by_channel.get(c, 0)) for c in channels},
         first_event=counts.first_event,
         last_event=counts.last_event,
         under_reached=under,

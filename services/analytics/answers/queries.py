@@ -16,7 +16,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.analytics.answers import asof
-from services.analytics.answers.coverage import View, coverage, segment_info
+from services.analytics.answers.coverage import CHANNELS, View, coverage, segment_info
 from services.analytics.answers.freshness import freshness
 from services.analytics.answers.models import CoverageAnswer, Freshness, OverTimeAnswer
 from services.analytics.answers.release import ReleaseBook, Released
@@ -120,8 +120,11 @@ async def over_time(
     number = None
     if view.suppressed:
         rel = await src.released(process, seg, plan)
+        whole = rel if seg is None else await src.released(process, None, plan)
         sequence, projected_at, number = rel.counts.sequence, rel.counts.projected_at, rel.number
-        periods = timeline(_days(rel.engagements_daily), _days(rel.reached_daily), by, view.k, rel.keys)
+        days = {day for day, _ in _days(whole.engagements_daily)}  # the whole process's days, for any segment
+        grid = (days, CHANNELS)
+        periods = timeline(_days(rel.engagements_daily), _days(rel.reached_daily), by, view.k, rel.keys, grid)
     elif seg is None:
         sequence, projected_at, rows = await reads.daily(src.pool, process, src.settings.consumer_name)
         engaged = {(day, channel): n for day, channel, n, _ in rows if n}

@@ -9,7 +9,7 @@ days in it are rounded as the people in them, whichever way they are added up.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from typing import Literal
 
@@ -37,9 +37,17 @@ def _by_period(
 
 
 def timeline(
-    engagements: Daily, reached: Daily, by: Period, k: int, keys: Mapping[Cell, int] | None = None
+    engagements: Daily,
+    reached: Daily,
+    by: Period,
+    k: int,
+    keys: Mapping[Cell, int] | None = None,
+    grid: tuple[Iterable[date], Iterable[str]] | None = None,
 ) -> list[PeriodAnswer]:
-    """One entry per period with any activity, oldest first; rounded when ``keys`` are given."""
+    """One entry per period with any activity, oldest first; rounded when ``keys`` are given.
+
+    ``grid`` (coordinators) gives the days and channels every answer lists, whether anyone in
+    it took part then or not: a segment's period or channel appearing would say "at least one"."""
     e_values, e_keys = _by_period(engagements, by, keys, "day")
     r_values, r_keys = _by_period(reached, by, keys, "first")
 
@@ -47,8 +55,16 @@ def timeline(
         return value if keys is None else show(round_to_base(value, key % (1 << 64), k), k)
 
     out: list[PeriodAnswer] = []
-    for period in sorted({p for p, _ in e_values} | {p for p, _ in r_values}):
-        channels = sorted({c for p, c in e_values if p == period} | {c for p, c in r_values if p == period})
+    periods = {p for p, _ in e_values} | {p for p, _ in r_values}
+    if grid is not None:
+        periods |= {period_of(day, by) for day in grid[0]}
+        every_channel = sorted({*grid[1]})
+    for period in sorted(periods):
+        channels = (
+            every_channel
+            if grid is not None
+            else sorted({c for p, c in e_values if p == period} | {c for p, c in r_values if p == period})
+        )
         out.append(
             PeriodAnswer(
                 period=period.isoformat(),
