@@ -61,7 +61,7 @@ def test_a_coordinators_grid_lists_every_period_and_channel_given() -> None:
     keys = {("day", d.isoformat(), c): 1 << 63 for d, c in ENGAGED}
     grid = ([date(2018, 3, 5), date(2018, 3, 12), date(2018, 3, 19)], ["survey", "interview_phone", "advisory"])
     weeks = timeline(
-        {(date(2018, 3, 12), "survey"): 2}, {}, "week", 5, keys | {("day", "2018-03-12", "survey"): 1}, grid
+        {(date(2018, 3, 12), "survey"): 2}, {}, "week", 5, keys | {("day", "2018-03-12", "survey"): (1 << 64) - 1}, grid
     )
     assert [w.period for w in weeks] == ["2018-03-05", "2018-03-12", "2018-03-19"]
     assert all(set(w.engagements) == {"survey", "interview_phone", "advisory"} for w in weeks)
