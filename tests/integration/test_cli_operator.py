@@ -1,5 +1,6 @@
-"""`engage replay`, `export` and `rebuild` find the servers of a running `engage up` through
-the servers.json in the data dir they are given, before any default port."""
+"""`engage replay` and `rebuild` find the servers of a running `engage up` through the
+servers.json in the data dir they are given, before any default port. (`engage export` goes
+through analytics' HTTP API; tests/integration/test_export_api.py runs it.)"""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ async def engage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_replay_export_and_rebuild_use_the_servers_recorded_in_the_data_dir(
+async def test_replay_and_rebuild_use_the_servers_recorded_in_the_data_dir(
     nats_url: str, database_url: str, tmp_path: Path
 ) -> None:
     nc = await nats.connect(nats_url)
@@ -43,15 +44,11 @@ async def test_replay_export_and_rebuild_use_the_servers_recorded_in_the_data_di
     replay = await engage("replay", "--data-dir", str(data))
     assert replay.returncode == 0 and "replay: 0 events written" in replay.stderr, replay.stderr
 
-    export = await engage("export", "--out", str(tmp_path / "out"), ENGAGE_DATA_DIR=str(data))
-    assert export.returncode == 0 and "up to sequence 0" in export.stderr, export.stderr
-    assert (tmp_path / "out" / "engagements.csv").exists()
-
     nope = await engage("replay", "--process", "nope", "--data-dir", str(data))
     assert nope.returncode == 0 and nope.stdout == "", nope.stderr  # a process may have events but no plan
     assert "--process nope: no plan for it and no events; the known processes are shfa-2018" in nope.stderr
 
     rebuild = await engage("rebuild", "--data-dir", str(data))
     assert rebuild.returncode == 0 and "swapped in" in rebuild.stderr, rebuild.stderr
-    for run in (replay, export, rebuild):
+    for run in (replay, rebuild):
         assert "Traceback" not in run.stderr

@@ -33,6 +33,7 @@ PURE = (
     f"{A}.dashboard.snapshot",
     f"{A}.export.tables",
     f"{A}.export.dictionary",
+    f"{A}.export.risk",
     f"{A}.report",
     f"{A}.audit.model",
 )

@@ -20,7 +20,6 @@ from services.cli.embedded import free_port
 COMMANDS = {
     "rebuild": ["rebuild"],
     "replay": ["replay"],
-    "export": ["export", "--out", "{out}"],
 }
 
 
@@ -70,11 +69,20 @@ def test_a_stale_servers_json_in_the_data_dir_is_named_in_one_line(command: str,
     assert time.monotonic() - started < 20  # detected, not retried for minutes
 
 
-def test_without_servers_json_replay_and_export_look_on_the_embedded_port(tmp_path: Path) -> None:
+def test_without_servers_json_replay_looks_on_the_embedded_port(tmp_path: Path) -> None:
     port = str(free_port())
-    for args in (["replay"], ["export", "--out", str(tmp_path / "out")]):
-        run = engage(*args, "--data-dir", str(tmp_path / "empty"), ENGAGE_EMBEDDED_NATS_PORT=port)
-        assert f"NATS at nats://127.0.0.1:{port} does not answer" in one_line_error(run)
+    run = engage("replay", "--data-dir", str(tmp_path / "empty"), ENGAGE_EMBEDDED_NATS_PORT=port)
+    assert f"NATS at nats://127.0.0.1:{port} does not answer" in one_line_error(run)
+
+
+def test_export_with_analytics_down_names_its_url_in_one_line(tmp_path: Path) -> None:
+    """Exports go through analytics now: its URL is what did not answer, and no file is left."""
+    tokens = {"analyst": {"token": "a" * 24, "scopes": ["coverage:read", "analyst:read"]}}
+    (tmp_path / "tokens.json").write_text(json.dumps(tokens))
+    port = free_port()
+    run = engage("export", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path), ENGAGE_ANALYTICS_PORT=str(port))
+    assert f"analytics is not reachable at http://127.0.0.1:{port}" in one_line_error(run)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 @pytest.mark.parametrize("command", ["coverage", "demo"])

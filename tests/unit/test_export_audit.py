@@ -86,11 +86,6 @@ def test_the_record_engages_no_one_and_the_projection_reads_it_without_parking_i
     )
 
 
-@pytest.mark.xfail(
-    reason="projection/fold.py takes every event's time into the process's span, the export's record too: "
-    "the live /coverage last_event moves to the export's time (the export's own replay leaves records out)",
-    strict=True,
-)
 def test_the_record_leaves_the_span_of_the_outreach_as_it_was() -> None:
     _, event = made_export()
     outreach = f.survey(region="central").model_copy(update={"occurred_at": datetime(2018, 3, 1, tzinfo=UTC)})

@@ -84,6 +84,7 @@ def add_contribution(
 
 
 _DECLINED_ONLY = (DECLINED,)
+RECORDS = frozenset({"DataExported"})  # events on the log that record what engage did, engaging no one
 _EPOCH = date(1970, 1, 1)
 _BUCKET = 900  # seconds: every zone's offset changes only on a quarter hour
 _OFFSETS: dict[tuple[tzinfo, int], float] = {}
@@ -149,6 +150,8 @@ def project(events: Iterable[Envelope], known: Mapping[Key, ParticipantState], t
 
     for ev in events:
         p, proc, at = ev.payload, ev.process_id, ev.occurred_at
+        if p.type in RECORDS:  # a record of ours (an export), not outreach: no part of its span
+            continue
         first, last = times.get(proc, (at, at))
         times[proc] = (min(first, at), max(last, at))
         if p.type == "ParticipantWithdrawn":
