@@ -63,6 +63,7 @@ DEFAULT_K = 5
 SUPPRESSED = "suppressed"
 _EXACT, _CELLS, _ROUNDED = "none", "cells", "rounded"
 _TOLERANCE = 1e-6
+MAY_MISS = 1  # a partition is made when at most this many of its counts were never shown: it pins the one left
 
 Conditions = frozenset[str]
 
@@ -375,6 +376,7 @@ class _StateInfo:
     whole: bool = False  # the whole process's answer is there: every category and channel with anyone is listed
     over_time: dict[tuple[Conditions, str], dict[str, set[str]]] = field(default_factory=dict)
     release_every: int | None = None
+    release_number: int | None = None
 
 
 class _Builder:
@@ -445,7 +447,7 @@ def build(snapshots: Sequence[Snapshot]) -> Model:
     """The model of every number in ``snapshots`` and every relation between them."""
     b = _Builder()
     by_snapshot: list[list[int]] = []
-    release_every: dict[int, int | None] = {}
+    releases: dict[int, tuple[int | None, int | None]] = {}  # state -> (release number, release every)
     for s, snap in enumerate(snapshots):
         groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
         for answer in snap.answers:
@@ -466,8 +468,8 @@ def build(snapshots: Sequence[Snapshot]) -> Model:
             _channels(b, st, info)
             _weeks_and_days(b, st, info)
             _inclusion(b, st, info)
-            release_every[st] = info.release_every
-    _snapshot_links(b, snapshots, by_snapshot, release_every)
+            releases[st] = (info.release_number, info.release_every)
+    _snapshot_links(b, snapshots, by_snapshot, releases)
     return Model(b.variables, b.relations, b.states, b.index, b.conflicts)
 
 
@@ -542,9 +544,11 @@ def _coverage(b: _Builder, st: int, info: _StateInfo, answer: Mapping[str, Any],
 
 
 def _note_release_every(info: _StateInfo, suppression: Mapping[str, Any]) -> None:
-    every = suppression.get("release_every")
+    every, number = suppression.get("release_every"), suppression.get("release_number")
     if isinstance(every, int) and not isinstance(every, bool) and every >= 0:
         info.release_every = every if info.release_every is None else max(info.release_every, every)
+    if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
+        info.release_number = number
 
 
 def _over_time(b: _Builder, st: int, info: _StateInfo, answer: Mapping[str, Any], where: str) -> None:
@@ -620,20 +624,19 @@ def _partitions(b: _Builder, st: int, info: _StateInfo) -> None:
         dim = info.dims.get(d)
         if dim is None or dim.derived:
             continue
-        total = b.var(st, PEOPLE, rest)
-        answered = b.var(st, PEOPLE, rest | {f"{d}:{ANSWERED}"})
-        declined = b.var(st, PEOPLE, rest | {f"{d}:{DECLINED}"})
-        unanswered = b.var(st, PEOPLE, rest | {f"{d}:{NOT_ANSWERED}"})
-        b.relate({total: 1.0, answered: -1.0, declined: -1.0, unanswered: -1.0}, 0.0, 0.0, "a question's partition")
-        b.implied.update((part, total) for part in (answered, declined, unanswered))
-        every_category = info.whole or normalize(PEOPLE, rest) in info.own
-        categories = sorted(dim.categories)
-        if every_category:
-            rows = {c: b.var(st, PEOPLE, rest | {f"{d}:{c}"}) for c in categories}
-        else:
-            found = {c: b.has(st, PEOPLE, rest | {f"{d}:{c}"}) for c in categories}
-            rows = {c: i for c, i in found.items() if i is not None}
-        if every_category:
+        head = [rest, *(rest | {f"{d}:{part}"} for part in (ANSWERED, DECLINED, NOT_ANSWERED))]
+        if sum(b.has(st, PEOPLE, c) is None for c in head) <= MAY_MISS:
+            total, answered, declined, unanswered = (b.var(st, PEOPLE, c) for c in head)
+            terms = {total: 1.0, answered: -1.0, declined: -1.0, unanswered: -1.0}
+            b.relate(terms, 0.0, 0.0, "a question's partition")
+            b.implied.update((part, total) for part in (answered, declined, unanswered))
+        total_i, answered_i = b.has(st, PEOPLE, rest), b.has(st, PEOPLE, head[1])
+        found = {c: b.has(st, PEOPLE, rest | {f"{d}:{c}"}) for c in sorted(dim.categories)}
+        rows = {c: i for c, i in found.items() if i is not None}
+        missing = sum(i is None for i in found.values()) + (answered_i is None)
+        if (info.whole or normalize(PEOPLE, rest) in info.own) and missing <= MAY_MISS:
+            answered = b.var(st, PEOPLE, head[1])
+            rows = {c: b.var(st, PEOPLE, rest | {f"{d}:{c}"}) for c in found}
             terms = {answered: -1.0}
             for i in rows.values():
                 _add(terms, i, 1.0)
@@ -641,20 +644,20 @@ def _partitions(b: _Builder, st: int, info: _StateInfo) -> None:
                 b.relate(terms, 0.0, CAP, "a multi-select's categories cover who answered")
             else:
                 b.relate(terms, 0.0, 0.0, "a single-select answer is one category")
-                b.implied.update((i, up) for i in rows.values() for up in (answered, total))
-        if not dim.multi:
+                b.implied.update((i, up) for i in rows.values() for up in (answered, total_i) if up is not None)
+            answered_i = answered
+        if not dim.multi or answered_i is None:
             continue
         for i in rows.values():
-            b.relate({i: 1.0, answered: -1.0}, -CAP, 0.0, "a multi-select category is within who answered")
-            b.implied.update((i, up) for up in (answered, total))
-        alone_sum: dict[int, float] = {answered: -1.0}
-        for c in categories:
+            b.relate({i: 1.0, answered_i: -1.0}, -CAP, 0.0, "a multi-select category is within who answered")
+            b.implied.update((i, up) for up in (answered_i, total_i) if up is not None)
+        alone_sum: dict[int, float] = {answered_i: -1.0}
+        for c, row in rows.items():
             alone = b.has(st, PEOPLE, rest | {f"{d}:{ALONE}{c}"})
             if alone is None:
                 continue
-            row = rows[c] if c in rows else b.var(st, PEOPLE, rest | {f"{d}:{c}"})
             b.relate({alone: 1.0, row: -1.0}, -CAP, 0.0, "a category alone is within the category")
-            b.implied.update((alone, up) for up in (row, answered, total))
+            b.implied.update((alone, up) for up in (row, answered_i, total_i) if up is not None)
             _add(alone_sum, alone, 1.0)
         if len(alone_sum) > 1:
             b.relate(alone_sum, -CAP, 0.0, "those who chose one category alone are within who answered")
@@ -732,7 +735,10 @@ def _inclusion(b: _Builder, st: int, info: _StateInfo) -> None:
 
 
 def _snapshot_links(
-    b: _Builder, snapshots: Sequence[Snapshot], by_snapshot: list[list[int]], release_every: Mapping[int, int | None]
+    b: _Builder,
+    snapshots: Sequence[Snapshot],
+    by_snapshot: list[list[int]],
+    releases: Mapping[int, tuple[int | None, int | None]],
 ) -> None:
     """From one snapshot to the next, a count of people moves by at most the participants changed."""
     for s in range(1, len(snapshots)):
@@ -743,7 +749,12 @@ def _snapshot_links(
         same = b.states[a].source == b.states[z].source and b.states[a].source != "unknown"
         step = 0 if same else snapshots[s].changed_since_previous
         if step is None:
-            step = release_every.get(z)
+            (first, _), (last, every) = releases.get(a, (None, None)), releases.get(z, (None, None))
+            # between releases n and n+j exactly j x release_every participants changed
+            if every is not None and first is not None and last is not None:
+                step = (last - first) * every if last >= first else None
+            else:
+                step = every
         if step is None:
             continue
         quantities = {q for (st, q) in b.index if st == a and q.kind in (PEOPLE, REACHED)}

@@ -32,7 +32,9 @@ from services.analytics.audit.model import CAP, Model, is_small
 Vector = npt.NDArray[np.float64]
 _TOL = 1e-6
 _INF = math.inf
-SPREAD_ROUNDS = 6  # programs with random objectives first: their solutions settle most variables at once
+SPREAD_ROUNDS = 60  # integer solutions sampled first, at most: each settles many variables at once
+SPREAD_SHARE = 0.5  # of the time limit, at most
+SPREAD_GAIN = 0.02  # sampling stops when a solution settles fewer than this share of the open variables
 MILP_SECONDS = 10.0
 
 
@@ -63,6 +65,7 @@ class Audit:
     stopped_because: str | None = None
     lps: int = 0
     milps: int = 0
+    samples: int = 0
     seconds: float = 0.0
     engine: str = ""
 
@@ -109,6 +112,8 @@ class _Programs:
         self.milps = 0
         self._highs: Any = _highs(self) if use_highs else None
         self._mip: Any = None  # made on the first integer program
+        self._dive: Any = None  # the same, stopping at its first integer solution
+        self.samples = 0
         self._last: dict[int, list[int]] = {}  # per HiGHS model: the variables the objective last touched
         self.engine = "HiGHS (one model, objective changed)" if self._highs is not None else "HiGHS via linprog"
 
@@ -139,7 +144,29 @@ class _Programs:
     def _lp_highs(self, cost: Mapping[int, float], seconds: float) -> Vector | None:
         return self._run(self._highs, cost, seconds)
 
-    def _run(self, h: Any, cost: Mapping[int, float], seconds: float) -> Vector | None:
+    def sample(self, cost: Mapping[int, float], seconds: float) -> Vector | None:
+        """Some integer solution, found heading towards the minimum of ``cost`` (None if none in time)."""
+        self.samples += 1
+        if self._highs is not None:
+            if self._dive is None:
+                self._dive = _highs(self, integer=True)
+                if self._dive is not None:
+                    self._dive.setOptionValue("mip_max_improving_sols", 1)
+            if self._dive is not None:
+                return self._run(self._dive, cost, seconds, any_solution=True)
+        c = np.zeros(self.n)
+        for i, v in cost.items():
+            c[i] = v
+        res = milp(
+            c,
+            integrality=np.ones(self.n),
+            bounds=Bounds(self.col_lo, self.col_hi),
+            constraints=LinearConstraint(self.a, self.row_lo, self.row_hi),
+            options={"time_limit": max(seconds, 0.01), "disp": False},
+        )
+        return np.asarray(res.x, dtype=np.float64) if res.x is not None else None
+
+    def _run(self, h: Any, cost: Mapping[int, float], seconds: float, any_solution: bool = False) -> Vector | None:
         core = _core()
         last = self._last.get(id(h), [])
         touched = sorted(set(last) | set(cost))
@@ -150,9 +177,10 @@ class _Programs:
         # HiGHS counts its time limit over every run of a model: the limit is the time so far plus this run's.
         h.setOptionValue("time_limit", float(h.getRunTime() + max(seconds, 0.01)))
         h.run()
-        if h.getModelStatus() != core.HighsModelStatus.kOptimal:
+        solution = h.getSolution()
+        if h.getModelStatus() != core.HighsModelStatus.kOptimal and not (any_solution and solution.value_valid):
             return None
-        return np.array(h.getSolution().col_value, dtype=np.float64)
+        return np.array(solution.col_value, dtype=np.float64)
 
     def milp(self, i: int, maximise: bool, seconds: float) -> Vector | None:
         """An integer solution minimising (or maximising) variable ``i``, or None if none was proven in time."""
@@ -229,7 +257,7 @@ class _Stop:
     def now(self, programs: int) -> bool:
         if time.monotonic() >= self.deadline:
             self.because("out of time")
-        elif self.p.lps + self.p.milps + programs > self.max_programs:
+        elif self.p.lps + self.p.milps + self.p.samples + programs > self.max_programs:
             self.because("program limit reached")
         return not self.result.finished
 
@@ -241,6 +269,11 @@ def _unconfirmed(i: int, lo: int, hi: int, width: int, k: int) -> Checked:
     """A range the integer programs could not confirm: the linear programs' bounds hold around it, so it pins
     the count if it is narrow and within 1..k-1 even so."""
     return Checked(i, lo, hi, False, "timed out", hi - lo + 1 < width and lo >= 1 and hi <= k - 1)
+
+
+def _away(seen: float, lowest: float) -> float:
+    """The objective's weight that moves a variable away from where a solution had it: up from its lowest, else down."""
+    return 1.0 if seen > lowest + _TOL else -1.0
 
 
 def audit(
@@ -269,7 +302,8 @@ def audit(
     result.engine = p.engine
 
     def finish() -> Audit:
-        result.lps, result.milps, result.seconds = p.lps, p.milps, time.monotonic() - started
+        result.lps, result.milps, result.samples = p.lps, p.milps, p.samples
+        result.seconds = time.monotonic() - started
         return result
 
     seen_lo = np.full(p.n, _INF)
@@ -301,14 +335,21 @@ def audit(
             done[i] = Checked(i, int(seen_lo[i]), int(seen_hi[i]), False, "solutions", False)
         return i in done
 
+    # Integer solutions first, each heading away from where the open variables were last seen.
     rng = np.random.default_rng(seed)
-    for r in range(SPREAD_ROUNDS + 2):
-        open_ = [i for i in candidates if i not in done and not settle(i)]
-        if not open_ or time.monotonic() >= deadline or p.lps >= max_programs:
+    sampling_until = started + time_limit * SPREAD_SHARE
+    open_ = [i for i in candidates if not settle(i)]
+    for r in range(SPREAD_ROUNDS):
+        now = time.monotonic()
+        if not open_ or now >= sampling_until or p.lps + p.milps + p.samples >= max_programs:
             break
-        # all small ones down, all up, then random directions
-        weights = [1.0 - 2.0 * r] * len(open_) if r < 2 else rng.uniform(-1.0, 1.0, len(open_)).tolist()
-        solved(p.lp(dict(zip(open_, weights, strict=True)), deadline - time.monotonic()))
+        weights = [
+            _away(seen_lo[i], variables[i].lo) if np.isfinite(seen_lo[i]) else float(rng.choice([-1, 1])) for i in open_
+        ]
+        solved(p.sample(dict(zip(open_, weights, strict=True)), min(MILP_SECONDS, sampling_until - now)))
+        before, open_ = len(open_), [i for i in open_ if not settle(i)]
+        if r >= 2 and before - len(open_) < SPREAD_GAIN * before:
+            break
 
     total = len(candidates)
     stop = _Stop(result, deadline, max_programs, p)
