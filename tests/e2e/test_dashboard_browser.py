@@ -215,7 +215,7 @@ async def test_a_hidden_under_reached_group_is_flagged_and_its_card_opens_its_dr
     )
     assert await page.locator("#group-participants").inner_text() in ("<5", "5")
     channels = await page.locator("#group-channels tbody th").all_inner_texts()
-    assert channels == ["Interview by phone"], channels
+    assert len(channels) == 7 and "Interview by phone" in channels, channels  # every channel, used or not
     await rounded_counts(page, "#group-channels td.num")
     regions = await page.locator("#group-regions tbody th").all_inner_texts()
     assert "Northeast" in regions and "Central" in regions
