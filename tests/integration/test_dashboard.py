@@ -241,7 +241,14 @@ async def test_a_commit_reaches_an_open_stream_as_a_snapshot_well_before_the_hea
                 interval=0,
             )
             lag = time.monotonic() - sent
+            # A second commit pulse (a loaded machine can split the work) may repeat the snapshot;
+            # then the stream goes quiet: heartbeats, each saying how fresh the release is.
             quiet = await asyncio.wait_for(next_event(lines), HEARTBEAT + 5)
+            for _ in range(3):
+                if quiet[0] != "snapshot":
+                    break
+                assert quiet[1]["release"]["sequence"] == 10, quiet
+                quiet = await asyncio.wait_for(next_event(lines), HEARTBEAT + 5)
     print(f"publish to pushed snapshot: {lag:.3f} s")
     assert name == "snapshot", f"a {name!r} event came first: the commit pushed nothing"
     assert pushed["release"]["sequence"] == 10 and pushed["tiles"]["participants"] == 10
@@ -361,7 +368,7 @@ async def test_a_hidden_under_reached_group_is_flagged_and_its_drilldown_is_roun
         assert small_counts_in(drill, K) == []
         shown = counts_shown(drill)
         assert shown and all(v == "<5" or (isinstance(v, int) and v % K == 0) for v in shown), shown
-        assert [c["channel"] for c in drill["channels"]] == ["interview_in_person"]
+        assert len(drill["channels"]) == 7  # every channel, whether the group used it or not
         regions = {r["category"]: r["count"] for r in drill["regions"]["categories"]}
         assert regions["northeast"] in ("<5", 5) and regions["central"] == "<5"
         assert len(drill["over_time"]["periods"]) == 1  # this week, as the process has only it
