@@ -126,6 +126,7 @@ def run(
                 f"({gathered_note}; {refused} segments refused) to {save}",
                 markup=False,
                 highlight=False,
+                soft_wrap=True,
             )
             if not audit_saved:
                 return 0

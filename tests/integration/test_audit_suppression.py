@@ -97,7 +97,7 @@ async def test_the_gather_covers_every_single_term_segment_and_both_over_time_vi
     assert len([k for k in asked if k and "," in k]) == 5  # the pairs
     assert sorted(a["by"] for a in answers if "periods" in a) == ["day", "week"]
     assert all(a["suppression"]["applied"] for a in answers)
-    result = audit(build(snapshots_from(saved)), time_limit=40)
+    result = audit(build(snapshots_from(saved)), max_programs=1)  # one program: do the numbers fit the model?
     assert result.feasible, result.stopped_because
 
 
@@ -135,8 +135,11 @@ async def test_coordinator_views_have_no_pins(
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         await caught_up(app, auth_headers("analyst"), last)
-        saved = await seen_by(app, auth_headers("coordinator"), pairs=10)
+        saved = await seen_by(app, auth_headers("coordinator"))
     model = build(snapshots_from(saved))
-    result = audit(model, time_limit=45)
+    result = audit(model, time_limit=50)
+    checked, small = len(result.checked), len(result.candidates)
+    print(f"coordinator: {checked} of {small} small counts checked, {len(result.pinned)} pinned")
     assert result.feasible, result.stopped_because
+    assert checked >= small // 2  # not a pass by checking nothing
     assert [model.name(c.variable) for c in result.pinned] == []

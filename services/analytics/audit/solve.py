@@ -36,6 +36,7 @@ SPREAD_ROUNDS = 60  # integer solutions sampled first, at most: each settles man
 SPREAD_SHARE = 0.5  # of the time limit, at most
 SPREAD_GAIN = 0.02  # sampling stops when a solution settles fewer than this share of the open variables
 MILP_SECONDS = 10.0
+GROUP = 64  # variables tested together at first
 
 
 @dataclass(frozen=True)
@@ -343,8 +344,11 @@ def audit(
         now = time.monotonic()
         if not open_ or now >= sampling_until or p.lps + p.milps + p.samples >= max_programs:
             break
+        # random sizes, so that each solution moves different ones of those that cannot all move at once
+        sizes = rng.uniform(0.1, 1.0, len(open_)).tolist()
         weights = [
-            _away(seen_lo[i], variables[i].lo) if np.isfinite(seen_lo[i]) else float(rng.choice([-1, 1])) for i in open_
+            size * (_away(seen_lo[i], variables[i].lo) if np.isfinite(seen_lo[i]) else float(rng.choice([-1, 1])))
+            for i, size in zip(open_, sizes, strict=True)
         ]
         solved(p.sample(dict(zip(open_, weights, strict=True)), min(MILP_SECONDS, sampling_until - now)))
         before, open_ = len(open_), [i for i in open_ if not settle(i)]
@@ -353,6 +357,36 @@ def audit(
 
     total = len(candidates)
     stop = _Stop(result, deadline, max_programs, p)
+    # Variables every solution had at the lowest (or highest) value of their box: one program tests a group of
+    # them, since if their sum cannot move by 1, none of them can; a group that moves is split.
+    for up in (True, False):
+        edge = [
+            i
+            for i in candidates
+            if i not in done
+            and seen_lo[i]
+            == seen_hi[i]
+            == (math.ceil(variables[i].lo - _TOL) if up else math.floor(variables[i].hi + _TOL))
+        ]
+        groups = [edge[j : j + GROUP] for j in range(0, len(edge), GROUP)]
+        while groups and not stop.now(1):
+            group = [i for i in groups.pop() if i not in done and not settle(i)]
+            if len(group) < 2:
+                continue
+            x = solved(p.lp(dict.fromkeys(group, -1.0 if up else 1.0), deadline - time.monotonic()))
+            if x is None:
+                break
+            bounds = np.array(
+                [math.ceil(variables[i].lo - _TOL) if up else math.floor(variables[i].hi + _TOL) for i in group]
+            )
+            moved = float(np.sum(x[group] - bounds)) if up else float(np.sum(bounds - x[group]))
+            if moved < 1 - _TOL:
+                for i, end in zip(group, bounds.tolist(), strict=True):
+                    done[i] = Checked(
+                        i, end, end, True, "linear programs", width > 1 and is_small(end, end, variables[i].k)
+                    )
+            else:
+                groups += [group[: len(group) // 2], group[len(group) // 2 :]]
     # Linear programs first, for every small variable the solutions seen have not settled ...
     confirm: list[tuple[float, int, float, float]] = []  # (width, variable, lower end, upper end)
     for n_done, i in enumerate(candidates):
