@@ -120,6 +120,11 @@ def test_a_count_that_crosses_k_between_snapshots() -> None:
     loose = build([Snapshot((before,)), Snapshot((after,), changed_since_previous=2)])
     assert pins(loose) == {}
     assert pins(build([Snapshot((before,)), Snapshot((after,))])) == {}  # unknown: unbounded
+    # A promise of three possible values is broken all the same: 3 or 4 is two.
+    wide = audit(loose, width=3, time_limit=30)
+    assert [(describe(loose.variables[c.variable].quantity), c.lo, c.hi) for c in wide.pinned] == [
+        ("participants (region = southeast)", 3, 4)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -541,3 +546,61 @@ def test_the_command_says_what_is_wrong_in_one_line(tmp_path: Path, args: list[s
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
     assert lines[0].startswith("error: " + message.replace("{tmp}", str(tmp_path))), lines[0]
+
+
+# --- the gather, against a stand-in for analytics ------------------------------------------------------------------
+
+
+def test_the_gather_asks_every_single_term_segment_and_lists_what_is_refused() -> None:
+    """Every category with declined and not answered, every group and channel, the pairs (the same ones every
+    time), over time by week and day; a segment analytics refuses is listed, a bad token is one line."""
+    import asyncio
+
+    import httpx
+
+    from services.analytics.audit.gather import Analytics, gather, pair_segments
+    from shared.errors import EngageError
+
+    people = [
+        Person("central", "yes", ("female",), ((START, "survey"),)),
+        Person(None, "no", None, ((START, "advisory"),)),
+    ]
+    whole = coverage(people, (), exact, EXACT, 1)
+    asked: list[str] = []
+    sequence = iter([1, *[3] * 100])  # the first snapshot's answers straddle an arrival: it is fetched again
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["Authorization"] != "Bearer right":
+            return httpx.Response(401, json={"reason": "unknown token"})
+        segment = request.url.params.get("segment")
+        by = request.url.params.get("by")
+        asked.append(segment or (f"by={by}" if by else "whole"))
+        if segment == "channel:advisory":
+            return httpx.Response(422, json={"problems": [{"field": "segment", "reason": "no such channel"}]})
+        body = (
+            over_time(people, by, exact, EXACT, 1)
+            if by
+            else (coverage(people, tuple(segment.split(",")), exact, EXACT, 1) if segment else whole)
+        )
+        return httpx.Response(
+            200, json={**body, "as_of": {"sequence": next(sequence) if not segment and not by else 3}}
+        )
+
+    async def run(token: str, pairs: int) -> Any:
+        transport = httpx.MockTransport(answer)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://a", headers={"Authorization": f"Bearer {token}"}
+        ) as c:
+            return await gather(Analytics(c, "http://a", None), pairs=pairs, snapshots=2, every=0)
+
+    got = asyncio.run(run("right", 3))
+    assert len(got.snapshots) == 2
+    first = got.snapshots[0]
+    assert first["refused"] == [{"segment": "channel:advisory", "reason": "no such channel"}]
+    keys = {a["segment"]["key"] for a in first["answers"] if a.get("segment")}
+    assert {"region:central", "region:declined", "region:not_answered", "group:trans", "channel:survey"} <= keys
+    assert len([k for k in keys if "," in k]) == 3 and pair_segments(whole, 3) == pair_segments(whole, 3)
+    assert sorted(a["by"] for a in first["answers"] if "periods" in a) == ["day", "week"]
+    assert asked.count("whole") == 3  # the first snapshot twice (its whole process moved), the second once
+    with pytest.raises(EngageError, match=r"^--token: analytics answered 401 \(unknown token\)$"):
+        asyncio.run(run("wrong", 0))

@@ -269,7 +269,12 @@ class _Stop:
 def _unconfirmed(i: int, lo: int, hi: int, width: int, k: int) -> Checked:
     """A range the integer programs could not confirm: the linear programs' bounds hold around it, so it pins
     the count if it is narrow and within 1..k-1 even so."""
-    return Checked(i, lo, hi, False, "timed out", hi - lo + 1 < width and lo >= 1 and hi <= k - 1)
+    return Checked(i, lo, hi, False, "timed out", narrower(lo, hi, width, k) and lo >= 1 and hi <= k - 1)
+
+
+def narrower(lo: int, hi: int, width: int, k: int) -> bool:
+    """Whether an integer range pins a small count: fewer than ``width`` values, meeting 1..k-1."""
+    return hi - lo + 1 < width and is_small(lo, hi, k)
 
 
 def _away(seen: float, lowest: float) -> float:
@@ -331,7 +336,7 @@ def audit(
         v = variables[i]
         box_lo, box_hi = math.ceil(v.lo - _TOL), math.floor(min(v.hi, CAP) + _TOL)
         if box_lo == box_hi:
-            done[i] = Checked(i, box_lo, box_hi, True, "shown", is_small(box_lo, box_hi, v.k))
+            done[i] = Checked(i, box_lo, box_hi, True, "shown", narrower(box_lo, box_hi, width, v.k))
         elif seen_hi[i] - seen_lo[i] >= width - 1:
             done[i] = Checked(i, int(seen_lo[i]), int(seen_hi[i]), False, "solutions", False)
         return i in done
@@ -382,9 +387,7 @@ def audit(
             moved = float(np.sum(x[group] - bounds)) if up else float(np.sum(bounds - x[group]))
             if moved < 1 - _TOL:
                 for i, end in zip(group, bounds.tolist(), strict=True):
-                    done[i] = Checked(
-                        i, end, end, True, "linear programs", width > 1 and is_small(end, end, variables[i].k)
-                    )
+                    done[i] = Checked(i, end, end, True, "linear programs", narrower(end, end, width, variables[i].k))
             else:
                 groups += [group[: len(group) // 2], group[len(group) // 2 :]]
     # Linear programs first, for every small variable the solutions seen have not settled ...
@@ -414,7 +417,7 @@ def audit(
         exact = bool(seen_lo[i] == lo and seen_hi[i] == hi)
         small = is_small(lo, hi, variables[i].k)
         if not small or hi_lp - lo_lp >= max(variables[i].k, width) or exact:
-            done[i] = Checked(i, lo, hi, exact, "linear programs", small and exact and hi - lo + 1 < width)
+            done[i] = Checked(i, lo, hi, exact, "linear programs", exact and narrower(lo, hi, width, variables[i].k))
         else:
             confirm.append((hi_lp - lo_lp, i, lo_lp, hi_lp))
     # ... then integer programs for those the linear programs leave narrower than k, the narrowest first.
@@ -435,8 +438,7 @@ def audit(
         if settle(i):
             continue
         if lo_exact and hi_exact:
-            pinned = hi - lo + 1 < width and is_small(lo, hi, variables[i].k)
-            done[i] = Checked(i, lo, hi, True, "integer programs", pinned)
+            done[i] = Checked(i, lo, hi, True, "integer programs", narrower(lo, hi, width, variables[i].k))
         else:
             done[i] = _unconfirmed(i, lo, hi, width, variables[i].k)
     if progress is not None:
