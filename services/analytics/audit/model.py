@@ -387,6 +387,7 @@ class _Builder:
         self.states: list[State] = []
         self.conflicts: list[str] = []
         self.implied: set[tuple[int, int]] = set()  # (smaller, larger) pairs other relations already bound
+        self._made: set[tuple[tuple[tuple[int, float], ...], float, float]] = set()
 
     def var(self, state: int, kind: str, conditions: Iterable[str]) -> int:
         quantity = Quantity(kind, normalize(kind, conditions))
@@ -421,7 +422,8 @@ class _Builder:
 
     def relate(self, terms: Mapping[int, float], lo: float, hi: float, rule: str) -> None:
         kept = tuple((i, c) for i, c in sorted(terms.items()) if c != 0)
-        if kept:
+        if kept and (kept, lo, hi) not in self._made:  # the same relation from another answer adds nothing
+            self._made.add((kept, lo, hi))
             self.relations.append(Relation(kept, lo, hi, rule))
 
 
@@ -444,33 +446,49 @@ def _source(answer: Mapping[str, Any]) -> str:
 
 
 def build(snapshots: Sequence[Snapshot]) -> Model:
-    """The model of every number in ``snapshots`` and every relation between them."""
+    """The model of every number in ``snapshots`` and every relation between them.
+
+    Answers that reflect the same state of the log (the same release, or the same stream sequence, of the
+    same process) share their variables, whichever snapshot they were taken in.
+    """
     b = _Builder()
+    groups: dict[tuple[str, ...], list[tuple[int, Mapping[str, Any]]]] = {}
     by_snapshot: list[list[int]] = []
-    releases: dict[int, tuple[int | None, int | None]] = {}  # state -> (release number, release every)
     for s, snap in enumerate(snapshots):
-        groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        for answer in snap.answers:
-            groups[_source(answer)].append(answer)
         by_snapshot.append([])
-        for source, answers in sorted(groups.items()):
-            st = len(b.states)
-            k = max((_k_of(a.get("suppression") or {}) for a in answers), default=DEFAULT_K)
-            b.states.append(State(s, source, k))
-            by_snapshot[-1].append(st)
-            info = _StateInfo()
-            coverage = [a for a in answers if "periods" not in a]
-            for answer in coverage:
-                _coverage(b, st, info, answer, f"snapshot {s}, /coverage{_where(answer)}")
-            for answer in (a for a in answers if "periods" in a):
-                _over_time(b, st, info, answer, f"snapshot {s}, /coverage/over-time{_where(answer)}")
-            _partitions(b, st, info)
-            _channels(b, st, info)
-            _weeks_and_days(b, st, info)
-            _inclusion(b, st, info)
-            releases[st] = (info.release_number, info.release_every)
+        for answer in snap.answers:
+            key = _state_key(answer, s)
+            if key not in groups:
+                groups[key] = []
+            groups[key].append((s, answer))
+            st = list(groups).index(key)
+            if st not in by_snapshot[-1]:
+                by_snapshot[-1].append(st)
+    releases: dict[int, tuple[int | None, int | None]] = {}  # state -> (release number, release every)
+    for st, items in enumerate(groups.values()):
+        k = max((_k_of(a.get("suppression") or {}) for _, a in items), default=DEFAULT_K)
+        b.states.append(State(items[0][0], _source(items[0][1]), k))
+        info = _StateInfo()
+        for s, answer in (item for item in items if "periods" not in item[1]):
+            _coverage(b, st, info, answer, f"snapshot {s}, /coverage{_where(answer)}")
+        for s, answer in (item for item in items if "periods" in item[1]):
+            _over_time(b, st, info, answer, f"snapshot {s}, /coverage/over-time{_where(answer)}")
+        _partitions(b, st, info)
+        _channels(b, st, info)
+        _weeks_and_days(b, st, info)
+        _inclusion(b, st, info)
+        releases[st] = (info.release_number, info.release_every)
     _snapshot_links(b, snapshots, by_snapshot, releases)
     return Model(b.variables, b.relations, b.states, b.index, b.conflicts)
+
+
+def _state_key(answer: Mapping[str, Any], snapshot: int) -> tuple[str, ...]:
+    """Which state of the log an answer reflects: answers with the same key count the same people."""
+    source = _source(answer)
+    as_of = answer.get("as_of")
+    moment = as_of.get("as_of") if isinstance(as_of, Mapping) else None
+    process = str(answer.get("process_id"))
+    return (process, source, str(moment)) if source != "unknown" else (process, source, str(snapshot))
 
 
 def _where(answer: Mapping[str, Any]) -> str:
@@ -746,8 +764,9 @@ def _snapshot_links(
         if len(before) != 1 or len(after) != 1:
             continue  # answers from several states of the log within a snapshot: which moved when is unknown
         a, z = before[0], after[0]
-        same = b.states[a].source == b.states[z].source and b.states[a].source != "unknown"
-        step = 0 if same else snapshots[s].changed_since_previous
+        if a == z:
+            continue  # the same state of the log: the same variables
+        step = snapshots[s].changed_since_previous
         if step is None:
             (first, _), (last, every) = releases.get(a, (None, None)), releases.get(z, (None, None))
             # between releases n and n+j exactly j x release_every participants changed
@@ -762,11 +781,6 @@ def _snapshot_links(
             later = b.index.get((z, q))
             if later is not None:
                 b.relate({later: 1.0, b.index[(a, q)]: -1.0}, -float(step), float(step), "snapshots move by little")
-        if same:
-            for q in sorted(q for (st, q) in b.index if st == a and q.kind == ENGAGEMENTS):
-                later = b.index.get((z, q))
-                if later is not None:
-                    b.relate({later: 1.0, b.index[(a, q)]: -1.0}, 0.0, 0.0, "the same state of the log")
 
 
 def truth_holds(model: Model, values: Sequence[float]) -> list[str]:
