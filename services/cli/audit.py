@@ -170,7 +170,8 @@ def report(
         f"pinned {len(result.pinned):,}"
     )
     say(
-        f"linear programs {result.lps:,} · integer programs {result.milps:,} · {result.seconds:.1f} s · {result.engine}"
+        f"linear programs {result.lps:,} · integer programs {result.milps:,} to confirm, {result.samples:,} for "
+        f"example solutions · {result.seconds:.1f} s · {result.engine}"
     )
     widths = " · ".join(f"{label}: {n:,}" for label, n in result.widths().items()) or "none"
     say(f"possible values of the small ones: {widths}; {result.including_zero:,} still include 0")
