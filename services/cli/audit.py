@@ -131,6 +131,8 @@ def run(
             if not audit_saved:
                 return 0
         loaded = snapshots_from(saved)
+    if not any(snapshot.answers for snapshot in loaded):
+        raise EngageError(f"{'--from' if sources else 'analytics'}: no answers to audit")
     try:
         model = build(loaded)
     except BadAnswers as exc:
@@ -143,7 +145,7 @@ def run(
         result = audit(model, width=width, time_limit=time_limit, progress=progress)
     if not result.feasible:
         raise EngageError(
-            f"answers: {result.stopped_because}; they contradict each other (answers from different "
+            f"answers: {result.stopped_because} and relation; they contradict each other (answers of different "
             "processes or moments mixed?), so nothing can be concluded"
         )
     report(result, loaded, gathered_note, refused, time_limit, out)

@@ -482,6 +482,11 @@ def test_contradicting_answers_are_said_so() -> None:
     model = build([Snapshot((one, two))])
     assert model.conflicts and "participants (region = central)" in model.conflicts[0]
     assert not audit(model).feasible
+    # No count is shown two ways, but 5 answered the question of 3 participants: no counts fit.
+    model = build([Snapshot((cov(3, [dim("region", 5, 0, 0, {"central": 5})]),))])
+    assert not model.conflicts
+    result = audit(model)
+    assert not result.feasible and result.stopped_because == "no counts satisfy every published number"
 
 
 def test_a_saved_set_with_a_bad_value_is_named() -> None:
@@ -535,12 +540,17 @@ def test_the_command_reports_pins_and_exits_1(tmp_path: Path) -> None:
         (["--from", "{tmp}/other.json"], "--from {tmp}/other.json: is not a saved set of answers"),
         (["--width", "0", "--from", "{tmp}/other.json"], "--width 0: must be at least 1"),
         (["--time-limit", "0", "--from", "{tmp}/other.json"], "--time-limit 0: must be more than 0 seconds"),
+        (["--from", "{tmp}/empty.json"], "--from: no answers to audit"),
+        (["--from", "{tmp}/contradicting.json"], "answers: no counts satisfy every published number and relation;"),
         (["--token", "t", "--url", "http://127.0.0.1:9"], "analytics is not reachable at http://127.0.0.1:9"),
     ],
 )  # fmt: skip
 def test_the_command_says_what_is_wrong_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "bad.json").write_text("{")
     (tmp_path / "other.json").write_text("[1, 2]")
+    (tmp_path / "empty.json").write_text('{"snapshots": [{"answers": []}]}')
+    contradicting = cov(3, [dim("region", 5, 0, 0, {"central": 5})])
+    (tmp_path / "contradicting.json").write_text(json.dumps({"snapshots": [{"answers": [contradicting]}]}))
     run = engage(*[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()

@@ -321,12 +321,13 @@ def audit(
             np.maximum(seen_hi, r, out=seen_hi)
         return x
 
+    if not variables:
+        return finish()
     if solved(p.lp({}, deadline - time.monotonic())) is None:
-        result.feasible = time.monotonic() < deadline
-        result.stopped_because = (
-            "no counts satisfy every published number and relation" if result.feasible else "out of time"
-        )
+        out_of_time = time.monotonic() >= deadline
+        result.feasible = out_of_time  # out of time, it cannot be told; in time, no counts fit at all
         result.finished = False
+        result.stopped_because = "out of time" if out_of_time else "no counts satisfy every published number"
         return finish()
 
     done: dict[int, Checked] = {}
