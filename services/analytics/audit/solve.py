@@ -1,13 +1,19 @@
 """The feasible range of every small count, with SciPy's HiGHS.
 
-For each variable whose box could hold a small count, the range of values it can take given
-every published number and relation is found by linear programs (its minimum and its
-maximum), one model reused with only the objective changed, so each program starts from the
-last one's basis. A program's optimum that is integral (or rounds to a point that satisfies
-every relation) is an integer solution: it settles that end exactly and shows every other
-variable's value in a solution, so a variable seen at two values far enough apart needs no
-program of its own. Ends the linear programs leave narrower than k are confirmed by integer
-programs (``scipy.optimize.milp``), each under a time limit.
+A variable whose box could hold a small count is settled the cheapest way that suffices:
+
+1. its box alone (shown exactly);
+2. integer solutions seen: every integer solution of the model shows every variable's value at
+   once, so a variable seen at two values far enough apart is not pinned. Solutions are sampled
+   first (integer programs stopped at their first solution, each heading a random way from where
+   the open variables were last seen), and every later optimum that is integral (or rounds to a
+   point satisfying every relation) adds one;
+3. group tests: variables every solution had at one end of their box are tested together, since
+   if their sum cannot move by 1 none of them can (a group that moves is split);
+4. linear programs for its minimum and maximum, one model reused with only the objective
+   changed, so each starts from the last one's basis; ends they leave narrower than k are
+   confirmed by integer programs (the same HiGHS as ``scipy.optimize.milp``), under a time limit,
+   narrowest first.
 
 A variable is *pinned* when its integer range holds fewer than ``width`` values and meets
 1..k-1: a small count of people that can be worked out (almost) exactly.
