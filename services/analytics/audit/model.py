@@ -24,11 +24,13 @@ its own variables; the answers of one snapshot that come from different states o
 **Boxes.** A shown value bounds its variable (:func:`shown_range`); every publication of a
 variable is intersected. **Relations** hold for the true counts: the partitions of a
 question (answered + declined + not answered; a single-select answer is exactly one
-category), the bounds of a multi-select, inclusion (more conditions, fewer people), the
-channels (engagements add up over channels; a person who took part by a channel has at least
-one engagement through it), over time (a period adds up over channels, periods add up to
-the channel's engagements, a week to its days), and from one snapshot to the next (a count
-of people moves by at most the number of participants changed).
+category), made wherever at most one of their counts was never shown; the bounds of a
+multi-select; inclusion (more conditions, fewer people); the channels (engagements add up
+over channels; a person who took part by a channel has at least one engagement through it);
+over time (a period adds up over channels, periods add up to the channel's engagements, a
+week to its days); and from one snapshot to the next (a count of people moves by at most
+the number of participants changed). Answers of the same state of the log share variables,
+whichever snapshot they were taken in.
 """
 
 from __future__ import annotations
