@@ -17,9 +17,9 @@ reached) and a set of conditions. Conditions are strings:
 
 A segment's terms are conditions of everything in its answer, so "central among people with
 lived experience" is one variable whether read as a row of the segment ``lived_experience:yes``
-or of the segment ``region:central``. Each snapshot (answers taken one after another) has
-its own variables; the answers of one snapshot that come from different states of the log
-(another stream sequence, or another release) are kept apart as different states.
+or of the segment ``region:central``. Variables belong to a state of the log (a release, or
+a stream sequence, of one process): answers of different states, in one snapshot or in
+snapshots taken one after another, count different people, and so have variables of their own.
 
 **Boxes.** A shown value bounds its variable (:func:`shown_range`); every publication of a
 variable is intersected. **Relations** hold for the true counts: the partitions of a
@@ -29,8 +29,7 @@ multi-select; inclusion (more conditions, fewer people); the channels (engagemen
 over channels; a person who took part by a channel has at least one engagement through it);
 over time (a period adds up over channels, periods add up to the channel's engagements, a
 week to its days); and from one snapshot to the next (a count of people moves by at most
-the number of participants changed). Answers of the same state of the log share variables,
-whichever snapshot they were taken in.
+the number of participants changed).
 """
 
 from __future__ import annotations
