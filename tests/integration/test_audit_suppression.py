@@ -126,7 +126,6 @@ async def test_the_analysts_exact_numbers_fit_the_model_and_their_small_counts_a
     assert shown_small and shown_small <= {c.variable for c in result.pinned}
 
 
-@pytest.mark.xfail(reason="the rounded method lands with the release work", strict=False)
 async def test_coordinator_views_have_no_pins(
     make_settings: Callable[..., Settings], auth_headers: Callable[[str], dict[str, str]]
 ) -> None:
