@@ -105,7 +105,8 @@ def run(
     out: Console,
     status: Console,
 ) -> int:
-    """Gather or load, audit, report; the exit code (1: something is pinned)."""
+    """Gather or load, audit, report; the exit code (1: something is pinned; 3: out of time before
+    every small count was checked, so nothing is shown either way)."""
     check_options(
         sources=sources, save=save, pairs=pairs, width=width, time_limit=time_limit, snapshots=snapshots, every=every
     )
@@ -149,7 +150,14 @@ def run(
             "processes or moments mixed?), so nothing can be concluded"
         )
     report(result, loaded, gathered_note, refused, time_limit, out)
-    return 1 if result.pinned else 0
+    return exit_code(result)
+
+
+def exit_code(result: Audit) -> int:
+    """1: something is pinned; 3: stopped before every small count was checked (not a pass); 0: none pinned."""
+    if result.pinned:
+        return 1
+    return 0 if result.finished else 3
 
 
 def report(

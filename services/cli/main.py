@@ -280,7 +280,8 @@ def audit_suppression_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Try to break small-count protection: gather every answer the token sees, work out the range of every
-    small count from all of them together, and list those pinned narrower than promised (exit code 1)."""
+    small count from all of them together, and list those pinned narrower than promised (exit code 1;
+    3 if --time-limit ran out before every small count was checked)."""
     from services.cli.audit import run
     from services.cli.replay import known_process
 

@@ -40,6 +40,7 @@ from services.analytics.audit.model import (
     truth_holds,
 )
 from services.analytics.audit.solve import _Programs, audit
+from services.cli.audit import exit_code
 
 K = 5
 CELLS = {"k": K, "applied": True}  # the old method: no "method" field
@@ -530,6 +531,15 @@ def test_the_command_reports_pins_and_exits_1(tmp_path: Path) -> None:
     calm = engage("--from", str(saved))
     assert calm.returncode == 0, calm.stderr
     assert "Nothing pinned" in calm.stdout
+
+
+def test_an_audit_out_of_time_is_not_a_pass() -> None:
+    """Exit code 3 when the time limit stopped it before every small count was checked."""
+    model = build(snapshots_from({"snapshots": [{"answers": [cov(3, [dim("region", 3, 0, 0, {"central": 3})])]}]}))
+    done = audit(model)
+    assert exit_code(done) == 1 and done.finished  # exact: the 3 is pinned
+    assert exit_code(replace(done, checked=[], finished=False)) == 3
+    assert exit_code(replace(done, checked=[c for c in done.checked if not c.pinned], finished=True)) == 0
 
 
 @pytest.mark.parametrize(
