@@ -60,11 +60,13 @@ class Sources:
         """How fresh the read models are right now."""
         return await self.freshness(*await reads.reached(self.pool, self.settings.consumer_name))
 
-    async def released(self, process: str, segment: Segment | None, plan: Plan | None) -> Released:
-        """The latest release's counts (coordinators' numbers), read forward from the log first."""
+    async def released(self, process: str, segment: Segment | None, plan: Plan | None) -> tuple[Released, Released]:
+        """The latest release's counts (coordinators' numbers) of the segment and of the whole process,
+        read forward from the log first."""
         releases = self.releases.of(process)
         await releases.refresh(self.nc, self.settings.stream_name)
-        return releases.released(segment, plan)
+        whole = releases.released(None, plan)
+        return (whole if segment is None else releases.released(segment, plan)), whole
 
     async def live_states(
         self, process: str, segment: Segment, plan: Plan | None
@@ -84,7 +86,7 @@ async def coverage_now(src: Sources, process_id: str | None, segment: str | None
     process, plan = src.process(process_id)
     seg = parse_segment(plan, segment)
     if view.suppressed:
-        rel = await src.released(process, seg, plan)
+        rel, _ = await src.released(process, seg, plan)
         fresh = await src.freshness(rel.counts.sequence, rel.counts.projected_at)
         return coverage(rel.counts, process, plan, view, fresh, seg, rel.keys, rel.number)
     if seg is None:
@@ -119,8 +121,7 @@ async def over_time(
     seg = parse_segment(plan, segment)
     number = None
     if view.suppressed:
-        rel = await src.released(process, seg, plan)
-        whole = rel if seg is None else await src.released(process, None, plan)
+        rel, whole = await src.released(process, seg, plan)
         sequence, projected_at, number = rel.counts.sequence, rel.counts.projected_at, rel.number
         days = {day for day, _ in _days(whole.engagements_daily)}  # the whole process's days, for any segment
         grid = (days, CHANNELS)

@@ -309,7 +309,7 @@ async def stream(request: Request, process_id: str | None = PROCESS, segment: st
 async def _release_now(request: Request, process: str) -> Freshness:
     """How fresh the coordinators' numbers are: the latest release (read forward from the log first)."""
     src = state_of(request).sources
-    released = await src.released(process, None, src.plans.get(process))
+    released, _ = await src.released(process, None, src.plans.get(process))
     return await src.freshness(released.counts.sequence, released.counts.projected_at)
 
 
