@@ -13,6 +13,8 @@ from services.analytics.answers.coverage import Shower, View, coverage, judged
 from services.analytics.answers.models import CoverageAnswer, Freshness
 from services.analytics.answers.segments import Segment, members, parse_segment
 from services.analytics.answers.suppression import bounds, cell_keys, record_key, round_to_base, show
+from services.analytics.dashboard.snapshot import snapshot
+from services.analytics.export.tables import coverage_rows, totals_rows
 from services.analytics.projection.counts import counts_of
 from services.analytics.projection.fold import ParticipantState
 from shared.events import Channel
@@ -194,3 +196,24 @@ def test_a_row_or_channel_is_there_whether_anyone_is_in_it_or_not(states: list[P
             assert {r.category for r in d.categories} >= set(CATEGORIES[d.dimension])
     exact = answer(keyed(states), EXACT, parse_segment(PLAN, "gender:non_binary"))
     assert set(exact.engagements_by_channel) <= every  # analysts: the channels used
+
+
+def test_both_share_bases_reach_the_export_tables_and_the_dashboard() -> None:
+    """Share of those who answered and of everyone who gave a profile, side by side, and people per
+    channel beside engagements (exact here: an analyst's export)."""
+    states = [person("central", "yes", ["female"], {"survey": 1}, 0) for _ in range(6)]
+    states += [person("declined", "no", ["male"], {"advisory": 2}, 0) for _ in range(4)]
+    body = answer(keyed(states), EXACT)
+    central = next(r for r in coverage_rows(body) if (r["dimension"], r["category"]) == ("region", "central"))
+    assert (central["share"], central["share_of_profiled"]) == (100.0, 60.0)  # 6 of 6 answered, 6 of 10
+    totals = {(r["measure"], r["channel"]): r["count"] for r in totals_rows(body)}
+    assert totals[("profiled", None)] == 10
+    assert (totals[("participants", "advisory")], totals[("engagements", "advisory")]) == (4, 8)
+    row = next(r for d in snapshot_row_dims(body) for r in d["categories"] if r["category"] == "central")
+    assert row["share_of_profiled"] == 60.0
+
+
+def snapshot_row_dims(body: CoverageAnswer) -> list[dict[str, Any]]:
+    snap = snapshot(body, [], [], [], PLAN, tz=UTC)
+    dims: list[dict[str, Any]] = snap["dimensions"]
+    return dims

@@ -34,7 +34,18 @@ CHANNEL_LABELS = {
     "advisory": "Advisory group",
 }
 # The row fields the page draws; everything else in a coverage row stays behind.
-ROW_FIELDS = ("category", "label", "count", "share", "target", "ratio", "status", "needed", "needed_is_lower_bound")
+ROW_FIELDS = (
+    "category",
+    "label",
+    "count",
+    "share",
+    "share_of_profiled",
+    "target",
+    "ratio",
+    "status",
+    "needed",
+    "needed_is_lower_bound",
+)
 # Dimensions whose categories are words participants chose for themselves: shown in quotes, as theirs.
 OWN_TERMS = frozenset({"experience_terms"})
 REGION = "region"

@@ -105,6 +105,12 @@ COVERAGE_COLUMNS = [
         "Percent of those who answered the question (declined and unanswered left out; "
         "a derived dimension: of all participants), one decimal, half up.",
     ),
+    Column(
+        "share_of_profiled",
+        "number",
+        "Percent of everyone who gave a profile, those who declined or skipped the question included "
+        "(the 2018 report's base for regions), one decimal, half up; empty for a derived dimension.",
+    ),
     Column("interval_low", "number", "Lower bound of the Wilson 95% interval of the share, in percent."),
     Column("interval_high", "number", "Upper bound of the Wilson 95% interval of the share, in percent."),
     Column("target_share", "number", "The plan's target share, in percent; empty if the target is a minimum."),
@@ -127,9 +133,19 @@ PARTICIPANT_BASE_COLUMNS = [
 ]
 
 TOTALS_COLUMNS = [
-    Column("measure", "string", "participants, engagements, or a dimension's answered / declined / not_answered."),
+    Column(
+        "measure",
+        "string",
+        "participants, profiled (those who gave a profile), engagements, or a dimension's answered / declined / "
+        "not_answered.",
+    ),
     Column("dimension", "string", "For answered, declined, not_answered: the dimension; otherwise empty."),
-    Column("channel", "string", "For engagements: one channel, or empty for all channels together."),
+    Column(
+        "channel",
+        "string",
+        "For participants and engagements: one channel (the people who took part through it, or their "
+        "engagements), or empty for all channels together.",
+    ),
     Column("count", "integer", "The number."),
 ]
 

@@ -245,6 +245,7 @@ def coverage_rows(answer: CoverageAnswer) -> list[Row]:
                     "count": c.count,
                     "alone": c.alone,
                     "share": c.share,
+                    "share_of_profiled": c.share_of_profiled,
                     "interval_low": interval[0],
                     "interval_high": interval[1],
                     "target_share": target.share if target else None,
@@ -261,14 +262,20 @@ def coverage_rows(answer: CoverageAnswer) -> list[Row]:
 
 
 def totals_rows(answer: CoverageAnswer) -> list[Row]:
-    """Participants, engagements (all and per channel), and each dimension's answered/declined/not answered."""
+    """Participants (all, those who gave a profile, and per channel), engagements (all and per channel),
+    and each dimension's answered/declined/not answered."""
     rows: list[Row] = [
         {"measure": "participants", "dimension": None, "channel": None, "count": answer.participants},
+        {"measure": "profiled", "dimension": None, "channel": None, "count": answer.profiled},
         {"measure": "engagements", "dimension": None, "channel": None, "count": answer.engagements},
     ]
     rows += [
         {"measure": "engagements", "dimension": None, "channel": c, "count": n}
         for c, n in answer.engagements_by_channel.items()
+    ]
+    rows += [
+        {"measure": "participants", "dimension": None, "channel": c, "count": n}
+        for c, n in answer.people_by_channel.items()
     ]
     rows += [
         {"measure": m, "dimension": d.dimension, "channel": None, "count": getattr(d, m)}

@@ -58,6 +58,9 @@
   function shareOf(row) {
     return typeof row.count === "number" ? percent(row.share) : "–";
   }
+  function profiledShareOf(row) {
+    return typeof row.count === "number" && row.share_of_profiled !== null ? percent(row.share_of_profiled) : "–";
+  }
 
   function percent(value) {
     return value === null || value === undefined ? "–" : `${value.toFixed(1)}%`;
@@ -196,6 +199,7 @@
         el("th", { scope: "row", text: row.label }),
         el("td", { class: "num", title: countTitle(row.count), text: count(row.count) }),
         el("td", { class: "num", text: shareOf(row) }),
+        el("td", { class: "num", text: dim.derived ? "–" : profiledShareOf(row) }),
         el("td", { class: "barcell" }, bar(row)),
         el("td", { class: "num", text: target(row.target) }),
         el("td", null, badge(row.status), needed(row) ? el("span", { class: "visually-hidden", text: `, ${needed(row)}` }) : null)));
@@ -206,7 +210,10 @@
           el("table", { class: "cats" },
             el("thead", null, el("tr", null,
               el("th", { scope: "col", text: "Category" }), el("th", { scope: "col", class: "num", text: "People" }),
-              el("th", { scope: "col", class: "num", text: "Share" }), el("th", { scope: "col", text: "Share and target" }),
+              el("th", { scope: "col", class: "num", text: "Share", title: "Of those who answered the question" }),
+              el("th", { scope: "col", class: "num", text: "Of all profiled",
+                title: "Of everyone who gave a profile, those who declined or skipped the question included" }),
+              el("th", { scope: "col", text: "Share and target" }),
               el("th", { scope: "col", class: "num", text: "Target" }), el("th", { scope: "col", text: "Status" }))),
             el("tbody", null, ...rows))));
     }));
