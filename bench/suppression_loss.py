@@ -51,6 +51,11 @@ def random_table(rng: random.Random, k: int) -> Table:
         for r in range(rows)
         for c in range(cols)
     }
+    return with_totals(cells, rows, cols)
+
+
+def with_totals(cells: Mapping[Entry, int], rows: int, cols: int) -> Table:
+    """The table of ``cells`` with its row, column and grand totals."""
     values = dict(cells)
     for r in range(rows):
         values[(r, -1)] = sum(cells[(r, c)] for c in range(cols))

@@ -4,41 +4,22 @@ after a restart, a withdrawal that waits for the next cut, and the same people a
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
-from faststream.nats import NatsBroker
 
 from services.analytics.app import build_app
-from shared.bus import ensure_streams, make_broker, publish_event
 from shared.events import Envelope
 from shared.profile import Profile
-from shared.settings import Settings
 from tests import factories as f
+from tests.integration.test_analytics_projection import broker, publish_all
 from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
+__all__ = ["broker"]  # the fixture, shared with the projection tests
 
 REGIONS = ["northeast", "central", "west_central", "southeast", "declined"]
-
-
-@pytest.fixture
-async def broker(make_settings: Callable[..., Settings]) -> AsyncIterator[NatsBroker]:
-    settings = make_settings()
-    b = make_broker(settings.nats_url)
-    await b.connect()
-    await ensure_streams(b.connection.jetstream(), settings)
-    yield b
-    await b.stop()
-
-
-async def publish_all(broker: NatsBroker, settings: Settings, events: list[Envelope]) -> int:
-    seq = 0
-    for ev in events:
-        seq, _ = await publish_event(broker, ev, settings)
-    return seq
 
 
 def people(rng: random.Random, n: int) -> list[tuple[str, Envelope]]:

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from bench.suppression_loss import Table, optimum, pinned
+from bench.suppression_loss import Table, optimum, pinned, with_totals
 
-
-def table(cells: dict[tuple[int, int], int], rows: int, cols: int) -> Table:
-    values = dict(cells)
-    for r in range(rows):
-        values[(r, -1)] = sum(cells[(r, c)] for c in range(cols))
-    for c in range(cols):
-        values[(-1, c)] = sum(cells[(r, c)] for r in range(rows))
-    values[(-1, -1)] = sum(cells.values())
-    return Table(values, rows, cols)
-
-
-SMALL_CORNER = table({(0, 0): 2, (0, 1): 20, (1, 0): 30, (1, 1): 40}, 2, 2)
+SMALL_CORNER = with_totals({(0, 0): 2, (0, 1): 20, (1, 0): 30, (1, 1): 40}, 2, 2)
 
 
 def exact_except(t: Table, hidden: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[float, float | None]]:
