@@ -23,6 +23,7 @@ from services.analytics.store import reads, schema
 from shared.bus import DEADLETTER_STREAM, attach_streams, make_broker, publish_event
 from shared.events import Envelope
 from shared.settings import Settings
+from shared.upcasting import encode_event
 from tests import factories as f
 from tests.projecting import project_until
 
@@ -134,4 +135,45 @@ async def test_a_database_error_is_retried_and_never_parks_an_event(log: Log, mo
     assert (counted.sequence, counted.participants, failures) == (last, 5, 4)
     assert projector.progress.parked == 0
     assert (await js.stream_info(DEADLETTER_STREAM)).state.messages == 0
+    await pool.close()
+
+
+async def test_an_event_on_another_aggregates_subject_is_parked_not_counted(log: Log) -> None:
+    """What the survey user could once publish on its own subject: a withdrawal of someone else and a
+    40-person interview. Each is parked with the rule as its reason; the surveys around them count."""
+    settings, broker, js = log
+    someone = f.ref()
+    await publish_event(broker, f.interview(someone, region="central"), settings)
+    survey_subject = f"engagement.{PROCESS}.survey-response.sr-forged00001"
+    forged = [
+        f.withdrawn(someone),
+        f.gathering(40, []),
+        f.interview(f.ref(), region="northeast"),
+    ]
+    sequences = [(await js.publish(survey_subject, encode_event(ev))).seq for ev in forged]
+    for _ in range(3):
+        last, _ = await publish_event(broker, f.survey(region="northeast"), settings)
+
+    pool = await schema.open_pool(settings.database_url or "")
+    await schema.migrate(pool)
+    projector = Projector(settings, broker.connection, pool)
+    projector.BATCH_TRIES = projector.EVENT_TRIES = 1
+    await project_until(projector, last)
+    counted = await reads.counts(pool, PROCESS, settings.consumer_name, None)
+    assert counted.participants == 4  # the interviewed person is still counted: the withdrawal was forged
+    assert counted.categories[("region", "central")] == 1 and counted.categories[("region", "northeast")] == 3
+    assert projector.progress.parked == len(forged)
+    reasons = {}
+    for seq in range(1, len(forged) + 1):
+        msg = await js.get_msg(DEADLETTER_STREAM, seq)
+        assert msg.headers is not None and msg.subject == f"deadletter.{survey_subject}"
+        reasons[int(msg.headers["Engage-Original-Sequence"])] = msg.headers["Engage-Reason"]
+    assert reasons == {
+        sequences[0]: "a ParticipantWithdrawn belongs on engagement.<its process>.participant.<its participant_ref>; "
+        "it was stored on another subject",
+        sequences[1]: "a GatheringHeld belongs on engagement.<its process>.gathering.<its gathering_id>; "
+        "it was stored on another subject",
+        sequences[2]: "an InterviewCompleted belongs on engagement.<its process>.interview.<its interview_id>; "
+        "it was stored on another subject",
+    }
     await pool.close()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from services.analytics.reading.decode import Unreadable, decode, decode_batch
 from shared.events import Envelope
+from shared.upcasting import encode_event
 from tests import factories as f
 
 RNG = random.Random(3)
@@ -110,10 +111,10 @@ def test_bytes_that_are_not_an_event_are_unreadable_without_being_quoted() -> No
 def test_a_batch_keeps_the_readable_events_in_order_and_reports_the_rest() -> None:
     good = [f.survey(region="central") for _ in range(3)]
     raw = [
-        (1, "s", good[0].model_dump_json().encode()),
+        (1, good[0].subject, good[0].model_dump_json().encode()),
         (2, "t", b"Zqmaria"),
-        (3, "s", good[1].model_dump_json().encode()),
-        (4, "s", good[2].model_dump_json().encode()),
+        (3, good[1].subject, good[1].model_dump_json().encode()),
+        (4, good[2].subject, good[2].model_dump_json().encode()),
     ]
     events, skipped = decode_batch(raw)
     assert [seq for seq, _ in events] == [1, 3, 4] and [ev.event_id for _, ev in events] == [g.event_id for g in good]
@@ -124,3 +125,29 @@ def _reason(doc: Any) -> str:
     found = decode(orjson.dumps(doc))
     assert isinstance(found, Unreadable), doc
     return found.reason
+
+
+def test_an_event_on_another_aggregates_subject_is_not_read() -> None:
+    """Each kind of event on each other aggregate's subject (or another process's, or another id's)
+    is unreadable, with a reason naming the rule and never the subject's or the event's values."""
+    events = [
+        f.survey(region="central"),
+        f.interview(f.ref(), region="central"),
+        f.withdrawn("p-zqmaria0001"),
+        f.gathering(3, []),
+    ]
+    for event in events:
+        assert decode(encode_event(event), event.subject) == event
+        others = {e.subject for e in events if e.aggregate != event.aggregate}
+        others |= {event.subject.replace("shfa-2018", "other-2018"), event.subject + "x"}
+        for subject in others:
+            found = decode(encode_event(event), subject)
+            assert isinstance(found, Unreadable), (event.type, subject)
+            assert f" {event.payload.type} belongs on engagement.<its process>.{event.aggregate}." in found.reason
+            assert (
+                "zqmaria" not in found.reason and "shfa" not in found.reason and event.aggregate_id not in found.reason
+            )
+    forged = f.interview(f.ref(), region="central").model_copy(update={"process_id": "shfa-2018"})
+    survey_subject = f.survey().subject
+    found = decode(encode_event(forged), survey_subject)  # a 1-person "interview" on a survey's subject
+    assert isinstance(found, Unreadable) and "InterviewCompleted belongs on" in found.reason

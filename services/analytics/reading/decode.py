@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.events import Envelope
+from shared.events import AGGREGATE_OF, Envelope
 from shared.upcasting import UnknownSchemaVersion, decode_event
 
 MAX_PROBLEMS = 10
@@ -67,12 +67,29 @@ def unprojectable(exc: BaseException) -> str:
     return f"event could not be projected ({type(exc).__name__})"
 
 
-def decode(data: bytes) -> Envelope | Unreadable:
-    """The event in ``data``, upcast to today's schema, or why it cannot be read."""
+def decode(data: bytes, subject: str | None = None) -> Envelope | Unreadable:
+    """The event in ``data``, upcast to today's schema, or why it cannot be read.
+
+    Given the ``subject`` it was stored on, an event must be on its own aggregate's subject
+    (``Envelope.subject``): a publisher allowed one subject cannot slip in another aggregate's
+    event (a withdrawal, or a 40-person interview, on a survey response's subject)."""
     try:
-        return decode_event(data)
+        event = decode_event(data)
     except Exception as exc:  # noqa: BLE001 - any failure to read one event is that event's, and is reported
         return Unreadable(reason_of(exc))
+    if subject is not None and subject != event.subject:
+        return Unreadable(misplaced(event))
+    return event
+
+
+def misplaced(event: Envelope) -> str:
+    """Why an event on another subject than its own is not read (naming the rule, not the values)."""
+    aggregate, id_field = AGGREGATE_OF[event.type]
+    article = "an" if event.type[0] in "AEIOU" else "a"
+    return (
+        f"{article} {event.type} belongs on engagement.<its process>.{aggregate}.<its {id_field}>; "
+        "it was stored on another subject"
+    )
 
 
 def decode_batch(raw: Iterable[tuple[int, str, bytes]]) -> tuple[list[tuple[int, Envelope]], list[Skipped]]:
@@ -80,7 +97,7 @@ def decode_batch(raw: Iterable[tuple[int, str, bytes]]) -> tuple[list[tuple[int,
     events: list[tuple[int, Envelope]] = []
     skipped: list[Skipped] = []
     for seq, subject, data in raw:
-        found = decode(data)
+        found = decode(data, subject)
         if isinstance(found, Unreadable):
             skipped.append(Skipped(seq, subject, found.reason))
         else:

@@ -136,7 +136,7 @@ async def events(
     async with aclosing(raw_batches(nc, stream, window.from_seq, window.to_seq)) as batches:
         async for batch in batches:
             for seq, subject, data in batch:
-                event = decode(data)
+                event = decode(data, subject)
                 if isinstance(event, Unreadable):
                     if on_unreadable is not None:
                         on_unreadable(seq, subject, event.reason)
