@@ -49,6 +49,9 @@ NatsUrlOption = Annotated[
     ),
 ]
 StreamOption = Annotated[str | None, typer.Option(help="The log's stream (default ENGAGE_STREAM_NAME).")]
+AnalyticsUrlOption = Annotated[
+    str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
+]
 TokensFileOption = Annotated[
     Path | None, typer.Option(help="Tokens file written by `engage up` (default: tokens.json in ENGAGE_DATA_DIR).")
 ]
@@ -210,9 +213,7 @@ def _tokens_file(settings: Settings, given: Path | None) -> Path:
 
 @app.command("coverage")
 def coverage_command(
-    url: Annotated[
-        str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
-    ] = None,
+    url: AnalyticsUrlOption = None,
     tokens_file: TokensFileOption = None,
     as_: Annotated[str, typer.Option("--as", help="Whose token: coordinator (suppressed) or analyst.")] = "coordinator",
     process: Annotated[str | None, typer.Option(help="Process id (default: analytics' default).")] = None,
@@ -255,9 +256,7 @@ def audit_suppression_command(
         Path | None, typer.Option(help="Gather and save the answers to this file, without auditing (unless --audit).")
     ] = None,
     audit_saved: Annotated[bool, typer.Option("--audit", help="With --save: audit the answers too.")] = False,
-    url: Annotated[
-        str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
-    ] = None,
+    url: AnalyticsUrlOption = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -384,9 +383,7 @@ def export_command(
             help="The bearer token to export with (default: the analyst token in the tokens file).",
         ),
     ] = None,
-    url: Annotated[
-        str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
-    ] = None,
+    url: AnalyticsUrlOption = None,
     tokens_file: TokensFileOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -445,9 +442,7 @@ def report_command(
             envvar="ENGAGE_TOKEN", show_default=False, help="A bearer token to use instead of the tokens file's."
         ),
     ] = None,
-    url: Annotated[
-        str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
-    ] = None,
+    url: AnalyticsUrlOption = None,
     process: Annotated[str | None, typer.Option(help="Process id (default: analytics' default).")] = None,
     tokens_file: TokensFileOption = None,
     data_dir: DataDirOption = None,
