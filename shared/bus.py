@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import nats
 from faststream.nats import NatsBroker
+from faststream.security import BaseSecurity
 from nats.aio.client import Client
 from nats.errors import (
     ConnectionClosedError,
@@ -225,8 +228,58 @@ async def attach_streams(nc: Client, settings: Settings) -> JetStreamContext:
     return js
 
 
-def make_broker(nats_url: str) -> NatsBroker:
-    """A FastStream broker for one service; the streams are declared by ``ensure_streams``.
+def nats_servers(nats_url: str) -> list[str]:
+    """The servers of ``ENGAGE_NATS_URL``: one URL, or a comma-separated seed list of every node."""
+    return [u.strip() for u in nats_url.split(",") if u.strip()]
+
+
+def inbox_prefix(who: str) -> str:
+    """Where replies to ``who`` arrive: a prefix of its own, so no other NATS user may read them.
+
+    deploy/nats/accounts.conf lets each user subscribe to its own prefix only (``_INBOX_intake.>``, ...).
+    """
+    return f"_INBOX_{who}"
+
+
+def connect_options(settings: Settings, who: str) -> dict[str, Any]:
+    """How ``who`` (intake, survey, analytics or admin) connects to NATS, as nats-py's keyword arguments.
+
+    Its own inbox prefix; with ``ENGAGE_NATS_NKEY_SEED_FILE``, its NKey (the seed signs the server's
+    challenge; the seed never leaves this process); with ``ENGAGE_NATS_CA_FILE``, TLS that trusts
+    only that CA. A file that cannot be read is a ConfigError naming the variable.
+    """
+    options: dict[str, Any] = {"inbox_prefix": inbox_prefix(who)}
+    seed = settings.nats_nkey_seed_file
+    if seed is not None:
+        try:
+            text = seed.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"ENGAGE_NATS_NKEY_SEED_FILE={str(seed)!r}: cannot be read ({exc.strerror})") from None
+        if not text.startswith("SU"):
+            raise ConfigError(
+                f"ENGAGE_NATS_NKEY_SEED_FILE={str(seed)!r}: not a user NKey seed (one starts with 'SU'; "
+                "make one with `engage nkey`)"
+            )
+        options["nkeys_seed_str"] = text
+    ca = settings.nats_ca_file
+    if ca is not None:
+        try:
+            options["tls"] = ssl.create_default_context(cafile=str(ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"ENGAGE_NATS_CA_FILE={str(ca)!r}: not a readable CA certificate ({exc})") from None
+    return options
+
+
+async def connect_nats(settings: Settings, who: str, url: str | None = None, **kwargs: Any) -> Client:
+    """A plain nats-py connection for ``who`` to ``url`` (default ``ENGAGE_NATS_URL``), with its identity and TLS."""
+    target = url or settings.nats_url
+    if not target:
+        raise ConfigError("ENGAGE_NATS_URL is not set: name the NATS server(s) of the event log")
+    return await nats.connect(nats_servers(target), **connect_options(settings, who), **kwargs)
+
+
+def make_broker(nats_url: str, settings: Settings, who: str) -> NatsBroker:
+    """A FastStream broker for one service (``who``); the streams are declared by ``ensure_streams``.
 
     ``pending_size=0``: while the connection is down, nats-py refuses a publish
     (OutboundBufferLimitError, a 503) instead of keeping it in its reconnect buffer and
@@ -234,8 +287,17 @@ def make_broker(nats_url: str) -> NatsBroker:
     flight when the connection drops can still reach the log after its 503: the answer's
     Idempotency-Key is what makes retrying it safe.
     """
-    servers = [u.strip() for u in nats_url.split(",") if u.strip()]  # a cluster: several seed URLs
-    return NatsBroker(servers, connect_timeout=5, max_reconnect_attempts=-1, logger=None, pending_size=0)
+    options = connect_options(settings, who)
+    tls = options.pop("tls", None)
+    return NatsBroker(
+        nats_servers(nats_url),  # a cluster: every node, so the first connection needs only one of them up
+        connect_timeout=5,
+        max_reconnect_attempts=-1,
+        logger=None,
+        pending_size=0,
+        security=BaseSecurity(ssl_context=tls) if tls is not None else None,
+        **options,
+    )
 
 
 async def stop_broker(broker: NatsBroker) -> None:
@@ -464,9 +526,9 @@ class EventLog:
 
 
 @contextlib.asynccontextmanager
-async def connected_log(nats_url: str, settings: Settings) -> AsyncIterator[EventLog]:
+async def connected_log(nats_url: str, settings: Settings, who: str) -> AsyncIterator[EventLog]:
     """A service's event log while it runs: connect a broker, attach the streams, and stop the broker on exit."""
-    broker = make_broker(nats_url)
+    broker = make_broker(nats_url, settings, who)
     await broker.connect()
     try:
         yield EventLog(broker, await attach_streams(broker.connection, settings), settings)

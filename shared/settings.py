@@ -30,7 +30,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENGAGE_", extra="ignore")
 
     process_id: str = Field("shfa-2018", pattern=PROCESS_ID_PATTERN, description="Default process.")
-    nats_url: str | None = Field(None, description="NATS server(s); unset means the embedded nats-server.")
+    nats_url: str | None = Field(
+        None,
+        description="NATS server(s), comma-separated (a cluster: every node); unset means the embedded nats-server.",
+    )
+    nats_nkey_seed_file: Path | None = Field(
+        None, description="This service's NKey seed (a file only it can read): how it proves who it is to NATS."
+    )
+    nats_ca_file: Path | None = Field(
+        None, description="CA certificate(s) that signed the NATS servers' certificates; set, every connection is TLS."
+    )
     database_url: str | None = Field(None, description="PostgreSQL DSN; unset means the embedded PostgreSQL.")
     data_dir: Path = Field(Path(".engage"), description="Where the embedded servers keep their data.")
     host: str = Field("127.0.0.1", description="Interface the HTTP services listen on.")

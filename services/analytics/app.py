@@ -87,7 +87,7 @@ def build_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = make_broker(nats_url)
+        broker = make_broker(nats_url, settings, "analytics")
         await broker.connect()
         await attach_streams(broker.connection, settings)
         pool = await schema.open_pool(database_url)

@@ -36,7 +36,7 @@ def build_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with connected_log(nats_url, settings) as event_log:
+        async with connected_log(nats_url, settings, "intake") as event_log:
             pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
             try:
                 await contacts.migrate(pool)

@@ -31,7 +31,7 @@ def build_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with connected_log(nats_url, settings) as event_log:
+        async with connected_log(nats_url, settings, "survey") as event_log:
             app.state.survey = SurveyState(settings=settings, log=event_log)
             app.state.health_checks = health_checks(nats=event_log.broker.connection)
             log.info("survey_started", stream=settings.stream_name)

@@ -219,7 +219,7 @@ async def test_fuzzing_all_three_services_finds_no_5xx_and_counting_catches_up(
     ]
 
     # Whatever intake and survey stored, the projector counts or parks, up to the end of the log.
-    broker = make_broker(settings.nats_url or "")
+    broker = make_broker(settings.nats_url or "", settings, "admin")
     await broker.connect()
     pool = await schema.open_pool(settings.database_url or "")
     try:

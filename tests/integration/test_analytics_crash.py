@@ -82,7 +82,7 @@ async def test_sigkill_mid_stream_then_restart_counts_every_event_once(
 ) -> None:
     """Kill -9 while projecting; after a restart the counts equal an uninterrupted run's."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     js = broker.connection.jetstream()
     await ensure_streams(js, settings)

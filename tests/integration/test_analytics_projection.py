@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def broker(make_settings: Callable[..., Settings]) -> AsyncIterator[NatsBroker]:
     settings = make_settings()
-    b = make_broker(settings.nats_url)
+    b = make_broker(settings.nats_url, settings, "admin")
     await b.connect()
     await ensure_streams(b.connection.jetstream(), settings)
     yield b

@@ -169,7 +169,7 @@ def assert_matches(body: dict, expected: dict) -> None:
 async def outreach_app(make_settings):
     """A few hundred events spread over January to May 2018 on the log, and analytics running."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await attach_streams(broker.connection, settings)
     leaver = f.ref()

@@ -93,7 +93,7 @@ async def one_by_one(
     settings: Settings, token: dict[str, str], analyst: dict[str, str], n: int = ARRIVALS
 ) -> dict[str, Any]:
     """Publish each arrival alone and gather what ``token`` sees after each."""
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await ensure_streams(broker.connection.jetstream(), settings)
     app = build_app(settings)

@@ -48,7 +48,7 @@ def workload(seed: int, n: int = 60) -> list[Envelope]:
 
 
 async def published(settings: Settings, events: list[Envelope]) -> int:
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await ensure_streams(broker.connection.jetstream(), settings)
     last = 0

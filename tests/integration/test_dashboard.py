@@ -72,7 +72,7 @@ def counts_shown(body: object) -> list[object]:
 async def published(make_settings: Callable[..., Settings]):
     """A publisher on this test's JetStream: ``await publish(envelope)``."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await attach_streams(broker.connection, settings)
 

@@ -75,7 +75,7 @@ async def test_a_full_stream_refuses_a_write_and_keeps_its_oldest_events(
     js = nc.jetstream()
     tiny = dataclasses.replace(stream_configs(settings)[0], max_msgs=3)  # engage's log, but with room for three
     await js.add_stream(tiny)
-    broker = make_broker(settings.nats_url or "")
+    broker = make_broker(settings.nats_url or "", settings, "admin")
     await broker.connect()
     try:
         stored = [

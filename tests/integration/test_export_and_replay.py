@@ -216,7 +216,7 @@ async def test_an_export_adds_up_to_the_analysts_coverage(
     """Participants, engagements per channel and category counts computed from the exported rows (CSV and
     Parquet, from the function and from the command) equal /coverage's; so does the coverage table."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await attach_streams(broker.connection, settings)
     events, leaving = outreach(random.Random(2018))
@@ -304,7 +304,7 @@ async def test_replay_windows_give_exactly_their_events(make_settings: Callable[
     """--from-seq/--to-seq and --since/--until select exactly the expected sequences, an unreadable event
     is reported and skipped, and the Python replay() iterator yields the same events."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     js = await attach_streams(broker.connection, settings)
     published: dict[int, Envelope] = {}

@@ -56,7 +56,7 @@ class Analytics:
 
 
 async def publish_outreach(settings: Settings, seed: int = 2018) -> int:
-    broker = make_broker(settings.nats_url or "")
+    broker = make_broker(settings.nats_url or "", settings, "admin")
     await broker.connect()
     await attach_streams(broker.connection, settings)
     events, _ = outreach(random.Random(seed))

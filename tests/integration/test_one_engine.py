@@ -62,7 +62,7 @@ async def test_live_rebuilt_and_in_memory_counts_are_equal_for_a_random_log(
 ) -> None:
     rng = random.Random(9)
     settings = make_settings(batch_size=97)  # live batches cut the log differently from the rebuild's
-    broker = make_broker(settings.nats_url or "")
+    broker = make_broker(settings.nats_url or "", settings, "admin")
     await broker.connect()
     js = await attach_streams(broker.connection, settings)
     log = workload(rng, 900)

@@ -37,7 +37,7 @@ Log = tuple[Settings, NatsBroker, JetStreamContext]
 async def log(make_settings: Callable[..., Settings]) -> AsyncIterator[Log]:
     """This test's event log, in batches of 10 for the projector: settings, a connected broker, JetStream."""
     settings = make_settings(batch_size=10)
-    broker = make_broker(settings.nats_url or "")
+    broker = make_broker(settings.nats_url or "", settings, "admin")
     await broker.connect()
     yield settings, broker, await attach_streams(broker.connection, settings)
     await broker.stop()

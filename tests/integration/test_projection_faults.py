@@ -66,7 +66,7 @@ class Rig:
 async def rig(make_settings: Callable[..., Settings]) -> AsyncIterator[Rig]:
     """The servers, with the event log as an old deployment may have it: messages can be deleted."""
     settings = make_settings(batch_size=10)
-    broker = make_broker(settings.nats_url or "")
+    broker = make_broker(settings.nats_url or "", settings, "admin")
     await broker.connect()
     js = broker.connection.jetstream()
     log_config = next(c for c in stream_configs(settings) if c.name == settings.stream_name)

@@ -141,7 +141,7 @@ def workload(rng: random.Random, n: int) -> list[Envelope]:
 
 async def publish_some(settings: Settings, n: int = 5) -> None:
     """A few surveys on this test's log."""
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await attach_streams(broker.connection, settings)
     for _ in range(n):
@@ -155,7 +155,7 @@ async def test_a_rebuild_equals_the_live_read_models_and_is_swapped_in_while_the
     """Thousands of random events, duplicates and redeliveries, a withdrawal; rebuild; every table matches."""
     rng = random.Random(2018)
     settings = make_settings(batch_size=200)  # small live batches: the rebuild cuts the log differently
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await attach_streams(broker.connection, settings)
     events = workload(rng, 2500)

@@ -80,7 +80,7 @@ async def test_the_report_prints_the_2018_figures_on_both_bases_and_rounded_for_
     make_settings: Callable[..., Settings], auth_headers, tmp_path: Path
 ) -> None:
     settings = make_settings()
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await attach_streams(broker.connection, settings)
     for profile, channel in population_2018():

@@ -87,7 +87,7 @@ async def test_two_under_reached_communities_are_flagged_announced_and_one_recov
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
     settings = make_settings(plans=[plan], process_id="test-outreach")
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     js = await attach_streams(broker.connection, settings)
 
@@ -158,7 +158,7 @@ async def test_a_segment_matches_counts_made_from_the_events(make_settings, auth
     """Race/ethnicity among people with lived experience, as /coverage?segment= gives it,
     equals a count made directly from the published events."""
     settings = make_settings()
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await attach_streams(broker.connection, settings)
     rng = random.Random(38)
@@ -211,7 +211,7 @@ async def test_engagements_over_time_fall_on_minnesota_days_and_monday_weeks_wit
     from datetime import UTC, datetime
 
     settings = make_settings()
-    broker = make_broker(settings.nats_url)
+    broker = make_broker(settings.nats_url, settings, "admin")
     await broker.connect()
     await attach_streams(broker.connection, settings)
     person = f.ref()

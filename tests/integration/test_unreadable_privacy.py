@@ -55,7 +55,7 @@ async def test_no_reason_log_line_or_dead_letter_repeats_an_unreadable_event(
     make_settings: Callable[..., Settings], another_database: Callable[[], Awaitable[str]]
 ) -> None:
     settings = make_settings()
-    broker = make_broker(settings.nats_url or "")
+    broker = make_broker(settings.nats_url or "", settings, "admin")
     await broker.connect()
     js = await attach_streams(broker.connection, settings)
     bad = hostile()
