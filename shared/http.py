@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any, Literal, Protocol, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -386,6 +386,41 @@ def health_checks(
 
         checks["database"] = _never_raises(database_ok, timeout)
     return checks
+
+
+async def _run_checks(request: Request) -> dict[str, bool]:
+    checks: dict[str, HealthCheck] = getattr(request.app.state, "health_checks", {})
+    return {name: await fn() for name, fn in checks.items()}
+
+
+def health_router() -> APIRouter:
+    """``GET /health/live`` and ``GET /health/ready`` for a service, from ``app.state.health_checks``.
+
+    Live is the process answering at all: an orchestrator restarts the service only when it
+    fails. Ready is every check passing (NATS, and PostgreSQL where the service has one): a
+    proxy or ``depends_on`` sends traffic only then. Before the lifespan has set any checks
+    the service is still starting, so it is not ready. ``/health`` stays as it was.
+    """
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health/live")
+    async def live() -> JSONResponse:
+        """Liveness: the process is up and answering (restart it only if this fails)."""
+        return JSONResponse({"status": "alive"})
+
+    @router.get(
+        "/health/ready",
+        responses={503: {"description": "Not ready: starting, or a check failed (its name is false in `checks`)."}},
+    )
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: 200 once every server this service needs answers; 503 naming the one that does not."""
+        results = await _run_checks(request)
+        ok = bool(results) and all(results.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not_ready", "checks": results}, status_code=200 if ok else 503
+        )
+
+    return router
 
 
 def _never_raises(probe: HealthCheck, timeout: float) -> HealthCheck:

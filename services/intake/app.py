@@ -18,7 +18,7 @@ from services.intake.api import router
 from services.intake.context import IntakeState
 from shared.bus import connected_log
 from shared.errors import ConfigError
-from shared.http import health_checks, service_app
+from shared.http import health_checks, health_router, service_app
 from shared.idempotency import IdempotencyKeys
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -57,6 +57,7 @@ def build_app(settings: Settings) -> FastAPI:
         "references; contact details for scheduling stay in intake's own deletable table.",
         lifespan=lifespan,
     )
+    app.include_router(health_router())  # /health/live, /health/ready: what the deploy's healthchecks ask
     app.include_router(router)
     app.add_middleware(IdempotencyKeys)  # every write has a key, and every answer to one names it
     return app

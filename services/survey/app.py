@@ -15,7 +15,7 @@ from services.survey.api import router
 from services.survey.state import SurveyState
 from shared.bus import connected_log
 from shared.errors import ConfigError
-from shared.http import health_checks, service_app
+from shared.http import health_checks, health_router, service_app
 from shared.idempotency import IdempotencyKeys
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -44,6 +44,7 @@ def build_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         summary="Records completed anonymous survey responses on the engagement event log.",
     )
+    app.include_router(health_router())  # /health/live, /health/ready: what the deploy's healthchecks ask
     app.include_router(router)
     app.add_middleware(IdempotencyKeys)  # every write has a key, and every answer to one names it
     return app
