@@ -96,7 +96,7 @@ async def raw_read(url: str, settings: Settings, n: int) -> float:
 
 
 async def project(url: str, dsn: str, settings: Settings, n: int) -> float:
-    broker = make_broker(url)
+    broker = make_broker(url, settings, "analytics")
     await broker.connect()
     pool = await store.open_pool(dsn)
     await store.migrate(pool)

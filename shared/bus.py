@@ -29,7 +29,7 @@ from nats.errors import (
 )
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RawStreamMsg, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 from nats.js.errors import NotFoundError as JsNotFound
 
@@ -80,6 +80,9 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             discard=DiscardPolicy.NEW,
             deny_delete=True,
             deny_purge=True,
+            # Reads of one subject's last message go to `$JS.API.DIRECT.GET.<stream>.<subject>`, whose
+            # subject names what is read, so NATS permissions can limit a service to its own subjects.
+            allow_direct=True,
             storage=StorageType.FILE,
             num_replicas=settings.stream_replicas,
         )
@@ -146,13 +149,21 @@ def stream_differences(expected: StreamConfig, actual: StreamConfig) -> tuple[li
         unsafe.append(f"subjects: the stream has {actual.subjects}, engage expects {expected.subjects}")
     compare("deny_delete", actual.deny_delete, expected.deny_delete, other)
     compare("deny_purge", actual.deny_purge, expected.deny_purge, other)
-    compare("num_replicas", actual.num_replicas, expected.num_replicas, other)
+    compare("allow_direct", bool(actual.allow_direct), bool(expected.allow_direct), other)
+    if (actual.num_replicas or 1) < (expected.num_replicas or 1):  # more replicas than asked for only adds safety
+        compare("num_replicas", actual.num_replicas, expected.num_replicas, other)
     compare("duplicate_window", actual.duplicate_window, expected.duplicate_window, other)
     return unsafe, other
 
 
-def _check_existing(expected: StreamConfig, actual: StreamConfig) -> list[str]:
-    """Refuse a stream that can lose stored events; warn about any other difference. Never change it."""
+def _check_existing(expected: StreamConfig, actual: StreamConfig) -> None:
+    """Refuse a stream that differs from engage's configuration. Never change it.
+
+    A service checks; only the admin identity (`engage streams`) changes a stream. A stream
+    with fewer replicas than ``ENGAGE_STREAM_REPLICAS``, without deny delete/purge, with
+    another dedupe window, or one that can lose stored events is refused with every difference
+    named and the operator command that fixes it.
+    """
     name = expected.name or ""
     unsafe, other = stream_differences(expected, actual)
     if unsafe:
@@ -161,33 +172,64 @@ def _check_existing(expected: StreamConfig, actual: StreamConfig) -> list[str]:
             f"An operator fixes it with the admin NATS user, e.g. `nats stream edit {name} --discard new` "
             "(retention and storage cannot be changed in place: create the stream anew and copy the events)"
         )
-    for difference in other:
-        log.warning(
-            "stream_config_differs",
-            stream=name,
-            difference=difference,
-            fix=f"services never change a stream; an operator may (admin NATS user: `nats stream edit {name}`)",
+    if other:
+        raise ConfigError(
+            f"the stream {name} is not configured as engage expects ({'; '.join(other)}): engage will not use it. "
+            "Services never change a stream; an operator brings it to engage's configuration with the admin "
+            "NATS identity: `engage streams` (see deploy/README.md)"
         )
-    return other
 
 
-async def ensure_streams(js: JetStreamContext, settings: Settings) -> list[str]:
-    """Create the streams that are missing; never change one that exists.
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    """Create the streams that are missing; check those that exist, and never change them.
 
     An existing stream keeps its data and its configuration, whoever set it (in a cluster,
-    the admin user at deploy time, with its replicas). Where it differs from engage's, each
-    difference is logged as a warning and returned; a stream that can lose stored events is
-    refused with a ConfigError naming the operator command that fixes it.
+    the admin identity at deploy time, with its replicas). One that differs from engage's
+    configuration is refused with a ConfigError naming every difference (``_check_existing``).
     """
-    differences: list[str] = []
     for config in stream_configs(settings):
         try:
             info = await js.stream_info(config.name or "")
         except JsNotFound:
             await js.add_stream(config)
         else:
-            differences += [f"{config.name}: {d}" for d in _check_existing(config, info.config)]
-    return differences
+            _check_existing(config, info.config)
+
+
+async def apply_streams(js: JetStreamContext, settings: Settings) -> list[str]:
+    """The admin's job (`engage streams`): create missing streams and bring existing ones to engage's config.
+
+    Returns what was done, one line per stream. Nothing stored is ever dropped: a stream that
+    can lose stored events is refused (``stream_differences``' unsafe list: retention and storage
+    cannot change in place), and deny delete/purge, once on, can never be turned off. Replicas
+    go up or down to ``ENGAGE_STREAM_REPLICAS`` (JetStream copies the data to new replicas).
+    """
+    done: list[str] = []
+    for config in stream_configs(settings):
+        name = config.name or ""
+        try:
+            info = await js.stream_info(name)
+        except JsNotFound:
+            await js.add_stream(config)
+            done.append(f"{name}: created with {config.num_replicas} replica(s)")
+            continue
+        unsafe, _ = stream_differences(config, info.config)
+        if unsafe:
+            raise ConfigError(
+                f"the stream {name} can lose stored events ({'; '.join(unsafe)}): `engage streams` will not "
+                "change it in place; create the stream anew and copy the events (`engage backup`, `engage restore`)"
+            )
+        changed = [
+            setting
+            for setting in ("deny_delete", "deny_purge", "allow_direct", "num_replicas", "duplicate_window", "discard")
+            if _value(getattr(info.config, setting)) != _value(getattr(config, setting))
+        ]
+        if changed:
+            await js.update_stream(config)
+            done.append(f"{name}: changed {', '.join(changed)}")
+        else:
+            done.append(f"{name}: already as engage expects")
+    return done
 
 
 def _denied_stream_api(nc: Client) -> bool:
@@ -197,14 +239,14 @@ def _denied_stream_api(nc: Client) -> bool:
     return "permissions violation" in text and "$js.api.stream." in text
 
 
-async def attach_streams(nc: Client, settings: Settings) -> JetStreamContext:
-    """Declare the streams if this NATS user may; otherwise require that the event log exists.
+async def attach_streams(nc: Client, settings: Settings, needs: tuple[str, ...] = ()) -> JetStreamContext:
+    """Declare the streams if this NATS user may; otherwise require that the streams it needs exist.
 
     Locally (``engage up``, tests) a service creates the streams that are missing; no
     service ever changes an existing one (``ensure_streams``). In a real deployment
-    (deploy/nats) services may publish only their own subjects: the admin user creates
-    the streams at deploy time, and a service only checks that the event log is there
-    and can keep what it stores.
+    (deploy/nats) services may not create streams: the admin identity creates them at deploy
+    time (`engage streams`), and a service checks that the event log and ``needs`` (the
+    other streams it writes) are there and configured as engage expects, or refuses to start.
     """
     js = nc.jetstream()
     declaring = asyncio.create_task(ensure_streams(js, settings))
@@ -218,13 +260,16 @@ async def attach_streams(nc: Client, settings: Settings) -> JetStreamContext:
     else:
         declaring.result()  # declared, or a real failure to report
         return js
-    try:
-        await js.stream_info(settings.stream_name)  # ensure_streams checked its config before it was denied
-    except JsNotFound as exc:
-        raise ConfigError(
-            f"the stream {settings.stream_name} does not exist and this NATS user may not create it: "
-            "create the streams at deploy time with the admin user (see deploy/README.md)"
-        ) from exc
+    wanted = {c.name: c for c in stream_configs(settings)}
+    for name in (settings.stream_name, *needs):
+        try:
+            info = await js.stream_info(name)
+        except JsNotFound as exc:
+            raise ConfigError(
+                f"the stream {name} does not exist and this NATS user may not create it: "
+                "create the streams at deploy time with the admin identity, `engage streams` (see deploy/README.md)"
+            ) from exc
+        _check_existing(wanted[name], info.config)
     return js
 
 
@@ -268,6 +313,12 @@ def connect_options(settings: Settings, who: str) -> dict[str, Any]:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"ENGAGE_NATS_CA_FILE={str(ca)!r}: not a readable CA certificate ({exc})") from None
     return options
+
+
+async def close_nats(nc: Client) -> None:
+    """Close ``nc``; a TLS connection whose close notice crossed the server's last data is closed all the same."""
+    with contextlib.suppress(ssl.SSLError):
+        await nc.close()
 
 
 async def connect_nats(settings: Settings, who: str, url: str | None = None, **kwargs: Any) -> Client:
@@ -314,6 +365,8 @@ async def stop_broker(broker: NatsBroker) -> None:
     except (ConnectionReconnectingError, ConnectionClosedError):
         with contextlib.suppress(OSError):
             await client.close()
+    except ssl.SSLError:
+        pass  # a TLS connection's close may fail after it is closed (nats-py): nothing left to do
 
 
 async def publish_event(
@@ -402,21 +455,18 @@ class EventLog:
     js: JetStreamContext
     settings: Settings
 
-    async def first(self, subject: str) -> tuple[Envelope, int] | None:
-        """The oldest event on ``subject`` (the one that created the aggregate), if any."""
-        try:
-            raw = await self._answer(self.js.get_msg(self.settings.stream_name, seq=1, subject=subject, next=True))
-        except JsNotFound:
-            return None
-        return decode_event(raw.data or b""), raw.seq or 0
-
     async def newest(self, subject: str) -> tuple[Envelope, int] | None:
         """The newest event on ``subject`` and its stream sequence, or None if there is none."""
+        found = await self._newest_raw(subject)
+        return None if found is None else (decode_event(found.data or b""), found.seq or 0)
+
+    async def _newest_raw(self, subject: str) -> RawStreamMsg | None:
+        # A direct get of the last message on a subject: the only read intake and survey may make,
+        # and only on their own subjects (deploy/nats/accounts.conf).
         try:
-            raw = await self._answer(self.js.get_last_msg(self.settings.stream_name, subject))
+            return await self._answer(self.js.get_last_msg(self.settings.stream_name, subject, direct=True))
         except JsNotFound:
             return None
-        return decode_event(raw.data or b""), raw.seq or 0
 
     async def last(self, subject: str, missing: str) -> tuple[Envelope, int]:
         """The newest event on ``subject``; NotFoundError(``missing``) when there is none."""
@@ -426,35 +476,30 @@ class EventLog:
         return found
 
     async def find(self, event: Envelope) -> tuple[Envelope, int, str | None] | None:
-        """``event`` as the log holds it, if it does: stored event, sequence, request fingerprint.
+        """``event`` as the log holds it, if it is its aggregate's newest: stored event, sequence, fingerprint.
 
-        Looks through the aggregate's subject in every process (an event id is stored once,
-        whichever process a retry names), by the ``Nats-Msg-Id`` header. Aggregates are small,
-        so this is a handful of reads. It is what keeps a retry from storing an event a second
-        time after the log's dedupe window has passed.
+        Looks at the newest event on the aggregate's subject in every process (an event id is
+        stored once, whichever process a retry names), by the ``Nats-Msg-Id`` header. It is what
+        keeps a retry from storing an event a second time after the log's dedupe window has
+        passed. Only the newest is read: a service may read nothing else (least privilege). A
+        retry of an older write is answered by intake's own record of its answers (within the
+        dedupe window) or, since the aggregate has moved on, refused as a conflict: never stored twice.
         """
-        return (await self._scan(event))[0]
+        return (await self._newest_of_aggregate(event))[0]
 
-    async def _scan(
+    async def _newest_of_aggregate(
         self, event: Envelope
     ) -> tuple[tuple[Envelope, int, str | None] | None, tuple[Envelope, int] | None]:
-        """``find``'s answer, and the first event on ``event``'s own subject seen on the way (if any)."""
+        """``find``'s answer, and else the newest event of the aggregate, in any process (if any)."""
         _, _process, aggregate = event.subject.split(".", 2)
-        subject, seq, wanted = f"engagement.*.{aggregate}", 1, str(event.event_id)
-        first: tuple[Envelope, int] | None = None
-        while True:
-            try:
-                raw = await self._answer(
-                    self.js.get_msg(self.settings.stream_name, seq=seq, subject=subject, next=True)
-                )
-            except JsNotFound:
-                return None, first
-            headers = raw.headers or {}
-            if headers.get("Nats-Msg-Id") == wanted:
-                return (decode_event(raw.data or b""), raw.seq or 0, headers.get(REQUEST_HEADER)), first
-            if first is None and raw.subject == event.subject:
-                first = decode_event(raw.data or b""), raw.seq or 0
-            seq = (raw.seq or 0) + 1
+        raw = await self._newest_raw(f"engagement.*.{aggregate}")
+        if raw is None:
+            return None, None
+        headers = raw.headers or {}
+        stored = decode_event(raw.data or b""), raw.seq or 0
+        if headers.get("Nats-Msg-Id") == str(event.event_id):
+            return (*stored, headers.get(REQUEST_HEADER)), None
+        return None, stored
 
     async def create(
         self, event: Envelope, exists: str, *, differs: str | None = None, request: str | None = None
@@ -467,7 +512,7 @@ class EventLog:
         ConflictError(``differs``): the same key sent with different content (the survey's
         answers) must not silently keep one and lose what someone said.
         """
-        mine, found = await self._scan(event)  # one pass: our own event, else whoever created the aggregate
+        mine, found = await self._newest_of_aggregate(event)  # our own event, else whoever has the aggregate
         if mine is not None:
             return _ours_or_conflict(mine, event, exists, differs, request)
         if found is not None:

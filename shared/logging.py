@@ -58,6 +58,12 @@ def redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _not_tls_eof_noise(record: logging.LogRecord) -> bool:
+    # asyncio warns on every TLS connection nats-py closes ("returning true from eof_received() has
+    # no effect when using ssl"): nothing is wrong, and a warning on each close would hide real ones.
+    return "eof_received()" not in record.getMessage()
+
+
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     """Route structlog and the standard library through one redacting renderer."""
     json_out = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
@@ -84,6 +90,7 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("asyncio").addFilter(_not_tls_eof_noise)
     for noisy in ("uvicorn", "uvicorn.access", "uvicorn.error"):
         logging.getLogger(noisy).handlers[:] = []
         logging.getLogger(noisy).propagate = True

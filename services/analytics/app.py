@@ -18,7 +18,7 @@ from services.analytics.export.routes import export_router
 from services.analytics.state import AnalyticsState, state_of
 from services.analytics.store import reads, schema
 from shared import http
-from shared.bus import attach_streams, make_broker, stop_broker
+from shared.bus import DEADLETTER_STREAM, STATUS_STREAM, attach_streams, make_broker, stop_broker
 from shared.errors import ConfigError
 from shared.logging import get_logger
 from shared.plan import load_plans
@@ -89,7 +89,7 @@ def build_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         broker = make_broker(nats_url, settings, "analytics")
         await broker.connect()
-        await attach_streams(broker.connection, settings)
+        await attach_streams(broker.connection, settings, needs=(DEADLETTER_STREAM, STATUS_STREAM))
         pool = await schema.open_pool(database_url)
         applied = await schema.migrate(pool)
         if applied:

@@ -3,6 +3,7 @@
 engage up [--demo]          everything on this machine (embedded servers + services)
 engage serve SERVICE        one service (intake, survey, analytics), as deployed
 engage demo                 feed a synthetic outreach into running services
+engage nkey / streams       deploy time: a NATS identity; the streams, as the admin identity
 """
 
 from __future__ import annotations
@@ -151,13 +152,14 @@ async def _serve_when_answering(server: uvicorn.Server, settings: Settings, serv
     the app's connect), the start is given a few seconds and then abandoned.
     """
     from services.cli.stack import NEEDS, wait_until_answering
+    from shared.bus import connect_options
 
     stop, loop = asyncio.Event(), asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         servers = {key: getattr(settings, key) for key in NEEDS[service]}
-        ready = await wait_until_answering(servers, stop)
+        ready = await wait_until_answering(servers, stop, connect_options(settings, service))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -466,6 +468,41 @@ def _fail(message: str, code: int) -> NoReturn:
     # One line, never wrapped, never read as markup: a message may hold [brackets] or a long path.
     console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)
     sys.exit(code)
+
+
+@app.command("nkey")
+def nkey(
+    out: Annotated[Path, typer.Option(help="Where to write the new seed (mode 0600; never overwritten).")],
+) -> None:
+    """Make a NATS identity: write a new user NKey seed for a service, print its public key.
+
+    The seed goes to the service only (ENGAGE_NATS_NKEY_SEED_FILE); the public key goes into
+    the NATS servers' environment (e.g. INTAKE_NKEY), see deploy/README.md.
+    """
+    from services.cli.deploy import new_nkey
+
+    print(new_nkey(out))
+
+
+@app.command("streams")
+def streams(
+    nats_url: NatsUrlOption = None,
+    replicas: Annotated[
+        int | None, typer.Option(min=1, max=5, help="Replicas of each stream (default ENGAGE_STREAM_REPLICAS).")
+    ] = None,
+) -> None:
+    """As the admin identity: create the streams that are missing and bring the others to engage's configuration.
+
+    Services never change a stream; they refuse to start on one that differs. Nothing stored is
+    dropped: a stream that could lose events is refused, and deny delete/purge stay on.
+    """
+    from services.cli.deploy import streams as apply
+
+    settings = _tool_settings(nats_url=nats_url, stream_replicas=replicas)
+    if not settings.nats_url:
+        raise EngageError("--nats-url: not set (nor ENGAGE_NATS_URL): name the NATS server(s) of the event log")
+    for line in asyncio.run(apply(settings)):
+        console.print(line)
 
 
 def main() -> None:

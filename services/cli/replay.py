@@ -26,6 +26,7 @@ from nats.js.errors import NotFoundError
 
 from services.analytics.reading.replay import Window, events, last_sequence, parse_time
 from services.cli.stack import local_nats_url, shown
+from shared.bus import connect_options
 from shared.errors import EngageError
 from shared.ids import PROCESS_ID
 from shared.plan import Plan, load_plans
@@ -47,8 +48,8 @@ def known_process(settings: Settings, process: str) -> Plan:
     return plans[process]
 
 
-async def connect(url: str) -> Client:
-    """Connect once, failing fast with a one-line error instead of retrying forever."""
+async def connect(url: str, settings: Settings) -> Client:
+    """Connect once (as analytics: the identity that reads the log), failing fast with a one-line error."""
 
     async def quiet(_: Exception) -> None:
         return None  # connection errors become the EngageError below, not a logged traceback
@@ -56,7 +57,12 @@ async def connect(url: str) -> Client:
     servers = [part.strip() for part in url.split(",") if part.strip()]
     try:
         return await nats.connect(
-            servers, connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=quiet
+            servers,
+            connect_timeout=3,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
+            error_cb=quiet,
+            **connect_options(settings, "analytics"),
         )
     except (TimeoutError, NatsError, OSError) as exc:
         raise EngageError(
@@ -65,9 +71,9 @@ async def connect(url: str) -> Client:
         ) from None
 
 
-async def with_stream(url: str, stream: str, work: Callable[[Client], Awaitable[T]]) -> T:
+async def with_stream(url: str, stream: str, work: Callable[[Client], Awaitable[T]], settings: Settings) -> T:
     """Run ``work`` on a connection to ``url`` after checking that ``stream`` exists there."""
-    nc = await connect(url)
+    nc = await connect(url, settings)
     try:
         try:
             await nc.jetstream().stream_info(stream)
@@ -157,7 +163,7 @@ def run_replay(
     url, name = nats_url_of(nats_url, settings), stream or settings.stream_name
     tmp, sink = _open_out(out) if out is not None else (None, sys.stdout.buffer)
     try:
-        tally = asyncio.run(with_stream(url, name, lambda nc: write_events(nc, name, window, sink, report)))
+        tally = asyncio.run(with_stream(url, name, lambda nc: write_events(nc, name, window, sink, report), settings))
         if tmp is not None and out is not None:
             sink.close()
             os.replace(tmp, out)

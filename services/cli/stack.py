@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -49,8 +51,12 @@ def shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-async def nats_answers(url: str, timeout: float = 2.0) -> str | None:
-    """None if a NATS server at ``url`` (comma-separated for a cluster: any one) answers, else why not."""
+async def nats_answers(url: str, timeout: float = 2.0, **options: Any) -> str | None:
+    """None if a NATS server at ``url`` (comma-separated for a cluster: any one) answers, else why not.
+
+    ``options`` are nats-py's (``shared.bus.connect_options``): a server that requires TLS and an
+    NKey answers only a client that has them.
+    """
     servers = [part.strip() for part in url.split(",") if part.strip()]
     seen: list[Exception] = []
 
@@ -61,7 +67,12 @@ async def nats_answers(url: str, timeout: float = 2.0) -> str | None:
         # One try per server (nats-py counts the first connect as a reconnect, hence 1), then give up.
         nc = await asyncio.wait_for(
             nats.connect(
-                servers, connect_timeout=timeout, max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=quiet
+                servers,
+                connect_timeout=timeout,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                error_cb=quiet,
+                **options,
             ),
             (timeout + 0.5) * 2 * max(len(servers), 1),
         )
@@ -102,7 +113,10 @@ def recorded_servers(data_dir: Path, needed: tuple[str, ...] = ("nats_url", "dat
     if not isinstance(found, dict) or not all(isinstance(found.get(k), str) for k in ("nats_url", "database_url")):
         raise ConfigError(f"{path}: is not a record of `engage up`'s servers; delete it and run `engage up`")
     servers: dict[str, str] = {k: found[k] for k in ("nats_url", "database_url")}
-    checks = {"nats_url": nats_answers, "database_url": postgres_answers}
+    checks: dict[str, Callable[[str], Coroutine[Any, Any, str | None]]] = {
+        "nats_url": nats_answers,
+        "database_url": postgres_answers,
+    }
     for key in needed:
         if asyncio.run(checks[key](servers[key])) is not None:
             raise ConfigError(
@@ -236,13 +250,18 @@ NEEDS = {"intake": ("nats_url", "database_url"), "survey": ("nats_url",), "analy
 BACKOFF_FIRST, BACKOFF_MOST = 0.5, 15.0
 
 
-async def wait_until_answering(servers: dict[str, str], stop: asyncio.Event) -> bool:
+async def wait_until_answering(
+    servers: dict[str, str], stop: asyncio.Event, nats_options: dict[str, Any] | None = None
+) -> bool:
     """Try each server until all answer, backing off between tries; False if ``stop`` is set first.
 
     Each failed try is one log line (which server, why, the try's number, when the next
     comes), never a traceback; a stop cuts the wait short at once.
     """
-    checks = {"nats_url": nats_answers, "database_url": postgres_answers}
+    checks: dict[str, Callable[[str], Coroutine[Any, Any, str | None]]] = {
+        "nats_url": functools.partial(nats_answers, **(nats_options or {})),
+        "database_url": postgres_answers,
+    }
     log = get_logger("engage.serve")
     delay, attempt = BACKOFF_FIRST, 0
     while not stop.is_set():

@@ -198,9 +198,11 @@ async def complete_interview(interview_id: InterviewId, body: CompleteInterview,
         if row is not None:
             fmt, scheduled_ref = InterviewFormat(row.format), row.participant_ref
         else:
-            # intake's table lost the row (e.g. a fresh database): the log still knows the format.
-            first = await intake.log.first(subject)
-            created = first[0].payload if first is not None else None
+            # intake's table lost the row (e.g. a fresh database). Intake may read only the newest event
+            # of its subjects: it carries the format unless the interview was rescheduled since, and
+            # then a small group (which takes any number of participants) is assumed.
+            newest = await intake.log.newest(subject)
+            created = newest[0].payload if newest is not None else None
             fmt, scheduled_ref = getattr(created, "format", InterviewFormat.small_group), None
         attendees = _attendees(body.participants, fmt, scheduled_ref, key, interview_id)
         return InterviewCompleted(interview_id=interview_id, format=fmt, participants=attendees)

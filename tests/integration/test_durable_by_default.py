@@ -27,7 +27,7 @@ from nats.js.errors import ServerError
 
 from services.analytics.store import schema
 from services.cli.embedded import EmbeddedNats, free_port
-from shared.bus import attach_streams, ensure_streams, make_broker, publish_event, stream_configs
+from shared.bus import apply_streams, attach_streams, ensure_streams, make_broker, publish_event, stream_configs
 from shared.errors import ConfigError, PublishError
 from shared.settings import Settings
 from tests import factories as f
@@ -90,16 +90,28 @@ async def test_a_full_stream_refuses_a_write_and_keeps_its_oldest_events(
     assert (state.first_seq, state.last_seq, state.messages) == (1, 3, 3)
 
 
-async def test_attaching_never_changes_an_existing_stream(nc: Client, make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings()
+async def test_a_service_refuses_a_stream_configured_otherwise_and_never_changes_it(
+    nc: Client, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(stream_replicas=1)
     js = nc.jetstream()
     # As streams were created before engage was durable by default, with a shorter dedupe window.
     old = StreamConfig(
         name=settings.stream_name, subjects=["engagement.>"], discard=DiscardPolicy.OLD, duplicate_window=60.0
     )
     await js.add_stream(old)
-    differences = await ensure_streams(js, settings)
-    await attach_streams(nc, settings)
+    with pytest.raises(ConfigError) as refused:
+        await attach_streams(nc, settings)
+    reason = str(refused.value)
+    for difference in (
+        "discard: the stream has old, engage expects new",
+        "deny_delete: the stream has False, engage expects True",
+        "deny_purge: the stream has False, engage expects True",
+        "allow_direct: the stream has False, engage expects True",
+        "duplicate_window: the stream has 60.0, engage expects 86400.0",
+    ):
+        assert difference in reason
+    assert "`engage streams`" in reason
     kept = (await js.stream_info(settings.stream_name)).config
     assert (kept.discard, kept.deny_delete, kept.deny_purge, kept.duplicate_window) == (
         DiscardPolicy.OLD,
@@ -107,13 +119,33 @@ async def test_attaching_never_changes_an_existing_stream(nc: Client, make_setti
         False,
         60.0,
     )
-    named = [d.split(":")[1].strip() for d in differences]
-    assert named == ["discard", "deny_delete", "deny_purge", "duplicate_window"]
-    assert f"{settings.stream_name}: discard: the stream has old, engage expects new" in differences
-    # The streams that were missing were created, durable.
-    created = {info.config.name: info.config for info in await js.streams_info()}
-    assert {c.name for c in stream_configs(settings)} <= set(created)
-    assert all(c.deny_delete and c.deny_purge for name, c in created.items() if name != settings.stream_name)
+
+
+async def test_a_service_refuses_fewer_replicas_than_its_setting_and_accepts_more(
+    nc: Client, make_settings: Callable[..., Settings]
+) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js, make_settings(stream_replicas=1))  # a single server holds R1 only
+    with pytest.raises(ConfigError, match=r"num_replicas: the stream has 1, engage expects 3"):
+        await attach_streams(nc, make_settings(stream_replicas=3))
+    await attach_streams(nc, make_settings(stream_replicas=1))  # as configured: accepted
+
+
+async def test_engage_streams_brings_an_old_stream_to_engages_configuration(
+    nc: Client, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=settings.stream_name, subjects=["engagement.>"], duplicate_window=60.0))
+    done = await apply_streams(js, settings)
+    assert (
+        done[0] == f"{settings.stream_name}: changed deny_delete, deny_purge, allow_direct, duplicate_window, discard"
+    )
+    assert [line.split(": ", 1)[1] for line in done[1:]] == ["created with 1 replica(s)"] * 2
+    await attach_streams(nc, settings)  # now a service accepts it
+    assert await apply_streams(js, settings) == [
+        f"{c.name}: already as engage expects" for c in stream_configs(settings)
+    ]
 
 
 async def test_attaching_refuses_a_stream_that_drops_its_oldest_events(
