@@ -409,6 +409,12 @@ def export_command(
     )
 
 
+from services.cli import backup as backup_commands  # noqa: E402 - registered here, after the commands above
+
+app.command("backup")(backup_commands.backup)
+app.command("restore")(backup_commands.restore)
+app.command("backup-key")(backup_commands.backup_key)
+
 plan_app = typer.Typer(help="Plans: the dimensions, categories and targets of a process.")
 app.add_typer(plan_app, name="plan")
 
