@@ -139,20 +139,32 @@ def test_a_truncation_between_chunks_says_so() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_chunks_moved_dropped_or_repeated_are_refused(data: st.DataObject) -> None:
+    """Caught by the chunk's own authentication (its index is sealed in), before any later check."""
     header, parts = chunks(BLOB)
-    n = len(parts)
+    n = len(parts) - 1  # the data chunks; the final one is its own case below
     how = data.draw(st.sampled_from(["swap", "drop", "repeat"]), label="how")
     i = data.draw(st.integers(0, n - 1), label="i")
-    changed = list(parts)
+    changed, j = list(parts), i
     if how == "swap":
-        j = data.draw(st.integers(0, n - 1).filter(lambda j: parts[j] != parts[i]), label="j")
+        j = data.draw(st.integers(0, n - 1).filter(lambda j: j != i), label="j")
         changed[i], changed[j] = changed[j], changed[i]
     elif how == "drop":
         del changed[i]
     else:
         changed.insert(i, parts[i])
-    with pytest.raises(BackupFileError):
+    first_wrong = {"swap": min(i, j), "drop": i, "repeat": i + 1}[how]
+    with pytest.raises(BackupFileError, match=f"chunk {first_wrong} fails authentication"):
         read(header + b"".join(changed))
+
+
+def test_the_final_chunk_dropped_or_repeated_is_refused() -> None:
+    header, parts = chunks(BLOB)
+    with pytest.raises(BackupFileError, match="without its final chunk"):
+        read(header + b"".join(parts[:-1]))
+    with pytest.raises(BackupFileError, match="bytes follow its final chunk"):
+        read(header + b"".join(parts) + parts[-1])
+    with pytest.raises(BackupFileError, match="fails authentication"):  # a final chunk where a data chunk was
+        read(header + b"".join(parts[:-2]) + parts[-1] + parts[-2])
 
 
 def test_a_chunk_from_another_backup_with_the_same_key_is_refused() -> None:
