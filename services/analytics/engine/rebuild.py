@@ -145,6 +145,52 @@ async def _totals(conn: Connection, schema: str) -> dict[str, int]:
     return {r["process_id"]: r["participants"] for r in rows}
 
 
+# How to drop each kind of relation (pg_class.relkind) a migration may leave in a schema; tables
+# first, as their CASCADE takes the views and sequences that depend on them.
+_DROP = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "m": "MATERIALIZED VIEW", "v": "VIEW", "S": "SEQUENCE"}
+
+
+async def clear_schemas(conn: Connection) -> None:
+    """Leave the rebuild's two schemas without a table: gone, or empty if this role may not make them again.
+
+    Under ``engage up`` the superuser drops them, as a rebuild always did. A deployed analytics
+    role has no CREATE on the database (deploy/postgres/init.sql makes the schemas for it), so it
+    drops what is in them and keeps the schemas for the next rebuild.
+    """
+    for schema in (RETIRED_SCHEMA, REBUILD_SCHEMA):
+        droppable = await conn.fetchval(
+            "SELECT pg_has_role(nspowner, 'USAGE') AND has_database_privilege(current_database(), 'CREATE') "
+            "FROM pg_namespace WHERE nspname = $1",
+            schema,
+        )
+        if droppable is None:
+            continue
+        if droppable:
+            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            continue
+        rows = await conn.fetch(
+            "SELECT c.relkind::text AS relkind, format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind::text = ANY($2::text[])",
+            schema,
+            list(_DROP),
+        )
+        for kind, what in _DROP.items():
+            names = [r["name"] for r in rows if r["relkind"] == kind]
+            if names:
+                await conn.execute(f"DROP {what} IF EXISTS {', '.join(names)} CASCADE")
+        left = await conn.fetch(
+            "SELECT pg_describe_object(classid, objid, objsubid) AS what FROM pg_depend "
+            "WHERE refclassid = 'pg_namespace'::regclass "
+            "AND refobjid = (SELECT oid FROM pg_namespace WHERE nspname = $1)",
+            schema,
+        )
+        if left:
+            raise RebuildBusy(
+                f'schema "{schema}" holds what a rebuild does not make and cannot empty '
+                f"({', '.join(sorted(r['what'] for r in left))}): drop it there, then rebuild again"
+            )
+
+
 async def rebuild(settings: Settings, progress: Progress | None = None) -> Result:
     """Replay the whole log into fresh tables, check them, and swap them in for the live ones."""
     dsn, url = settings.database_url, settings.nats_url
@@ -169,14 +215,13 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
         await live.close()
         await nc.close()
         raise RebuildBusy("another rebuild of these read models is running; wait for it to finish")
-    await db_schema.migrate(live)
-    async with live.acquire() as conn:
-        await conn.execute(
-            f'DROP SCHEMA IF EXISTS "{REBUILD_SCHEMA}" CASCADE; DROP SCHEMA IF EXISTS "{RETIRED_SCHEMA}" CASCADE'
-        )
-    fresh = await db_schema.open_pool(dsn, schema=REBUILD_SCHEMA, max_size=3)
-    started = time.perf_counter()
+    fresh: asyncpg.Pool | None = None
     try:
+        await db_schema.migrate(live)
+        async with live.acquire() as conn:
+            await clear_schemas(conn)
+        fresh = await db_schema.open_pool(dsn, schema=REBUILD_SCHEMA, max_size=3)
+        started = time.perf_counter()
         await db_schema.migrate(fresh)
         end = await last_sequence(nc, settings.stream_name)
         await project_range(nc, fresh, settings, 1, end, result, progress)
@@ -193,19 +238,20 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
             result.sequence = await reads.checkpoint(fresh, settings.consumer_name)
             result.checks = await check(conn, REBUILD_SCHEMA)
             result.before, result.after = await _totals(conn, db_schema.SCHEMA), await _totals(conn, REBUILD_SCHEMA)
-            await conn.execute(f'CREATE SCHEMA "{RETIRED_SCHEMA}"')
+            await db_schema.ensure_schema(conn, RETIRED_SCHEMA)
             for table in TABLES:
                 await conn.execute(f'ALTER TABLE {db_schema.SCHEMA}.{table} SET SCHEMA "{RETIRED_SCHEMA}"')
                 await conn.execute(f'ALTER TABLE "{REBUILD_SCHEMA}".{table} SET SCHEMA {db_schema.SCHEMA}')
         log.info("rebuild_swapped", events=result.events, sequence=result.sequence, seconds=round(result.seconds, 2))
     finally:
-        await fresh.close()
-        async with live.acquire() as conn:
-            await conn.execute(
-                f'DROP SCHEMA IF EXISTS "{RETIRED_SCHEMA}" CASCADE; DROP SCHEMA IF EXISTS "{REBUILD_SCHEMA}" CASCADE'
-            )
-        await guard.execute("SELECT pg_advisory_unlock($1)", _REBUILD_LOCK)
-        await live.release(guard)
-        await live.close()
-        await nc.close()
+        if fresh is not None:
+            await fresh.close()
+        try:
+            async with live.acquire() as conn:
+                await clear_schemas(conn)
+        finally:
+            await guard.execute("SELECT pg_advisory_unlock($1)", _REBUILD_LOCK)
+            await live.release(guard)
+            await live.close()
+            await nc.close()
     return result
