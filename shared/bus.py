@@ -30,7 +30,7 @@ from nats.errors import (
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RawStreamMsg, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.errors import NotFoundError as JsNotFound
 
 from shared import metrics
@@ -50,6 +50,7 @@ STORE_FAILED = 10077
 _UNAVAILABLE = (
     NatsTimeout,
     NoRespondersError,
+    NoStreamResponseError,  # in a cluster, while the stream elects a new leader
     ServiceUnavailableError,
     TimeoutError,
     ConnectionClosedError,

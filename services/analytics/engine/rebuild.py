@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
-import nats
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
@@ -31,6 +30,7 @@ from services.analytics.reading.decode import decode_batch
 from services.analytics.reading.replay import last_sequence, raw_batches
 from services.analytics.store import reads
 from services.analytics.store import schema as db_schema
+from shared.bus import connect_nats
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -200,7 +200,7 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
     # A replay allocates millions of short-lived, acyclic objects: collecting cycles after every
     # 700 allocations (the default) spends most of the time scanning them for nothing.
     gc.set_threshold(100_000, 50, 1000)
-    nc = await nats.connect(url)
+    nc = await connect_nats(settings, "analytics", url)
     try:
         await nc.jetstream().stream_info(settings.stream_name)
     except NotFoundError:

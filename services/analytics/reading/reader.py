@@ -54,6 +54,9 @@ async def attach_consumer(js: JetStreamContext, stream: str, durable: str, after
     await js.add_consumer(
         stream,
         ConsumerConfig(
+            # With a name, nats-py asks `$JS.API.CONSUMER.CREATE.<stream>.<name>`, the subject the
+            # analytics identity may use (deploy/nats/accounts.conf), not the legacy DURABLE.CREATE.
+            name=durable,
             durable_name=durable,
             ack_policy=AckPolicy.ALL,  # one ack per committed batch acknowledges it all
             ack_wait=60,
