@@ -37,7 +37,7 @@ from shared.bus import make_broker, publish_event, stop_broker
 from shared.errors import PublishError
 from tests import factories as f
 from tests.conftest import TOKENS
-from tests.deploy.cluster import DEPLOY, Cluster, engage, running_cluster
+from tests.deploy.cluster import DEPLOY, USERS, Cluster, engage, running_cluster
 from tests.deploy.postgres import Deployment, deployed
 from tests.polling import eventually
 from tests.servers import Service
@@ -180,24 +180,30 @@ async def test_every_row_of_the_permission_matrix_holds(cluster: Cluster) -> Non
         config = (await admin.jetstream().stream_info(name)).config.as_dict()
         current[name] = config
     await admin.close()
-    wrong = []
-    for who in ("intake", "survey", "analytics", "admin"):
+    rows = matrix()
+
+    async def check(who: str) -> list[str]:
         errors: list[str] = []
 
-        async def seen(exc: Exception, into: list[str] = errors) -> None:
-            into.append(str(exc))
+        async def seen(exc: Exception) -> None:
+            errors.append(str(exc))
 
+        wrong = []
         nc = await cluster.connect(who, error_cb=seen)
         try:
-            for identity, does, on, may in matrix():
-                if identity != who:
-                    continue
-                got = await attempt(nc, errors, does, on, request_body(on, current))
-                if got != may:
-                    wrong.append(f"{who} {does} {on}: {'allowed' if got else 'refused'}, the matrix says {may}")
+            for identity, does, on, may in rows:
+                if identity == who:
+                    got = await attempt(nc, errors, does, on, request_body(on, current))
+                    if got != may:
+                        wrong.append(f"{who} {does} {on}: {'allowed' if got else 'refused'}, the matrix says {may}")
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()
+        return wrong
+
+    # Each identity on a connection of its own, all at once.
+    wrong = [line for lines in await asyncio.gather(*(check(who) for who in USERS)) for line in lines]
+    assert {who for who, *_ in rows} == set(USERS)
     assert not wrong, "\n".join(wrong)
     # And the log keeps what it holds even for the identity that may do everything.
     nc = await cluster.connect("admin")
@@ -372,6 +378,35 @@ async def test_engage_rebuild_runs_under_the_analytics_role_and_identity(cluster
     rebuilt = engage("rebuild", env=env, timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert participants(await coverage(stack)) == counted
+
+
+async def test_engage_backup_runs_as_analytics_and_holds_the_whole_log(
+    cluster: Cluster, stack: Stack, tmp_path: Path
+) -> None:
+    from services.cli.backup_file import check_backup, read_key_file
+
+    key, out = tmp_path / "backup.key", tmp_path / "engage.backup"
+    made = engage("backup-key", "--out", str(key))
+    assert made.returncode == 0, made.stderr
+    async with httpx.AsyncClient() as client:
+        written = await client.post(
+            f"{stack.services['survey'].url}/responses",
+            json={"profile": {"region": "central"}},
+            headers={"Authorization": f"Bearer {TOKENS['survey'].token}"},
+        )
+    assert written.status_code == 201, written.text
+    admin = await cluster.connect("admin")
+    last = (await admin.jetstream().stream_info("ENGAGEMENT")).state.last_seq
+    await admin.close()
+    env = {**cluster.env("analytics"), "ENGAGE_DATABASE_URL": stack.db.analytics, "ENGAGE_BACKUP_KEY_FILE": str(key)}
+    backed_up = engage("backup", "--out", str(out), env=env, timeout=300)
+    assert backed_up.returncode == 0, backed_up.stderr
+    trailer = check_backup(out, read_key_file(key))
+    assert trailer.first_seq == 1 and trailer.last_seq >= last and trailer.messages == trailer.last_seq
+    assert trailer.rounding_secret is not None  # read under the analytics role
+    # The survey identity may not read the log: the same command is refused in one line.
+    denied = engage("backup", "--out", str(tmp_path / "no.backup"), env={**env, **cluster.env("survey")}, timeout=120)
+    assert denied.returncode != 0 and "Traceback" not in denied.stderr, denied.stderr
 
 
 async def test_killing_the_stream_leader_during_writes_loses_no_acknowledged_write(

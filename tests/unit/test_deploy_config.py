@@ -203,7 +203,7 @@ def _nats_server_test(tmp_path: Path, env: dict[str, str]) -> subprocess.Complet
 
 def _node_env() -> dict[str, str]:
     keys = {name: nkeys.from_seed(bytearray(_seed())).public_key.decode() for name in NKEYS}
-    return {**os.environ, "NATS_SERVER_NAME": "nats-1", "NATS_ROUTE_PASSWORD": "route-secret", **keys}
+    return {**os.environ, "NATS_SERVER_NAME": "nats-1", **keys}
 
 
 def _seed() -> bytes:
@@ -449,7 +449,7 @@ def test_the_nats_nodes_match_the_cluster_config() -> None:
         assert env["NATS_SERVER_NAME"] == node
         assert spec["command"] == ["-c", "/etc/nats/nats-server.conf"]
         assert spec["networks"] == ["bus"] and "ports" not in spec
-        for name in ("NATS_ROUTE_PASSWORD", *(f"{user.upper()}_NKEY" for user in NKEY_USERS)):
+        for name in (f"{user.upper()}_NKEY" for user in NKEY_USERS):
             assert re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", env[name]), f"{node}: {name} must be required (:?)"
         volumes = spec["volumes"]
         assert "./secrets/nats-tls:/etc/nats/tls:ro" in volumes
