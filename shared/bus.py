@@ -287,6 +287,22 @@ def inbox_prefix(who: str) -> str:
     return f"_INBOX_{who}"
 
 
+def _valid_seed(text: str) -> bool:
+    """Whether ``text`` is a whole NKey seed: its checksum holds (nkeys itself does not check it)."""
+    import base64
+    import binascii
+
+    import nkeys  # nats-py's own dependency for NKeys
+
+    raw = text.encode()
+    try:
+        decoded = base64.b32decode(raw + b"=" * (-len(raw) % 8))
+        nkeys.from_seed(bytearray(raw))
+    except (binascii.Error, nkeys.ErrInvalidSeed, nkeys.ErrInvalidPrefixByte, ValueError):
+        return False
+    return len(decoded) > 2 and bytes(nkeys.crc16_checksum(decoded[:-2])) == decoded[-2:]
+
+
 def connect_options(settings: Settings, who: str) -> dict[str, Any]:
     """How ``who`` (intake, survey, analytics or admin) connects to NATS, as nats-py's keyword arguments.
 
@@ -301,10 +317,10 @@ def connect_options(settings: Settings, who: str) -> dict[str, Any]:
             text = seed.read_text().strip()
         except OSError as exc:
             raise ConfigError(f"ENGAGE_NATS_NKEY_SEED_FILE={str(seed)!r}: cannot be read ({exc.strerror})") from None
-        if not text.startswith("SU"):
+        if not text.startswith("SU") or not _valid_seed(text):
             raise ConfigError(
-                f"ENGAGE_NATS_NKEY_SEED_FILE={str(seed)!r}: not a user NKey seed (one starts with 'SU'; "
-                "make one with `engage nkey`)"
+                f"ENGAGE_NATS_NKEY_SEED_FILE={str(seed)!r}: not a user NKey seed, or a damaged one "
+                "(a seed starts with 'SU' and its checksum holds; make one with `engage nkey`)"
             )
         options["nkeys_seed_str"] = text
     ca = settings.nats_ca_file
