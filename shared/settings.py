@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     write_burst: int = Field(
         500, ge=1, le=1_000_000, description="Writes a token may make at once before the rate applies."
     )
+    backup_key_file: Path | None = Field(
+        None, description="The key of `engage backup` and `engage restore` (made by `engage backup-key`)."
+    )
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
