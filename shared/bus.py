@@ -9,6 +9,8 @@ what it writes: dead letters on ``deadletter.>``, status changes on ``status.>``
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ssl
 import time
@@ -18,6 +20,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 import nats
+import nkeys  # nats-py's own dependency for NKeys
 from faststream.nats import NatsBroker
 from faststream.security import BaseSecurity
 from nats.aio.client import Client
@@ -289,11 +292,6 @@ def inbox_prefix(who: str) -> str:
 
 def _valid_seed(text: str) -> bool:
     """Whether ``text`` is a whole NKey seed: its checksum holds (nkeys itself does not check it)."""
-    import base64
-    import binascii
-
-    import nkeys  # nats-py's own dependency for NKeys
-
     raw = text.encode()
     try:
         decoded = base64.b32decode(raw + b"=" * (-len(raw) % 8))
@@ -500,7 +498,8 @@ class EventLog:
         keeps a retry from storing an event a second time after the log's dedupe window has
         passed. Only the newest is read: a service may read nothing else (least privilege). A
         retry of an older write is answered by intake's own record of its answers (within the
-        dedupe window) or, since the aggregate has moved on, refused as a conflict: never stored twice.
+        dedupe window); after it, a conditional write is refused as a conflict, since the
+        aggregate has moved on, and a fact that may be stated twice (a withdrawal) is stated again.
         """
         return (await self._newest_of_aggregate(event))[0]
 
