@@ -34,6 +34,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from services.cli.options import DataDirOption, NatsUrlOption
 from shared.errors import EngageError
 from shared.logging import configure_logging
 from shared.settings import Settings, load_settings
@@ -59,15 +60,6 @@ KeyFileOption = Annotated[
         show_default=False,
         help="The backup key (made by `engage backup-key`; keep it apart from the backups).",
     ),
-]
-NatsUrlOption = Annotated[
-    str | None,
-    typer.Option(
-        help="NATS (default ENGAGE_NATS_URL, else the one servers.json in the data dir names, else `engage up`'s port)."
-    ),
-]
-DataDirOption = Annotated[
-    Path | None, typer.Option(help="The folder of `engage up` (default ENGAGE_DATA_DIR, else .engage/).")
 ]
 
 

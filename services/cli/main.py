@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from services.cli.options import AnalyticsUrlOption, DataDirOption, NatsUrlOption, StreamOption, TokensFileOption
 from shared.errors import EngageError
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, load_settings
@@ -41,24 +42,6 @@ app = typer.Typer(
 console = Console(stderr=True)
 SERVICE_NAMES = ("intake", "survey", "analytics")
 STARTING_GRACE = 3.0  # seconds a stop waits for an app that is still starting
-
-# Options several commands take, declared once.
-NatsUrlOption = Annotated[
-    str | None,
-    typer.Option(
-        help="NATS (default ENGAGE_NATS_URL, else the one servers.json in the data dir names, else `engage up`'s port)."
-    ),
-]
-StreamOption = Annotated[str | None, typer.Option(help="The log's stream (default ENGAGE_STREAM_NAME).")]
-AnalyticsUrlOption = Annotated[
-    str | None, typer.Option(help="Analytics' URL (default: ENGAGE_HOST and ENGAGE_ANALYTICS_PORT).")
-]
-TokensFileOption = Annotated[
-    Path | None, typer.Option(help="Tokens file written by `engage up` (default: tokens.json in ENGAGE_DATA_DIR).")
-]
-DataDirOption = Annotated[
-    Path | None, typer.Option(help="The folder of `engage up` (default ENGAGE_DATA_DIR, else .engage/).")
-]
 
 
 def _settings(**overrides: object) -> Settings:
