@@ -20,7 +20,6 @@ table, never on the log, so they are never in a backup.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import secrets
@@ -163,48 +162,15 @@ async def log_records(
 ) -> AsyncGenerator[list[Record], None]:
     """Batches of the stored messages from ``first`` through ``last``, in order, as records:
     subject, headers, sequence, stored time and data exactly as the stream holds them."""
-    from nats.errors import Error as NatsError
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-    from nats.js.errors import NotFoundError as JsNotFound
-
-    from services.analytics.reading.reader import PullReader, stream_sequence
+    from services.analytics.reading.reader import stream_sequence
+    from services.analytics.reading.replay import message_batches
     from services.cli.backup_file import Record
 
-    if last < first:
-        return
-    js = nc.jetstream()
-    name = "backup-" + secrets.token_hex(6)
-    await js.add_consumer(
-        stream,
-        ConsumerConfig(
-            name=name,
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=first,
-            inactive_threshold=60.0,
-            max_waiting=4,
-            mem_storage=True,
-        ),
-    )
-    reader = PullReader(nc, stream, name, batch, expires=2.0)
-    await reader.start()
-    try:
-        while True:
-            msgs = await reader.next_batch(wait=5.0)
-            out = []
-            for msg in msgs:
-                seq = stream_sequence(msg)
-                if seq > last:
-                    break
-                out.append(Record(seq, stored_time_ns(msg), msg.subject, dict(msg.headers or {}), msg.data))
-            if out:
-                yield out
-            if msgs and stream_sequence(msgs[-1]) >= last:
-                return
-    finally:
-        await reader.stop()
-        with contextlib.suppress(JsNotFound, NatsError):
-            await js.delete_consumer(stream, name)
+    async for msgs in message_batches(nc, stream, first, last, batch, name_prefix="backup"):
+        yield [
+            Record(stream_sequence(msg), stored_time_ns(msg), msg.subject, dict(msg.headers or {}), msg.data)
+            for msg in msgs
+        ]
 
 
 @dataclass

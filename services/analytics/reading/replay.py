@@ -27,6 +27,7 @@ from typing import cast
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -83,13 +84,21 @@ async def raw_batches(
 ) -> AsyncGenerator[list[tuple[int, str, bytes]], None]:
     """Batches of (sequence, subject, data) from ``from_seq`` through ``to_seq`` (default: the
     stream's last sequence now), in order."""
-    js = nc.jetstream()
     last = await last_sequence(nc, stream)
     end = last if to_seq is None else min(to_seq, last)  # past the end would wait for events to come
-    start = max(from_seq, 1)
+    async for msgs in message_batches(nc, stream, max(from_seq, 1), end, batch):
+        yield [(stream_sequence(msg), msg.subject, msg.data) for msg in msgs]
+
+
+async def message_batches(
+    nc: Client, stream: str, start: int, end: int, batch: int = 2000, name_prefix: str = "replay"
+) -> AsyncGenerator[list[Msg], None]:
+    """Batches of the stored messages from ``start`` through ``end``, in order, as NATS delivers
+    them (headers and metadata included), read by a throw-away consumer removed at the end."""
     if end < start:
         return
-    name = "replay-" + secrets.token_hex(6)
+    js = nc.jetstream()
+    name = f"{name_prefix}-{secrets.token_hex(6)}"
     await js.add_consumer(
         stream,
         ConsumerConfig(
@@ -107,15 +116,10 @@ async def raw_batches(
     try:
         while True:
             msgs = await reader.next_batch(wait=5.0)
-            out = []
-            for msg in msgs:
-                seq = stream_sequence(msg)
-                if seq > end:
-                    break
-                out.append((seq, msg.subject, msg.data))
+            out = [msg for msg in msgs if stream_sequence(msg) <= end]
             if out:
                 yield out
-            if (out and out[-1][0] >= end) or (msgs and stream_sequence(msgs[-1]) >= end):
+            if msgs and stream_sequence(msgs[-1]) >= end:
                 return
             if not msgs and await last_sequence(nc, stream) < start:
                 return  # the stream was purged under us
