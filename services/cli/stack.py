@@ -182,6 +182,9 @@ class Stack:
         if not nats_url:
             self.nats = EmbeddedNats(data / "nats", port=s.embedded_nats_port)
             nats_url = self.nats.start()
+            # `engage up` is the operator of its own server: it brings streams an older engage
+            # made to today's configuration (`engage streams`), which services only check.
+            asyncio.run(_apply_streams(s.model_copy(update={"nats_url": nats_url})))
         database_url = s.database_url
         if not database_url:
             self.postgres = EmbeddedPostgres(data / "postgres")
@@ -243,6 +246,16 @@ class Stack:
             self.nats.stop()
         if self.postgres:
             self.postgres.stop()
+
+
+async def _apply_streams(settings: Settings) -> None:
+    from shared.bus import apply_streams, close_nats, connect_nats
+
+    nc = await connect_nats(settings, "admin")
+    try:
+        await apply_streams(nc.jetstream(), settings)
+    finally:
+        await close_nats(nc)
 
 
 # What each service connects to when it starts, by setting.
