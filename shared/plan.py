@@ -80,6 +80,28 @@ class Dimension(BaseModel):
     categories: dict[str, Category] = Field(min_length=1, description="Category code -> category, in order.")
 
 
+class Announce(BaseModel):
+    """When a status change is announced (hysteresis): only on a large enough base, and only once it held.
+
+    A category's base is who its share is worked out of (those who answered the question, or
+    everyone profiled; everyone counted for a derived group or a minimum count). A change is
+    announced once the base holds at least ``min_participants`` and the new status has held at
+    every check while ``hold_participants`` more participants joined the base. The defaults (0, 0)
+    announce every change at once, as plans written before these fields expect; set both.
+    """
+
+    model_config = _FROZEN
+    min_participants: int = Field(
+        0, ge=0, le=100_000, description="No status is judged or announced while the category's base is smaller."
+    )
+    hold_participants: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="A new status is announced once it held while this many more participants joined the base.",
+    )
+
+
 class Plan(BaseModel):
     """A process's plan: its dimensions, categories, labels and targets."""
 
@@ -90,6 +112,7 @@ class Plan(BaseModel):
         0.8, gt=0, le=1, description="Representation ratio below which a category falls short (four-fifths rule)."
     )
     dimensions: dict[str, Dimension] = Field(min_length=1, description="Dimension key -> dimension, in order.")
+    announce: Announce = Field(default_factory=Announce, description="When status changes are announced.")
 
     @model_validator(mode="after")
     def _cross_check(self) -> Self:
@@ -313,5 +336,10 @@ def check_plan_text(path: Path) -> str:
         for key, code, cat in cats
         if cat.target and cat.target.kind == "benchmark" and not cat.target.vintage
     ]
+    if plan.announce.hold_participants == 0:
+        warnings.append(
+            "announce.hold_participants = 0: every status change is announced at once, however briefly it "
+            "holds; set announce = { min_participants = ..., hold_participants = ... }"
+        )
     lines += [f"  warning: {w}" for w in warnings] or ["  no warnings"]
     return "\n".join(lines)

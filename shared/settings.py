@@ -6,12 +6,12 @@ Built once in an app factory or the CLI and passed down; nothing connects at imp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigError
 from shared.ids import PROCESS_ID_PATTERN
@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     plans: list[Path] = Field(
         default_factory=list, description="Plan files (TOML), comma-separated; none means the shipped plans."
     )
+    sources_file: Path | None = Field(
+        None,
+        description="TOML listing the survey platforms that push submissions (KoboToolbox, REDCap, webhooks): "
+        "each source's kind, mapping file and where its secrets are (env var or file, never inline).",
+    )
     small_cell_k: int = Field(
         5, ge=2, le=50, description="Coordinators' counts are rounded to multiples of k; below k reads `<k`."
     )
@@ -77,6 +82,39 @@ class Settings(BaseSettings):
     backup_key_file: Path | None = Field(
         None, description="The key of `engage backup` and `engage restore` (made by `engage backup-key`)."
     )
+    # ---- alerts: announced status changes to coordinators (services.analytics.alerts) ----
+    alert_webhooks: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Outgoing webhook URLs, comma-separated (Slack incoming webhooks, Teams connectors): secrets, "
+        "checked when analytics starts (services.analytics.alerts), never shown.",
+    )
+    smtp_url: SecretStr | None = Field(
+        None,
+        description="SMTP server for alert e-mail: smtp://user:pass@host:port (add ?starttls=true), or smtps://.",
+    )
+    alert_email_from: str | None = Field(None, description="The From address of alert e-mail.")
+    alert_email_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Alert e-mail recipients, comma-separated."
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8703", description="Analytics' public base URL: alerts link to the dashboard under it."
+    )
+
+    @field_validator("alert_webhooks", "alert_email_to", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    # ---- end of alerts ----
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

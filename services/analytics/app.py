@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from services.analytics.alerts import delivery as alerts
+from services.analytics.answers import queries
+from services.analytics.answers.models import CategoryRow
 from services.analytics.answers.queries import Sources
 from services.analytics.answers.release import ReleaseBook
 from services.analytics.api import router, view_for
@@ -84,6 +87,7 @@ def build_app(settings: Settings) -> FastAPI:
         raise ConfigError("ENGAGE_DATABASE_URL is not set: run `engage up`, or point it at PostgreSQL")
     nats_url, database_url = settings.nats_url, settings.database_url
     plans = load_plans(settings.plans or None)  # validated now: a bad plan stops the start
+    alerts.destinations(settings)  # and a bad alert setting
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +101,12 @@ def build_app(settings: Settings) -> FastAPI:
         projector = Projector(settings, broker.connection, pool, plans)
         releases = ReleaseBook(await reads.rounding_secret(pool), settings.every, settings.tz)
         app.state.analytics = AnalyticsState(Sources(pool, broker.connection, settings, plans, releases), projector)
+        src = app.state.analytics.sources
+
+        async def as_coordinators_see(process: str, dimension: str, category: str) -> CategoryRow | None:
+            return (await queries.coverage_now(src, process, None, src.view(suppressed=True))).row(dimension, category)
+
+        alerting = alerts.start(settings, pool, as_coordinators_see)  # beside the projection, never in its way
 
         async def projection_counting() -> bool:
             return projector.readiness().ready
@@ -115,6 +125,7 @@ def build_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await projector.stop(task)  # bounded: shutting down must never hang
+            await alerts.stop(alerting)
             await stop_broker(broker)
             await pool.close()
 
