@@ -494,6 +494,26 @@ def streams(
         console.print(line)
 
 
+mapping_app = typer.Typer(help="Mapping files: how a survey platform's fields become profile answers.")
+app.add_typer(mapping_app, name="mapping")
+
+
+@mapping_app.command("check")
+def mapping_check(
+    file: Annotated[Path, typer.Argument(help="A source's mapping file (TOML).")],
+    plan: Annotated[Path | None, typer.Option(help="Check against this plan (default: the mapping's process).")] = None,
+) -> None:
+    """Validate a mapping file against the profile and the plan: one line per problem, exit 2 if any."""
+    from services.cli.mapping import check_mapping
+
+    problems, summary = check_mapping(file, _tool_settings(), plan)
+    for line in problems:
+        print(line)
+    if problems:
+        sys.exit(2)
+    print(summary)
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

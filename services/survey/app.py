@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.survey.api import router
+from services.survey.form import form_router
 from services.survey.state import SurveyState
 from shared.bus import connected_log
 from shared.errors import ConfigError
@@ -46,5 +47,6 @@ def build_app(settings: Settings) -> FastAPI:
     )
     app.include_router(health_router())  # /health/live, /health/ready: what the deploy's healthchecks ask
     app.include_router(router)
+    app.include_router(form_router())  # the participants' form: /form, in the catalogs' languages
     app.add_middleware(IdempotencyKeys)  # every write has a key, and every answer to one names it
     return app
