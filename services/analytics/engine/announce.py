@@ -54,9 +54,7 @@ class Decision:
     cleared: set[Key] = field(default_factory=set)  # waits that ended (announced, or the status went back)
 
 
-def changes(
-    judged: Mapping[Key, Status], before: Mapping[Key, str]
-) -> tuple[dict[Key, Status], dict[Key, Status]]:
+def changes(judged: Mapping[Key, Status], before: Mapping[Key, str]) -> tuple[dict[Key, Status], dict[Key, Status]]:
     """(to announce, to remember silently), without hysteresis: a first judgement is announced only if
     under-reached, every later change at once."""
     got = decide({key: (status, 0) for key, status in judged.items()}, before, {}, Announce(), sequence=0)
@@ -119,9 +117,7 @@ async def _pending(pool: asyncpg.Pool, process_id: str) -> dict[Key, Pending]:
         "SELECT dimension, category, status, since_base, sequence FROM status_pending WHERE process_id = $1",
         process_id,
     )
-    return {
-        (r["dimension"], r["category"]): Pending(Status(r["status"]), r["since_base"], r["sequence"]) for r in rows
-    }
+    return {(r["dimension"], r["category"]): Pending(Status(r["status"]), r["since_base"], r["sequence"]) for r in rows}
 
 
 async def _save_pending(pool: asyncpg.Pool, process_id: str, decision: Decision) -> None:
