@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from services.survey.api import router
 from services.survey.form import form_router
+from services.survey.sources.routes import sources_router
 from services.survey.state import SurveyState
 from shared.bus import connected_log
 from shared.errors import ConfigError
@@ -48,5 +49,6 @@ def build_app(settings: Settings) -> FastAPI:
     app.include_router(health_router())  # /health/live, /health/ready: what the deploy's healthchecks ask
     app.include_router(router)
     app.include_router(form_router())  # the participants' form: /form, in the catalogs' languages
+    app.include_router(sources_router(settings))  # POST /sources/{name}/kobo|redcap|webhook
     app.add_middleware(IdempotencyKeys)  # every write has a key, and every answer to one names it
     return app
