@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import nats
 import orjson
 import pytest
 from aiosmtpd.controller import Controller
@@ -21,7 +22,9 @@ from services.analytics.app import build_app
 from services.analytics.engine import announce
 from services.analytics.engine.projector import Projector
 from services.analytics.store import reads, schema
-from services.cli.demo import Outreach
+from services.cli.demo import feed
+from services.intake.app import build_app as intake_app
+from services.survey.app import build_app as survey_app
 from shared.bus import attach_streams, make_broker, publish_event
 from shared.plan import Announce, shipped_plans
 from shared.profile import Profile
@@ -30,6 +33,7 @@ from shared.status_events import Status
 from tests import factories as f
 from tests.polling import eventually
 from tests.projecting import project_until
+from tests.servers import serving
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +47,17 @@ async def publish(settings: Settings, events: list) -> None:
     await broker.stop()
 
 
-def outreach(n: int, seed: int = 2018) -> list:
-    """``n`` survey responses with the demo's participant profiles (services/cli/demo.py), seeded."""
-    o = Outreach(seed)
-    return [f.survey(Profile(**o.profile())) for _ in range(n)]
+async def demo_outreach(settings: Settings) -> int:
+    """Feed the demo's synthetic outreach (``engage demo``: advisory group, interviews, gatherings,
+    surveys) through real intake and survey apps; returns the log's last sequence."""
+    async with serving(intake_app(settings)) as intake, serving(survey_app(settings)) as survey:
+        await feed({"intake": intake, "survey": survey}, None, settings, pace=0, seed=2018)
+    nc = await nats.connect(settings.nats_url or "")
+    try:
+        last = (await nc.jetstream().stream_info(settings.stream_name)).state.last_seq
+    finally:
+        await nc.close()
+    return int(last or 0)
 
 
 # ---- hysteresis on the demo's outreach --------------------------------------------------------
@@ -74,11 +85,10 @@ async def count_announcements(
 async def test_hysteresis_announces_fewer_changes_and_each_one_held(
     make_settings: Callable[..., Settings], another_database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The demo's participant profiles, 290 responses judged every 5: fewer announcements with
-    the shipped plan's hysteresis than without, and each one announced held by the rule."""
-    total = 290
+    """The demo's outreach, as `engage demo` sends it, judged every 5 events: fewer announcements
+    with the shipped plan's hysteresis than without, and each one announced held by the rule."""
     settings = make_settings(batch_size=5)
-    await publish(settings, outreach(total))
+    total = await demo_outreach(settings)
     judged: list[tuple[int, tuple[str, str], Status, int]] = []
     decide = announce.decide
 
@@ -87,12 +97,12 @@ async def test_hysteresis_announces_fewer_changes_and_each_one_held(
         return decide(now, before, pending, rule, sequence)
 
     monkeypatch.setattr(announce, "decide", watching)
-    without, _ = await count_announcements(settings, Announce(), [], total)
+    without, _ = await count_announcements(settings, Announce(min_participants=0, hold_participants=0), [], total)
     judged.clear()
     rule = shipped_plans()["shfa-2018"].announce
     other = make_settings(batch_size=5, database_url=await another_database())
     with_, events = await count_announcements(other, rule, judged, total)
-    print(f"\nannouncements on {total} demo responses: without hysteresis {without}, with {rule} {with_}")
+    print(f"\nannouncements on the demo's {total} events: without hysteresis {without}, with {rule} {with_}")
     assert 0 < with_ < without
 
     seen: dict[tuple[str, str], list[tuple[int, Status, int]]] = {}
