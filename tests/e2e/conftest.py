@@ -89,11 +89,18 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, nats_url: str, database_url: str) -> Iterator[Stack]:
+def stack_env() -> dict[str, str]:
+    """More settings for the stack's services; a test module overrides this fixture to add its own."""
+    return {}
+
+
+@pytest.fixture
+def stack(tmp_path: Path, nats_url: str, database_url: str, stack_env: dict[str, str]) -> Iterator[Stack]:
     env = {
         "ENGAGE_NATS_URL": nats_url,
         "ENGAGE_DATABASE_URL": database_url,
         "ENGAGE_TOKENS": orjson.dumps({n: t.model_dump() for n, t in TOKENS.items()}).decode(),
+        **stack_env,
     }
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -13,13 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from playwright.async_api import Browser, Page, Route
 
 from shared.events import SurveyCompleted
 from tests.conftest import TOKENS
+from tests.e2e.conftest import Stack
 from tests.integration.test_survey_api import stored_events
+from tests.polling import eventually
 from tests.servers import Service
 
 pytestmark = pytest.mark.e2e
@@ -47,13 +50,21 @@ def axe_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return script
 
 
+FORM_ENV = {"ENGAGE_SURVEY_FORM_EXIT_URL": NEUTRAL, "ENGAGE_SURVEY_FORM_MIN_SECONDS": "0.5"}
+
+
+@pytest.fixture
+def stack_env() -> dict[str, str]:
+    """The survey form's settings for conftest's ``stack`` (intake, survey and analytics as processes)."""
+    return FORM_ENV
+
+
 @pytest.fixture
 def survey(tmp_path: Path, nats_url: str) -> Iterator[Service]:
     env = {
         "ENGAGE_NATS_URL": nats_url,
         "ENGAGE_TOKENS": orjson.dumps({n: t.model_dump() for n, t in TOKENS.items()}).decode(),
-        "ENGAGE_SURVEY_FORM_EXIT_URL": NEUTRAL,
-        "ENGAGE_SURVEY_FORM_MIN_SECONDS": "0.5",
+        **FORM_ENV,
     }
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -108,12 +119,36 @@ async def fill_by_keyboard(page: Page) -> None:
     await page.keyboard.press("Enter")
 
 
+async def participants(stack: Stack, sequence: int) -> int:
+    """The participants analytics' coverage answer counts (analyst token: exact) once it has
+    projected the log up to ``sequence``."""
+    headers = {"Authorization": f"Bearer {TOKENS['analyst'].token}"}
+    async with httpx.AsyncClient(base_url=stack.analytics.url, headers=headers, timeout=5) as client:
+
+        async def answer() -> dict[str, Any]:
+            got = await client.get("/coverage")
+            assert got.status_code == 200, got.text
+            body: dict[str, Any] = got.json()
+            return body
+
+        body = await eventually(
+            answer,
+            lambda b: b["as_of"]["sequence"] >= sequence,
+            what=f"analytics to project up to sequence {sequence}",
+            timeout=20,
+        )
+    return int(body["participants"])
+
+
 async def test_a_participant_fills_the_form_by_keyboard_in_english_and_spanish(
-    browser: Browser, survey: Service, axe_script: Path, nats_url: str, screenshot_dir: Path
+    browser: Browser, stack: Stack, axe_script: Path, nats_url: str, screenshot_dir: Path
 ) -> None:
+    """Both responses reach the log once each and analytics counts each one (coverage moves by one)."""
+    survey = stack.survey
     context = await browser.new_context(viewport=PHONE, bypass_csp=True)  # axe is injected into the page
     await context.route(NEUTRAL, neutral_site)
     page = await context.new_page()
+    counted = [await participants(stack, 0)]
     for lang, thanks in (("en", "Thank you"), ("es", "Gracias")):
         await page.goto(f"{survey.url}/form" + ("" if lang == "en" else "?lang=es"))
         assert await page.get_attribute("html", "lang") == lang
@@ -124,8 +159,10 @@ async def test_a_participant_fills_the_form_by_keyboard_in_english_and_spanish(
         await fill_by_keyboard(page)
         await page.wait_for_selector(f"h1:text('{thanks}')")
         await axe(page, axe_script)
+        counted.append(await participants(stack, len(await stored_events(nats_url))))
     stored = [e.payload for _, e in await stored_events(nats_url) if isinstance(e.payload, SurveyCompleted)]
     assert len(stored) == 2  # both responses are on the log, each once
+    assert counted == [counted[0], counted[0] + 1, counted[0] + 2], counted  # and each one counted, once
     for payload in stored:
         assert payload.profile.categories == {
             "region": ("northeast",),
