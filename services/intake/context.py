@@ -39,6 +39,9 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,  # e.g. the pool is closing, the connection was lost
     asyncpg.exceptions.OperatorInterventionError,  # the server is shutting down or restarting
     asyncpg.exceptions.InsufficientResourcesError,  # e.g. too many connections
+    # A connection the server dropped in the middle of an operation (PostgreSQL shutting down)
+    # can leave asyncpg refusing the next one with "cannot switch to state …": the same outage.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
