@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 
-from shared.errors import ConfigError
+from shared.database import ensure_schema
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -73,40 +73,8 @@ async def migrate(pool: asyncpg.Pool) -> None:
     """Create intake's schema and tables if missing; safe to run on every start."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-        await ensure_schema(conn)
+        await ensure_schema(conn, SCHEMA)
         await conn.execute(MIGRATION)
-
-
-async def ensure_schema(conn: Connection) -> None:
-    """Make sure intake's schema exists and this role may make tables in it; create it only if missing.
-
-    A deployment gives engage_intake its schema ready-made (deploy/postgres/init.sql) and no
-    CREATE on the database, so look in ``pg_namespace`` first: ``CREATE SCHEMA IF NOT EXISTS``
-    checks the database privilege before it looks whether the schema exists. ``engage up``'s
-    superuser finds nothing there and creates it. Raises ConfigError, naming the role, when the
-    schema is missing and cannot be made, or is there but not this role's to use.
-    """
-    # The role is asked for now: after a refused CREATE SCHEMA a transaction answers nothing more.
-    row = await conn.fetchrow(
-        "SELECT current_user, (SELECT has_schema_privilege(oid, 'USAGE') AND has_schema_privilege(oid, 'CREATE') "
-        "FROM pg_namespace WHERE nspname = $1)",
-        SCHEMA,
-    )
-    assert row is not None  # a SELECT without FROM answers one row
-    role, usable = row
-    if usable is None:
-        try:
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{SCHEMA}"')
-        except asyncpg.InsufficientPrivilegeError:
-            raise ConfigError(
-                f'PostgreSQL schema "{SCHEMA}" does not exist and role {role} may not create it: create it '
-                f"and grant {role} USAGE and CREATE on it (deploy/postgres/init.sql does)"
-            ) from None
-    elif not usable:
-        raise ConfigError(
-            f'PostgreSQL role {role} may not make tables in schema "{SCHEMA}": grant it USAGE and CREATE '
-            "on that schema (deploy/postgres/init.sql does)"
-        )
 
 
 async def remember_interview(conn: Connection, row: InterviewRow) -> None:

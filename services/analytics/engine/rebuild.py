@@ -31,6 +31,7 @@ from services.analytics.reading.replay import last_sequence, raw_batches
 from services.analytics.store import reads
 from services.analytics.store import schema as db_schema
 from shared.bus import connect_nats
+from shared.database import ensure_schema
 from shared.logging import get_logger
 from shared.settings import Settings
 
@@ -238,7 +239,7 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
             result.sequence = await reads.checkpoint(fresh, settings.consumer_name)
             result.checks = await check(conn, REBUILD_SCHEMA)
             result.before, result.after = await _totals(conn, db_schema.SCHEMA), await _totals(conn, REBUILD_SCHEMA)
-            await db_schema.ensure_schema(conn, RETIRED_SCHEMA)
+            await ensure_schema(conn, RETIRED_SCHEMA)
             for table in TABLES:
                 await conn.execute(f'ALTER TABLE {db_schema.SCHEMA}.{table} SET SCHEMA "{RETIRED_SCHEMA}"')
                 await conn.execute(f'ALTER TABLE "{REBUILD_SCHEMA}".{table} SET SCHEMA {db_schema.SCHEMA}')
