@@ -25,6 +25,8 @@ from shared.profile import CATEGORIES, DIMENSIONS, MULTI_SELECT
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+# (derived dimension, category, ((profile dimension, codes that put a participant in it), ...)), ...
+DerivedRules = tuple[tuple[str, str, tuple[tuple[str, frozenset[str]], ...]], ...]
 
 
 def _problem(message: str) -> PydanticCustomError:
@@ -153,6 +155,15 @@ class Plan(BaseModel):
             for key, spec in self.derived_dimensions().items()
         }
 
+    def derived_rule_list(self) -> DerivedRules:
+        """Every derived category's rule in plan order, as (dimension, category, ((profile
+        dimension, codes), ...)): the form the projection applies to each participant it counts."""
+        return tuple(
+            (key, code, tuple((dim, frozenset(wanted)) for dim, wanted in when.items()))
+            for key, categories in self.derived_rules().items()
+            for code, when in categories.items()
+        )
+
     def matches(self, dimension_key: str, categories_of_participant: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
         """The categories of derived dimension ``dimension_key`` a participant is in, in plan order.
 
@@ -161,8 +172,8 @@ class Plan(BaseModel):
         mine = categories_of_participant
         return tuple(
             code
-            for code, cat in self.dimension(dimension_key).categories.items()
-            if any(set(wanted) & set(mine.get(dim, ())) for dim, wanted in (cat.when or {}).items())
+            for key, code, when in self.derived_rule_list()
+            if key == dimension_key and any(codes.intersection(mine.get(dim, ())) for dim, codes in when)
         )
 
 

@@ -14,7 +14,8 @@ P = "shfa-2018"
 
 def test_a_survey_response_is_a_participant_with_its_categories() -> None:
     changes = project([f.survey(region="northeast", race_ethnicity=["white", "black"])], {})
-    assert changes.totals == Counter({(P, "participants"): 1, (P, "engagements"): 1})
+    assert changes.totals == Counter({(P, "participants"): 1, (P, "engagements"): 1, (P, "profiled"): 1})
+    assert changes.people == Counter({(P, "survey"): 1})
     assert changes.categories == Counter(
         {
             (P, "region", "northeast"): 1,
@@ -59,8 +60,9 @@ def test_withdrawal_takes_away_everything_the_person_added() -> None:
         )
     }
     changes = project([f.withdrawn(person), f.interview(person, region="central")], known)
-    assert changes.totals == Counter({(P, "participants"): -1, (P, "engagements"): -2})
+    assert changes.totals == Counter({(P, "participants"): -1, (P, "engagements"): -2, (P, "profiled"): -1})
     assert changes.engagements == Counter({(P, "interview_phone"): -2})
+    assert changes.people == Counter({(P, "interview_phone"): -1})
     assert changes.categories == Counter(
         {
             (P, "region", "central"): -1,

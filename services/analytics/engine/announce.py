@@ -14,7 +14,7 @@ status, sequence) lets JetStream drop an exact repeat.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,8 +23,9 @@ from nats.js import JetStreamContext
 
 from services.analytics.answers.coverage import View, coverage
 from services.analytics.answers.models import CategoryRow, Freshness
+from services.analytics.engine.batch import EVERYTHING
 from services.analytics.projection.counts import Counts
-from services.analytics.projection.fold import ANSWERED
+from services.analytics.projection.fold import ANSWERED, PARTICIPANTS, PROFILED
 from services.analytics.store import reads, writes
 from shared.logging import get_logger
 from shared.plan import Announce, Plan
@@ -153,11 +154,40 @@ async def _to_outbox(pool: asyncpg.Pool, events: list[CommunityStatusChanged]) -
         )
 
 
+def to_judge(plan: Plan, moved: Set[str]) -> set[str]:
+    """The dimensions whose statuses may have changed, from what moved (``BatchEngine.touched``).
+
+    A status is a function of a category's count and its base (``base_of``): a dimension's
+    counts and answered count move with its own category counters; derived groups and
+    minimum-count targets are judged on all participants; targets on the profiled base, on
+    those who gave a profile.
+    """
+    if EVERYTHING in moved:
+        return set(plan.dimensions)
+    dims = {d for d in moved if d in plan.dimensions}
+    for key, spec in plan.dimensions.items():
+        targets = [c.target for c in spec.categories.values() if c.target is not None]
+        if PARTICIPANTS in moved and (spec.derived or any(t.min_count is not None for t in targets)):
+            dims.add(key)
+        if PROFILED in moved and any(t.base == "profiled" for t in targets):
+            dims.add(key)
+    return dims
+
+
 async def judge_and_announce(
-    js: JetStreamContext, pool: asyncpg.Pool, plans: Mapping[str, Plan], settings: Settings
+    js: JetStreamContext,
+    pool: asyncpg.Pool,
+    plans: Mapping[str, Plan],
+    settings: Settings,
+    touched: Mapping[str, Set[str]] | None = None,
 ) -> list[CommunityStatusChanged]:
+    """Judge each plan's targeted categories and announce what changed: all of them, or with
+    ``touched`` (process -> what moved, ``BatchEngine.touched``) only those whose count or base moved."""
     published: list[CommunityStatusChanged] = []
     for process_id, plan in plans.items():
+        dims = set(plan.dimensions) if touched is None else to_judge(plan, touched.get(process_id, set()))
+        if not dims:
+            continue
         counts = await reads.counts(pool, process_id, settings.consumer_name, plan)
         if not counts.participants:
             continue
@@ -173,7 +203,7 @@ async def judge_and_announce(
             (d.dimension, c.category): c
             for d in body.dimensions
             for c in d.categories
-            if c.status is not Status.NO_TARGET
+            if c.status is not Status.NO_TARGET and d.dimension in dims
         }
         before = await reads.statuses(pool, process_id)
         judged = {key: (row.status, base_of(counts, plan, *key)) for key, row in rows.items()}

@@ -14,7 +14,7 @@ apply in log order, one at a time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import tzinfo
 
 import asyncpg
@@ -23,14 +23,29 @@ from services.analytics.projection.engages import keys_of
 from services.analytics.projection.fold import DEFAULT_TZ, project
 from services.analytics.store import writes
 from shared.events import Envelope
+from shared.plan import DerivedRules, Plan
+
+EVERYTHING = "*"  # in ``BatchEngine.touched``: every count of the process may have moved
 
 
 class BatchEngine:
     """Projects batches of (stream sequence, event) into the tables ``pool`` points at."""
 
-    def __init__(self, pool: asyncpg.Pool, consumer: str, tz: tzinfo = DEFAULT_TZ, *, overlap: bool = False) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        consumer: str,
+        tz: tzinfo = DEFAULT_TZ,
+        *,
+        overlap: bool = False,
+        plans: Mapping[str, Plan] | None = None,
+    ) -> None:
         self.pool, self.consumer, self.tz, self.overlap = pool, consumer, tz, overlap
+        self.derived: dict[str, DerivedRules] = {p: plan.derived_rule_list() for p, plan in (plans or {}).items()}
         self._writing: asyncio.Task[int] | None = None
+        # What the committed batches changed since the caller last took it: process -> the
+        # dimensions whose counts moved, and the totals (participants, profiled) that moved
+        self.touched: dict[str, set[str]] = {}
 
     async def apply(self, events: Sequence[tuple[int, Envelope]], reached: int) -> int:
         """Project ``events`` and move the checkpoint to ``reached``, in one transaction.
@@ -44,9 +59,16 @@ class BatchEngine:
                 "SELECT stream_seq FROM checkpoint WHERE consumer = $1 FOR UPDATE", self.consumer
             )
             fresh = [(seq, ev) for seq, ev in events if seq > done]
+            changes = None
             if fresh:
+                recounted = await writes.ensure_derived(conn, self.derived)
                 envelopes = [ev for _, ev in fresh]
-                changes = project(envelopes, await writes.load(conn, keys_of(envelopes)), self.tz)
+                known = await writes.load(conn, keys_of(envelopes))
+                changes = project(envelopes, known, self.tz, self.derived, dated=True)
+                changes.touches = [
+                    (key, fresh[i][0] if i >= 0 else 0, at, channel, profile)
+                    for key, i, at, channel, profile in changes.touches
+                ]
                 await writes.write(conn, changes)
                 await writes.write_activity(conn, fresh)
             if reached > done:
@@ -55,7 +77,19 @@ class BatchEngine:
                     self.consumer,
                     reached,
                 )
-            return len(fresh)
+        if changes is not None:  # committed: remember what moved, for judging statuses
+            for proc in recounted:
+                self.touched.setdefault(proc, set()).add(EVERYTHING)
+            for proc, dimension, _ in changes.categories:
+                self.touched.setdefault(proc, set()).add(dimension)
+            for proc, total in changes.totals:
+                self.touched.setdefault(proc, set()).add(total)
+        return len(fresh)
+
+    def take_touched(self) -> dict[str, set[str]]:
+        """What moved since the last call (see ``touched``), and forget it."""
+        touched, self.touched = self.touched, {}
+        return touched
 
     async def submit(self, events: Sequence[tuple[int, Envelope]], reached: int) -> None:
         """Apply a batch: at once, or with ``overlap`` while the caller goes on to the next one."""

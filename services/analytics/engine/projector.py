@@ -133,7 +133,8 @@ class Projector:
         self.progress = Progress()
         self.pulse = Pulse()  # beats after every commit: the dashboard shows fresh numbers at once
         self._reader: PullReader | None = None
-        self.engine = BatchEngine(pool, settings.consumer_name, settings.tz)
+        self.engine = BatchEngine(pool, settings.consumer_name, settings.tz, plans=self.plans)
+        self._judged_all = False  # the first judgement of a run judges every category
         self._state: str = "starting"
         self._reason: str | None = "the projector is starting"
         self._behind: int | None = None
@@ -432,11 +433,16 @@ class Projector:
         return fresh + await self.apply([], reached, tries=self.EVENT_TRIES)
 
     async def judge(self) -> None:
-        """Judge every targeted category; announce status changes. Never stops the projection."""
+        """Judge the categories whose counts or base moved since the last judgement (every one,
+        the first time); announce status changes. Never stops the projection."""
         self._judged_at = time.monotonic()
+        touched = self.engine.take_touched() if self._judged_all else None
         try:
-            await judge_and_announce(self.js, self.pool, self.plans, self.settings)
+            await judge_and_announce(self.js, self.pool, self.plans, self.settings, touched)
+            self._judged_all = True
         except Exception as exc:  # noqa: BLE001 - counting goes on; the next judgement retries
+            for proc, moved in (touched or {}).items():  # judged again next time, with what moved since
+                self.engine.touched.setdefault(proc, set()).update(moved)
             log.warning("judging_failed", error_type=type(exc).__name__, error=str(exc)[:300])
 
     async def park(self, skipped: Skipped, data: bytes | None, why: str) -> None:

@@ -33,6 +33,7 @@ from services.analytics.store import schema as db_schema
 from shared.bus import connect_nats
 from shared.database import ensure_schema
 from shared.logging import get_logger
+from shared.plan import load_plans
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -53,6 +54,11 @@ TABLES = (
     "daily_counts",
     "activity",
     "interview_regions",
+    "derived_rules",
+    "dated_counts",
+    "touches",
+    "event_times",
+    "as_of_needs_rebuild",
 )
 Progress = Callable[[int, int], None]  # (sequence reached, sequence aimed at)
 
@@ -96,7 +102,8 @@ async def project_range(
     """Project stream sequences ``start``..``end`` into the tables ``pool`` points at.
 
     Unreadable events are skipped: the live projector has parked them already."""
-    engine = BatchEngine(pool, settings.consumer_name, settings.tz, overlap=True)
+    plans = load_plans(settings.plans or None)
+    engine = BatchEngine(pool, settings.consumer_name, settings.tz, overlap=True, plans=plans)
     async for raw in raw_batches(nc, settings.stream_name, start, end, batch=batch):
         events, unreadable = decode_batch(raw)
         for skipped in unreadable:
@@ -127,7 +134,14 @@ async def check(conn: Connection, schema: str) -> list[str]:
         f"(SELECT process_id, sum(participants) n FROM {s}.daily_counts GROUP BY 1) d "
         "USING (process_id) WHERE t.participants <> coalesce(d.n, 0)",
         "no count is negative": f"SELECT process_id FROM {s}.category_counts WHERE participants < 0 UNION ALL "
-        f"SELECT process_id FROM {s}.engagement_counts WHERE engagements < 0",
+        f"SELECT process_id FROM {s}.engagement_counts WHERE engagements < 0 OR participants < 0 UNION ALL "
+        f"SELECT process_id FROM {s}.dated_counts WHERE n < 0",
+        "those who gave a profile match the counted participants": f"SELECT t.process_id FROM {s}.totals t "
+        f"LEFT JOIN (SELECT process_id, count(*) n FROM {s}.participants WHERE NOT withdrawn "
+        "AND profile <> '{}'::jsonb GROUP BY 1) p USING (process_id) WHERE t.profiled <> coalesce(p.n, 0)",
+        "the dated counts add up to the totals": f"SELECT t.process_id FROM {s}.totals t LEFT JOIN "
+        f"(SELECT process_id, sum(n) n FROM {s}.dated_counts WHERE item = 'total:participants' GROUP BY 1) d "
+        "USING (process_id) WHERE t.participants <> coalesce(d.n, 0)",
     }
     passed = []
     for name, query in checks.items():

@@ -2,9 +2,9 @@
 
 A participant's contribution is :func:`fold.add_contribution` of their state; the counts
 of any set of participants (a whole process, a segment of it, the log as of a moment) are
-the sum of their contributions, plus the derived groups they fall in by the plan's rule
-(:meth:`shared.plan.Plan.matches`). The read models hold the same sums as running
-counters, and ``store.reads.counts`` is this function's SQL twin (a test holds them equal).
+the sum of their contributions, the derived groups they fall in by the plan's rule
+(:meth:`shared.plan.Plan.derived_rule_list`) among them. The read models hold the same sums
+as running counters, which ``store.reads.counts`` reads (a test holds them equal).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from services.analytics.projection.fold import (
     DEFAULT_TZ,
     ENGAGEMENTS,
     PARTICIPANTS,
+    PROFILED,
     Changes,
     ParticipantState,
     add_contribution,
@@ -52,27 +53,18 @@ def counts_of(
 ) -> Counts:
     """The counts ``states`` make together (withdrawn participants make none)."""
     changes = Changes()
-    derived = [(plan, dimension) for dimension in plan.derived_dimensions()] if plan else []
+    derived = plan.derived_rule_list() if plan else ()
     process = ""  # one process at a time: the key's process part is the same for every state
-    profiled = 0
-    people: Counter[str] = Counter()
     for state in states:
-        if state.withdrawn:
-            continue
-        add_contribution(changes, process, state)
-        profiled += bool(state.profile.categories)
-        people.update(c for c, n in state.channels.items() if n)
-        for rules, dimension in derived:
-            for code in rules.matches(dimension, state.profile.categories):
-                changes.categories[(process, dimension, code)] += 1
+        add_contribution(changes, process, state, derived=derived)
     return Counts(
         sequence=sequence,
         participants=changes.totals[(process, PARTICIPANTS)],
         engagements=changes.totals[(process, ENGAGEMENTS)],
         channels={c: n for (_, c), n in changes.engagements.items() if n},
         categories={(d, c): n for (_, d, c), n in changes.categories.items() if n},
-        profiled=profiled,
-        people_by_channel=dict(people),
+        profiled=changes.totals[(process, PROFILED)],
+        people_by_channel={c: n for (_, c), n in changes.people.items() if n},
         first_event=first_event,
         last_event=last_event,
         projected_at=projected_at,

@@ -10,13 +10,14 @@ profile, and a withdrawal (whose contribution after is nothing).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from services.analytics.projection.engages import Key, person_key, touches
 from shared.events import Channel, Envelope
+from shared.plan import DerivedRules
 from shared.profile import DECLINED, MULTI_SELECT, Profile
 
 ANSWERED = "__answered__"
@@ -24,6 +25,7 @@ ALONE = "alone:"  # "alone:white": chose white and nothing else (beside "white" 
 DEFAULT_TZ = ZoneInfo("America/Chicago")
 PARTICIPANTS = "participants"
 ENGAGEMENTS = "engagements"
+PROFILED = "profiled"  # participants who gave a profile: answered or declined any question
 
 
 @dataclass(frozen=True)
@@ -46,41 +48,74 @@ class Changes:
     participants: dict[Key, ParticipantState] = field(default_factory=dict)
     categories: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     engagements: Counter[tuple[str, str]] = field(default_factory=Counter)
+    people: Counter[tuple[str, str]] = field(default_factory=Counter)  # (process, channel) -> participants who used it
     totals: Counter[tuple[str, str]] = field(default_factory=Counter)
     # (process, day, channel) -> engagements that day, and participants first reached that day
     daily: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     firsts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     event_times: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    # Only with ``project(..., dated=True)``, for as-of answers (``store.dated``):
+    # (process, UTC day of the participant's last engagement, item) -> change of their contribution
+    dated: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    # engagements of participants engaged more than once: (participant, index of the event in
+    # the batch, or -1 for their one engagement before it, when, channel, what they said)
+    touches: list[tuple[Key, int, datetime, str, Profile | None]] = field(default_factory=list)
+    forget: set[Key] = field(default_factory=set)  # withdrew in this batch: their engagements go
+    moments: set[tuple[str, datetime]] = field(default_factory=set)  # (process, when) of each event
 
 
 def add_contribution(
-    changes: Changes, process_id: str, state: ParticipantState | None, sign: int = 1, tz: tzinfo = DEFAULT_TZ
+    changes: Changes,
+    process_id: str,
+    state: ParticipantState | None,
+    sign: int = 1,
+    tz: tzinfo = DEFAULT_TZ,
+    derived: DerivedRules = (),
 ) -> None:
     """Add (sign 1) or take away (sign -1) the counts one participant makes.
 
-    An unknown or withdrawn participant makes none. (Rebuilds run this for every
+    Everything an answer needs is a sum of these contributions, so the read models keep it
+    as running counters: totals, engagements and people per channel, those who gave a
+    profile, each category (with the answered and "alone" counts), the days, and the
+    plan's ``derived`` groups (:meth:`shared.plan.Plan.derived_rule_list`) the participant
+    falls in. An unknown or withdrawn participant makes none. (Rebuilds run this for every
     participant of the log, so it binds what it uses to locals.)
     """
     if state is None or state.withdrawn:
         return
     totals, categories = changes.totals, changes.categories
     totals[(process_id, PARTICIPANTS)] += sign
-    engagements, daily = changes.engagements, changes.daily
+    engagements, daily, people = changes.engagements, changes.daily, changes.people
     for channel, n in state.channels.items():
         engagements[(process_id, channel)] += sign * n
         totals[(process_id, ENGAGEMENTS)] += sign * n
+        if n:
+            people[(process_id, channel)] += sign
     for day_channel, n in state.days.items():
         day, _, channel = day_channel.partition("/")
         daily[(process_id, day, channel)] += sign * n
     if state.first_seen is not None and state.first_channel is not None:
         changes.firsts[(process_id, day_of(state.first_seen, tz), state.first_channel)] += sign
-    for dimension, chosen in state.profile.categories.items():
+    chosen_of = state.profile.categories
+    if chosen_of:
+        totals[(process_id, PROFILED)] += sign
+    for dimension, chosen in chosen_of.items():
         for category in chosen:
             categories[(process_id, dimension, category)] += sign
         if chosen != _DECLINED_ONLY:
             categories[(process_id, dimension, ANSWERED)] += sign
             if len(chosen) == 1 and dimension in MULTI_SELECT:
                 categories[(process_id, dimension, ALONE + chosen[0])] += sign
+    for group in derived_groups(chosen_of, derived):
+        categories[(process_id, *group)] += sign
+
+
+def derived_groups(chosen: Mapping[str, tuple[str, ...]], derived: DerivedRules) -> Iterator[tuple[str, str]]:
+    """The plan's derived groups (dimension, category) a participant who chose ``chosen``
+    (``Profile.categories``) is in: any of their answers to a listed dimension is one of its codes."""
+    for dimension, category, when in derived:
+        if any(codes.intersection(chosen.get(source, ())) for source, codes in when):
+            yield dimension, category
 
 
 _DECLINED_ONLY = (DECLINED,)
@@ -134,39 +169,108 @@ def _engaged(
     )
 
 
-def project(events: Iterable[Envelope], known: Mapping[Key, ParticipantState], tz: tzinfo = DEFAULT_TZ) -> Changes:
-    """Apply ``events`` (in log order) to the ``known`` participants they touch."""
+def project(
+    events: Iterable[Envelope],
+    known: Mapping[Key, ParticipantState],
+    tz: tzinfo = DEFAULT_TZ,
+    derived: Mapping[str, DerivedRules] | None = None,
+    *,
+    dated: bool = False,
+) -> Changes:
+    """Apply ``events`` (in log order) to the ``known`` participants they touch; ``derived``:
+    each process's plan groups to count (:func:`add_contribution`); ``dated``: also what as-of
+    answers are made of (``Changes.dated``, ``touches``, ``forget``, ``moments``)."""
     before: dict[Key, ParticipantState | None] = {}
     now: dict[Key, ParticipantState] = {}
     times: dict[str, tuple[datetime, datetime]] = {}
+    engaged: dict[Key, list[tuple[int, datetime, str, Profile | None]]] = {}
+    moments: set[tuple[str, datetime]] = set()
 
     def current(key: Key) -> ParticipantState:
         if key not in before:
             before[key] = known.get(key)
         return now.get(key) or before[key] or ParticipantState()
 
-    def engage(key: Key, channel: Channel, profile: Profile | None, at: datetime) -> None:
-        now[key] = _engaged(current(key), channel, profile, at, tz)
-
-    for ev in events:
+    for i, ev in enumerate(events):
         p, proc, at = ev.payload, ev.process_id, ev.occurred_at
         if p.type in RECORDS:  # a record of ours (an export), not outreach: no part of its span
             continue
         first, last = times.get(proc, (at, at))
         times[proc] = (min(first, at), max(last, at))
+        if dated:
+            moments.add((proc, at))
         if p.type == "ParticipantWithdrawn":
             key = (proc, person_key(p.participant_ref))
             state = current(key)
             now[key] = replace(state, withdrawn=True, first_seen=state.first_seen or at, last_seen=at)
             continue
         for who, channel, profile in touches(ev):
-            engage((proc, who), channel, profile, at)
+            key = (proc, who)
+            now[key] = _engaged(current(key), channel, profile, at, tz)
+            if dated:
+                engaged.setdefault(key, []).append((i, at, channel._value_, profile))
 
-    changes = Changes(participants=now, event_times=times)
+    changes = Changes(participants=now, event_times=times, moments=moments)
+    rules = derived or {}
     for key, state in now.items():
-        add_contribution(changes, key[0], state, 1, tz)
-        add_contribution(changes, key[0], before[key], -1, tz)
-    for counter in (changes.categories, changes.engagements, changes.totals, changes.daily, changes.firsts):
+        add_contribution(changes, key[0], state, 1, tz, rules.get(key[0], ()))
+        add_contribution(changes, key[0], before[key], -1, tz, rules.get(key[0], ()))
+    if dated:
+        _dated(changes, now, before, engaged, rules)
+    counters = (changes.categories, changes.engagements, changes.people, changes.totals, changes.daily, changes.firsts)
+    for counter in (*counters, changes.dated):
         for k in [k for k, v in counter.items() if v == 0]:
             del counter[k]
     return changes
+
+
+def utc_day(at: datetime) -> int:
+    """The UTC day of ``at``, as days since 1970-01-01: as-of answers' unit of counters."""
+    return int(at.timestamp() // 86_400)
+
+
+def engagements_of(state: ParticipantState) -> int:
+    return sum(state.channels.values())
+
+
+def _dated(
+    changes: Changes,
+    now: Mapping[Key, ParticipantState],
+    before: Mapping[Key, ParticipantState | None],
+    engaged: Mapping[Key, list[tuple[int, datetime, str, Profile | None]]],
+    rules: Mapping[str, DerivedRules],
+) -> None:
+    """What as-of answers need of a batch: each changed participant's contribution moved from
+    the day of their last engagement before to the day of it after, and the engagements of
+    everyone engaged more than once (with the one before the batch, rebuilt from its state:
+    a participant engaged once has the state that engagement made)."""
+    scratch = Changes()
+    for key, state in now.items():
+        was = before[key]
+        proc = key[0]
+        if state.last_seen is not None and not state.withdrawn:
+            add_contribution(scratch, f"{proc}\x00{utc_day(state.last_seen)}", state, 1, derived=rules.get(proc, ()))
+        if was is not None and was.last_seen is not None and not was.withdrawn:
+            add_contribution(scratch, f"{proc}\x00{utc_day(was.last_seen)}", was, -1, derived=rules.get(proc, ()))
+        if state.withdrawn:
+            if was is not None and not was.withdrawn:
+                changes.forget.add(key)
+            continue
+        if engagements_of(state) < 2:
+            continue
+        if was is not None and engagements_of(was) == 1 and was.first_seen is not None and was.first_channel:
+            changes.touches.append((key, -1, was.first_seen, was.first_channel, was.profile))
+        changes.touches.extend((key, *t) for t in engaged.get(key, ()))
+    dated = changes.dated
+    for (where, name), n in scratch.totals.items():
+        proc, _, day = where.partition("\x00")
+        dated[(proc, int(day), f"total:{name}")] += n
+    for (where, channel), n in scratch.engagements.items():
+        proc, _, day = where.partition("\x00")
+        dated[(proc, int(day), f"engagements:{channel}")] += n
+    for (where, channel), n in scratch.people.items():
+        proc, _, day = where.partition("\x00")
+        dated[(proc, int(day), f"people:{channel}")] += n
+    for (where, dimension, category), n in scratch.categories.items():
+        proc, _, day = where.partition("\x00")
+        dated[(proc, int(day), f"category:{dimension}\x1f{category}")] += n

@@ -8,7 +8,7 @@ the plan's own rule (:meth:`shared.plan.Plan.derived_rules`) in SQL.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections import Counter
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +16,15 @@ import asyncpg
 import orjson
 
 from services.analytics.projection.counts import Counts
-from services.analytics.projection.fold import ParticipantState
-from shared.events import Channel
-from shared.plan import Plan
+from services.analytics.projection.fold import ParticipantState, derived_groups, utc_day
+from shared.logging import get_logger
+from shared.plan import DerivedRules, Plan
 from shared.profile import Profile
 
 if TYPE_CHECKING:
     from services.analytics.store.schema import Connection
+
+log = get_logger("engage.analytics.reads")
 
 
 async def checkpoint(conn: Connection | asyncpg.Pool, consumer: str) -> int:
@@ -47,8 +49,14 @@ async def recent_activity(pool: asyncpg.Pool, process_id: str, limit: int = 20) 
 
 
 async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan | None) -> Counts:
-    """The whole process's counts from the counters, in one snapshot with the sequence they reflect,
-    with the plan's derived groups (e.g. the mandated stakeholder groups) counted by its rule."""
+    """The whole process's counts from the counters, in one snapshot with the sequence they reflect.
+
+    Every read is of counters whose size depends on the plan, never on the people: the plan's
+    derived groups are among the category counters, kept by its rules (``writes.ensure_derived``).
+    Counters kept by another plan's rules (a projector with another plan file) are not trusted:
+    those groups are counted from the participants instead, slowly, and a warning says why.
+    """
+    rules = plan.derived_rule_list() if plan else ()
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         sequence, projected_at = await reached(conn, consumer)
         total = await conn.fetchrow("SELECT * FROM totals WHERE process_id = $1", process_id)
@@ -57,56 +65,56 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan 
             process_id,
         )
         chans = await conn.fetch(
-            "SELECT channel, engagements FROM engagement_counts WHERE process_id = $1 AND engagements <> 0", process_id
+            "SELECT channel, engagements, participants FROM engagement_counts WHERE process_id = $1 "
+            "AND (engagements <> 0 OR participants <> 0)",
+            process_id,
         )
         categories = {(r["dimension"], r["category"]): r["participants"] for r in cats}
-        derived = await _derived_counts(conn, process_id, plan.derived_rules() if plan else {})
-        profiled = derived.pop(_PROFILED, 0)
-        people = {c[len(_CHANNEL) :]: n for (_, c), n in list(derived.items()) if c.startswith(_CHANNEL)}
-        categories.update({key: n for key, n in derived.items() if not key[1].startswith(_CHANNEL)})
+        stored = await conn.fetchval("SELECT rules FROM derived_rules WHERE process_id = $1", process_id)
+        if stored != rules_text(rules) and (stored is not None or rules):
+            log.warning("derived_counted_from_participants", process_id=process_id, reason="counted by other rules")
+            others = {d for d, _, _ in orjson.loads(stored)} if stored else set()
+            categories = {key: n for key, n in categories.items() if key[0] not in others}
+            categories.update((await derived_scan(conn, process_id, rules))[0])
     return Counts(
         sequence=sequence,
         projected_at=projected_at,
         participants=total["participants"] if total else 0,
         engagements=total["engagements"] if total else 0,
-        channels={r["channel"]: r["engagements"] for r in chans},
+        channels={r["channel"]: r["engagements"] for r in chans if r["engagements"]},
         categories=categories,
-        profiled=profiled,
-        people_by_channel=people,
+        profiled=total["profiled"] if total else 0,
+        people_by_channel={r["channel"]: r["participants"] for r in chans if r["participants"]},
         first_event=total["first_event"] if total else None,
         last_event=total["last_event"] if total else None,
     )
 
 
-_PROFILED = ("", "profiled")
-_CHANNEL = "\x00channel:"  # a name no plan category can have
+def rules_text(rules: DerivedRules) -> str:
+    """Derived rules as canonical JSON: what ``derived_rules`` holds, to compare with a plan's."""
+    return orjson.dumps([[d, c, [[src, sorted(codes)] for src, codes in when]] for d, c, when in rules]).decode()
 
 
-async def _derived_counts(
-    conn: Connection, process_id: str, derived: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]]
-) -> dict[tuple[str, str], int]:
-    """In one pass over the participants: the derived groups, those who gave a profile, and the
-    participants per channel (keys ``_PROFILED`` and ``("", _CHANNEL + channel)``)."""
-    filters: list[str] = ["count(*) FILTER (WHERE profile <> '{}'::jsonb)"]
-    args: list[object] = [process_id]
-    names: list[tuple[str, str]] = [_PROFILED]
-    for channel in Channel:
-        args.append(channel.value)
-        filters.append(f"count(*) FILTER (WHERE coalesce((channels ->> ${len(args)})::int, 0) > 0)")
-        names.append(("", _CHANNEL + channel.value))
-    for dimension, categories in derived.items():
-        for category, when in categories.items():
-            ors = []
-            for source, wanted in when.items():
-                args.extend([source, list(wanted)])
-                ors.append(f"(profile -> ${len(args) - 1}) ?| ${len(args)}::text[]")
-            filters.append(f"count(*) FILTER (WHERE {' OR '.join(ors) or 'false'})")
-            names.append((dimension, category))
-    row = await conn.fetchrow(
-        f"SELECT {', '.join(filters)} FROM participants WHERE process_id = $1 AND NOT withdrawn", *args
+async def derived_scan(
+    conn: Connection, process_id: str, rules: DerivedRules
+) -> tuple[Counter[tuple[str, str]], Counter[tuple[int, str, str]]]:
+    """The plan's derived groups counted from every counted participant (inside a transaction):
+    (dimension, category) -> participants, and the same under the UTC day of each one's last
+    engagement. Only for rules the counters were not kept by: this reads every participant."""
+    now: Counter[tuple[str, str]] = Counter()
+    dated: Counter[tuple[int, str, str]] = Counter()
+    if not rules:
+        return now, dated
+    query = (
+        "SELECT profile::text AS profile, last_seen FROM participants "
+        "WHERE process_id = $1 AND NOT withdrawn AND profile <> '{}'::jsonb"
     )
-    assert row is not None  # an aggregate always answers one row
-    return {name: row[i] for i, name in enumerate(names) if row[i]}
+    async for r in conn.cursor(query, process_id, prefetch=5000):
+        day = utc_day(r["last_seen"])
+        for dimension, category in derived_groups(Profile.model_validate_json(r["profile"]).categories, rules):
+            now[(dimension, category)] += 1
+            dated[(day, dimension, category)] += 1
+    return now, dated
 
 
 async def states_in(

@@ -6,6 +6,7 @@ moves the checkpoint; announcing statuses remembers them with ``save_statuses``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date
@@ -16,8 +17,10 @@ import orjson
 
 from services.analytics.projection import activity
 from services.analytics.projection.engages import Key
-from services.analytics.projection.fold import Changes, ParticipantState
+from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, PROFILED, Changes, ParticipantState
+from services.analytics.store import reads
 from shared.events import Envelope
+from shared.plan import DerivedRules
 from shared.profile import Profile
 
 if TYPE_CHECKING:
@@ -88,17 +91,20 @@ async def write(conn: Connection, changes: Changes) -> None:
             cats,
             deltas,
         )
-    if changes.engagements:
-        (procs, channels), deltas = _columns(changes.engagements, 2)
+    if changes.engagements or changes.people:
+        channels = sorted(set(changes.engagements) | set(changes.people))  # a fixed order: no deadlocks
         await conn.execute(
             """
-            INSERT INTO engagement_counts AS e (process_id, channel, engagements)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-            ON CONFLICT (process_id, channel) DO UPDATE SET engagements = e.engagements + EXCLUDED.engagements
+            INSERT INTO engagement_counts AS e (process_id, channel, engagements, participants)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+            ON CONFLICT (process_id, channel) DO UPDATE
+               SET engagements = e.engagements + EXCLUDED.engagements,
+                   participants = e.participants + EXCLUDED.participants
             """,
-            procs,
-            channels,
-            deltas,
+            [k[0] for k in channels],
+            [k[1] for k in channels],
+            [changes.engagements[k] for k in channels],
+            [changes.people[k] for k in channels],
         )
     if changes.daily or changes.firsts:
         days = sorted(set(changes.daily) | set(changes.firsts))
@@ -119,19 +125,70 @@ async def write(conn: Connection, changes: Changes) -> None:
     for proc, (first, last) in changes.event_times.items():
         await conn.execute(
             """
-            INSERT INTO totals AS t (process_id, participants, engagements, first_event, last_event)
-            VALUES ($1, $2, $3, $4, $5)
+            INSERT INTO totals AS t (process_id, participants, engagements, profiled, first_event, last_event)
+            VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT (process_id) DO UPDATE
                SET participants = t.participants + EXCLUDED.participants,
                    engagements = t.engagements + EXCLUDED.engagements,
+                   profiled = t.profiled + EXCLUDED.profiled,
                    first_event = LEAST(t.first_event, EXCLUDED.first_event),
                    last_event = GREATEST(t.last_event, EXCLUDED.last_event)
             """,
             proc,
-            changes.totals[(proc, "participants")],
-            changes.totals[(proc, "engagements")],
+            changes.totals[(proc, PARTICIPANTS)],
+            changes.totals[(proc, ENGAGEMENTS)],
+            changes.totals[(proc, PROFILED)],
             first,
             last,
+        )
+    await _write_dated(conn, changes)
+
+
+async def _write_dated(conn: Connection, changes: Changes) -> None:
+    """What as-of answers are made of (``projection.fold._dated``)."""
+    if changes.dated:
+        (procs, days, items), deltas = _columns(changes.dated, 3)
+        await conn.execute(
+            """
+            INSERT INTO dated_counts AS d (process_id, day, item, n)
+            SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[])
+            ON CONFLICT (process_id, day, item) DO UPDATE SET n = d.n + EXCLUDED.n
+            """,
+            procs,
+            days,
+            items,
+            deltas,
+        )
+    if changes.forget:
+        gone = sorted(changes.forget)
+        await conn.execute(
+            "DELETE FROM touches WHERE (process_id, participant) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            [k[0] for k in gone],
+            [k[1] for k in gone],
+        )
+    if changes.touches:
+        rows = changes.touches  # with stream sequences by now (``engine.batch``)
+        await conn.execute(
+            """
+            INSERT INTO touches (process_id, participant, sequence, at, channel, profile)
+            SELECT p, k, s, a, c, pr::jsonb
+              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[])
+                   AS t(p, k, s, a, c, pr)
+            """,
+            [key[0] for key, *_ in rows],
+            [key[1] for key, *_ in rows],
+            [seq for _, seq, *_ in rows],
+            [at for _, _, at, _, _ in rows],
+            [channel for *_, channel, _ in rows],
+            [None if profile is None else profile.model_dump_json(exclude_none=True) for *_, profile in rows],
+        )
+    if changes.moments:
+        moments = sorted(changes.moments)
+        await conn.execute(
+            "INSERT INTO event_times (process_id, at) SELECT * FROM unnest($1::text[], $2::timestamptz[]) "
+            "ON CONFLICT DO NOTHING",
+            [m[0] for m in moments],
+            [m[1] for m in moments],
         )
 
 
@@ -214,3 +271,43 @@ async def save_statuses(
         [changed[k] for k in keys],
         sequence,
     )
+
+
+async def ensure_derived(conn: Connection, derived: Mapping[str, DerivedRules]) -> list[str]:
+    """Make the counters of the plans' derived groups agree with ``derived`` (each process's rules).
+
+    The batch engine calls this inside each batch's transaction, with the checkpoint locked, so
+    no batch counts by other rules meanwhile. A process whose counters were made by other rules
+    (its plan changed, or a projector with another plan file counted) is counted again from its
+    participants, once; returns those processes.
+    """
+    stored = {r["process_id"]: r["rules"] for r in await conn.fetch("SELECT process_id, rules FROM derived_rules")}
+    recounted = []
+    for proc in sorted(set(stored) | set(derived)):
+        want = derived.get(proc, ())
+        text = reads.rules_text(want)
+        if stored.get(proc) == text:
+            continue
+        old = {d for d, _, _ in orjson.loads(stored[proc])} if proc in stored else set()
+        old |= {d for d, _, _ in want}
+        for dimension in sorted(old):
+            await conn.execute("DELETE FROM category_counts WHERE process_id = $1 AND dimension = $2", proc, dimension)
+            await conn.execute(
+                "DELETE FROM dated_counts WHERE process_id = $1 AND starts_with(item, $2)",
+                proc,
+                f"category:{dimension}\x1f",
+            )
+        now, dated = await reads.derived_scan(conn, proc, want)
+        changes = Changes(
+            categories=Counter({(proc, d, c): n for (d, c), n in now.items()}),
+            dated=Counter({(proc, day, f"category:{d}\x1f{c}"): n for (day, d, c), n in dated.items()}),
+        )
+        await write(conn, changes)
+        await conn.execute(
+            "INSERT INTO derived_rules (process_id, rules) VALUES ($1, $2) "
+            "ON CONFLICT (process_id) DO UPDATE SET rules = EXCLUDED.rules",
+            proc,
+            text,
+        )
+        recounted.append(proc)
+    return recounted
