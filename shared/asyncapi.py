@@ -173,6 +173,10 @@ def _channels(settings: Settings) -> list[_Channel]:
                 "saw (0: the aggregate must be new). JetStream refuses the write if anyone else wrote to the "
                 "subject since (error 10071), and the service answers 409."
             ),
+            "Nats-Expected-Last-Subject-Sequence-Subject": (
+                "With the one above on a new aggregate: the subjects that sequence is checked on, "
+                "`engagement.*.<aggregate>.<id>`, so no process already has the aggregate."
+            ),
             "correlation_id": "The envelope's `correlation_id`, which FastStream also sends as a header.",
             "Engage-Request": (
                 "A survey response's request fingerprint (a SHA-256 of its route and body): a retry with the "

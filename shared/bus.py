@@ -390,13 +390,16 @@ async def publish_event(
     settings: Settings,
     *,
     expected_last_subject_sequence: int | None = None,
+    expected_subjects: str | None = None,
     request: str | None = None,
 ) -> tuple[int, bool]:
     """Store ``event`` on the log and wait for JetStream's PubAck.
 
     The event id is the ``Nats-Msg-Id``, so a retry inside the dedupe window is stored
     once. ``expected_last_subject_sequence`` makes the write conditional on nobody else
-    having written to this aggregate since (0: the aggregate must be new). ``request`` is the
+    having written to this aggregate since (0: the aggregate must be new); ``expected_subjects``
+    (a subject filter, wildcards allowed) checks that sequence on every subject it matches
+    instead of the event's own (nats-server 2.11+). ``request`` is the
     fingerprint of the request that made the event (header ``Engage-Request``), so a retry
     can tell its own request from another one sent with the same key.
     Returns (stream sequence, whether it was a duplicate).
@@ -409,6 +412,8 @@ async def publish_event(
         headers[REQUEST_HEADER] = request
     if expected_last_subject_sequence is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_sequence)
+        if expected_subjects is not None:
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = expected_subjects
     started = time.perf_counter()
     try:
         ack = await broker.publish(
@@ -507,8 +512,7 @@ class EventLog:
         self, event: Envelope
     ) -> tuple[tuple[Envelope, int, str | None] | None, tuple[Envelope, int] | None]:
         """``find``'s answer, and else the newest event of the aggregate, in any process (if any)."""
-        _, _process, aggregate = event.subject.split(".", 2)
-        raw = await self._newest_raw(f"engagement.*.{aggregate}")
+        raw = await self._newest_raw(_in_any_process(event))
         if raw is None:
             return None, None
         headers = raw.headers or {}
@@ -527,22 +531,32 @@ class EventLog:
         ``request``, come from a request with the same fingerprint), else
         ConflictError(``differs``): the same key sent with different content (the survey's
         answers) must not silently keep one and lose what someone said.
+
+        A new aggregate costs one round trip, the publish: it is conditional on no event
+        of the aggregate in any process (``engagement.*.<aggregate>``), and only a refused
+        write (or a duplicate) reads what is stored to tell a retry from someone else's write.
         """
-        mine, found = await self._newest_of_aggregate(event)  # our own event, else whoever has the aggregate
-        if mine is not None:
-            return _ours_or_conflict(mine, event, exists, differs, request)
-        if found is not None:
-            return _ours_or_conflict((*found, None), event, exists, differs, request)
         try:
             seq, duplicate = await publish_event(
-                self.broker, event, self.settings, expected_last_subject_sequence=0, request=request
+                self.broker,
+                event,
+                self.settings,
+                expected_last_subject_sequence=0,
+                expected_subjects=_in_any_process(event),
+                request=request,
             )
         except ConflictError:
-            # Someone wrote first: maybe the same request, retried concurrently.
+            # The aggregate has an event: our own (a retry, maybe a concurrent one), or someone else's.
+            mine, found = await self._newest_of_aggregate(event)
+            if mine is not None:
+                return _ours_or_conflict(mine, event, exists, differs, request)
+            if found is not None:
+                return _ours_or_conflict((*found, None), event, exists, differs, request)
+            raise
+        if duplicate:  # the dedupe window answered from an earlier write with this id: is it this request's?
             mine = await self.find(event)
-            if mine is None:
-                raise
-            return _ours_or_conflict(mine, event, exists, differs, request)
+            if mine is not None:
+                return _ours_or_conflict(mine, event, exists, differs, request)
         return Stored(event.event_id, seq, duplicate)
 
     async def append(self, event: Envelope, after: int) -> Stored:
@@ -607,6 +621,12 @@ class ServiceState:
 
     settings: Settings
     log: EventLog
+
+
+def _in_any_process(event: Envelope) -> str:
+    """The subjects of ``event``'s aggregate in every process: ``engagement.*.<aggregate>``."""
+    _, _process, aggregate = event.subject.split(".", 2)
+    return f"engagement.*.{aggregate}"
 
 
 def _ours_or_conflict(

@@ -358,6 +358,19 @@ def app_state(name: str, kind: type[_State]) -> Callable[[Request], _State]:
     return state
 
 
+def app_state_dependency(name: str, kind: type[_State]) -> Callable[[Request], Awaitable[_State]]:
+    """``app_state`` as a route dependency: a coroutine, so FastAPI runs it on the event loop.
+
+    FastAPI runs a plain function dependency in a worker thread, a thread hop on every request.
+    """
+    state = app_state(name, kind)
+
+    async def dependency(request: Request) -> _State:
+        return state(request)
+
+    return dependency
+
+
 def health_checks(
     nats: NatsClient | None = None, database: Fetches | None = None, *, timeout: float = HEALTH_TIMEOUT_SECONDS
 ) -> dict[str, HealthCheck]:

@@ -124,7 +124,10 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=2,  # open dashboard streams must not hold a stop up
     )
-    asyncio.run(_serve_when_answering(uvicorn.Server(config), settings, service))
+    # uvicorn picks httptools and uvloop when they are installed (they are dependencies): the event
+    # loop has to be made by uvicorn's factory, since the wait below runs before uvicorn does.
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(_serve_when_answering(uvicorn.Server(config), settings, service))
 
 
 async def _serve_when_answering(server: uvicorn.Server, settings: Settings, service: str) -> None:

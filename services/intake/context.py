@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from shared.bus import ServiceState, Stored
 from shared.errors import ServerUnavailable
 from shared.events import Envelope
-from shared.http import app_state, require_scope
+from shared.http import app_state_dependency, require_scope
 from shared.idempotency import Key, derived_id, derived_uuid, write_key
 from shared.logging import get_logger
 
@@ -31,7 +31,7 @@ class IntakeState(ServiceState):
     pool: asyncpg.Pool
 
 
-IntakeDep = Annotated[IntakeState, Depends(app_state("intake", IntakeState))]
+IntakeDep = Annotated[IntakeState, Depends(app_state_dependency("intake", IntakeState))]
 # What asyncpg raises when PostgreSQL is down, restarting or unreachable, or the pool is closed.
 DATABASE_DOWN: tuple[type[BaseException], ...] = (
     OSError,  # refused, unreachable, timed out (TimeoutError is an OSError)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from services.survey.models import RecordSurveyResponse, SurveyResponseRecorded
-from services.survey.state import SurveyDep
+from services.survey.state import SurveyDep, SurveyState
 from shared.events import Envelope, SurveyCompleted
 from shared.http import error_responses, require_scope
 from shared.idempotency import Key, conflicting_key, derived_id, derived_uuid, fingerprint, write_key
@@ -41,9 +41,8 @@ survey_writer = require_scope("survey:write")
 async def record_response(
     body: RecordSurveyResponse,
     survey: SurveyDep,
-    _client: str = Depends(survey_writer),
-    key: Key = Depends(write_key(survey_writer)),
-) -> SurveyResponseRecorded:
+    key: Key = Depends(write_key(survey_writer)),  # checks the token's scope and rate too: the key is per token
+) -> Response:
     """Store one anonymous survey response as a `SurveyCompleted` event.
 
     Answers 201 only once JetStream has stored the event. Every answer carries the
@@ -55,6 +54,13 @@ async def record_response(
     The response event itself is the idempotency record (the survey has no database): its
     id derives from the token and the key, and it carries the request's fingerprint.
     """
+    receipt = await record_survey_response(body, survey, key)
+    # Serialized here, once: FastAPI would validate the receipt again against the response model.
+    return Response(receipt.__pydantic_serializer__.to_json(receipt), 201, media_type="application/json")
+
+
+async def record_survey_response(body: RecordSurveyResponse, survey: SurveyState, key: Key) -> SurveyResponseRecorded:
+    """Store ``body`` as a `SurveyCompleted` event under ``key``: what every way in to the survey runs."""
     response_id = derived_id(key, "sr", "survey")
     event = Envelope.wrap(
         SurveyCompleted(response_id=response_id, profile=body.profile),

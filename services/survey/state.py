@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from shared.bus import ServiceState
-from shared.http import app_state
+from shared.http import app_state_dependency
 
 
 @dataclass(frozen=True)
@@ -19,4 +19,4 @@ class SurveyState(ServiceState):
     """
 
 
-SurveyDep = Annotated[SurveyState, Depends(app_state("survey", SurveyState))]
+SurveyDep = Annotated[SurveyState, Depends(app_state_dependency("survey", SurveyState))]

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 
-from services.survey.api import record_response
+from services.survey.api import record_survey_response
 from services.survey.form.i18n import DEFAULT_LANGUAGE, languages, questions, translations
 from services.survey.form.settings import FormSettings
 from services.survey.form.tokens import FormTokens, Verdict
@@ -208,7 +208,7 @@ def form_router(settings: FormSettings | None = None, clock: Callable[[], float]
             return form_page(filled, 429)
         try:
             # The very function POST /responses runs: same event, same dedupe; the form's nonce is the key.
-            await record_response(response, survey, FORM_CLIENT, Key(FORM_CLIENT, f"form-{nonce}"))
+            await record_survey_response(response, survey, Key(FORM_CLIENT, f"form-{nonce}"))
         except ConflictError:  # the same form sent again with other answers: the first ones stand
             return page("thanks.html", lang, 200, already=True)
         except PublishError:

@@ -11,7 +11,7 @@
   HMAC-SHA256 with the source's ``whsec_`` key, a replay window both ways, and the
   ``webhook-id`` as the idempotency key.
 
-Every route records through the survey's own ``POST /responses`` (``record_response``), so a
+Every route records through the survey's own ``POST /responses`` (``record_survey_response``), so a
 source's submission is stored exactly as a survey response is. Logs name the source, the
 response id and how many problems a refusal had; never an address, a user agent, a body or a value.
 """
@@ -33,7 +33,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from services.survey.api import record_response
+from services.survey.api import record_survey_response
 from services.survey.models import RecordSurveyResponse
 from services.survey.sources.config import Source, load_sources
 from services.survey.sources.mapping import Kind, Refused, apply_mapping
@@ -200,7 +200,7 @@ def sources_router(settings: Settings) -> APIRouter:
         given: dict[str, Any] = {"profile": profile, "submitted_at": submitted, "process_id": source.mapping.process_id}
         body = RecordSurveyResponse(**{k: v for k, v in given.items() if v is not None})
         client = f"source:{source.name}"
-        receipt = await record_response(body, survey, client, Key(client, key))
+        receipt = await record_survey_response(body, survey, Key(client, key))
         log.info(
             "source_submission_recorded",
             source=source.name,
