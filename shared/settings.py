@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         le=10_000,
         description="Coordinators' numbers move once this many participants have changed (at least k; default k).",
     )
+    as_of_concurrency: int = Field(
+        2, ge=1, le=64, description="As-of questions analytics answers at once; one more is refused (429, retry)."
+    )
     write_rate: float = Field(50.0, gt=0, le=100_000, description="Writes per second each token may sustain.")
     write_burst: int = Field(
         500, ge=1, le=1_000_000, description="Writes a token may make at once before the rate applies."

@@ -100,7 +100,10 @@ def build_app(settings: Settings) -> FastAPI:
             log.info("migrations_applied", migrations=applied)
         projector = Projector(settings, broker.connection, pool, plans)
         releases = ReleaseBook(await reads.rounding_secret(pool), settings.every, settings.tz)
-        app.state.analytics = AnalyticsState(Sources(pool, broker.connection, settings, plans, releases), projector)
+        app.state.analytics = AnalyticsState(
+            Sources(pool, broker.connection, settings, plans, releases, asyncio.Semaphore(settings.as_of_concurrency)),
+            projector,
+        )
         src = app.state.analytics.sources
 
         async def as_coordinators_see(process: str, dimension: str, category: str) -> CategoryRow | None:

@@ -1,54 +1,62 @@
 """Coverage as it stood at a moment: who had been heard from by then.
 
-The read models only know the present, so an as-of view replays the log instead: every
-event up to the stream's last sequence now, through the same pure projection kept in
-memory (:class:`~services.analytics.projection.memory.MemoryProjection`), so it counts exactly as the
-live numbers do. An engagement counts if it happened (``occurred_at``) at or before the
-moment asked about; events recorded after the fact are found wherever they sit in the log.
+An engagement counts if it happened (``occurred_at``) at or before the moment asked about;
+events recorded after the fact count wherever they sit in the log. A
+``ParticipantWithdrawn`` applies whatever its time: the process promised that withdrawal
+removes a person from every count, so they are absent from every as-of view too,
+including views of moments before they withdrew.
 
-A ``ParticipantWithdrawn`` applies whatever its time. The process promised that
-withdrawal removes a person from every count, so they are absent from every as-of view
-too, including views of moments before they withdrew.
+No log is replayed. The projection keeps, beside the live counters, each participant's
+contribution under the UTC day of their last engagement (``dated_counts``), the
+engagements of everyone engaged more than once (``touches``) and when each event happened
+(``event_times``); a withdrawal takes the person out of all three. The counts as of a
+moment are then the dated counters of the days before its day, plus the participants seen
+since that day began, each as they stood at the moment (``store.reads.dated``), summed by
+the one count builder. The cost is the plan's size times the days, and one day's
+participants: not the log's length. A segment's as-of view needs each participant's state,
+so it reads the participants its narrowest term allows, as the live segment view does.
 
-The replay reads the whole log on each request; memory grows with the participants.
+The answer reflects the read models, so it can be behind the log like any live answer
+(``behind``): the moment's events still being projected are not in it yet.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 
-from nats.aio.client import Client
+import asyncpg
 
 from services.analytics.answers.models import Replayed
-from services.analytics.answers.segments import Segment, members
+from services.analytics.answers.segments import Segment, members, narrowing
 from services.analytics.projection.counts import Counts, counts_of
-from services.analytics.projection.memory import BATCH, MemoryProjection
+from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, PROFILED
 from services.analytics.reading import replay
-from shared.events import EARLIEST, Envelope
+from services.analytics.store import reads
+from shared.events import EARLIEST
 from shared.plan import Plan
 
 
 @dataclass(frozen=True)
 class AsOf:
-    """Counts as they stood at ``moment``, read from the log up to ``sequence``."""
+    """Counts as they stood at ``moment``, from the read models at stream sequence ``sequence``."""
 
     moment: datetime
     sequence: int
     counts: Counts
-    unreadable: int  # events the replay could not read (the projector parks them too)
-    replayed_at: datetime
+    unreadable: int  # events the projector parked: in no count, now or then
+    projected_at: datetime | None
 
-    def freshness(self) -> Replayed:
-        """What an as-of answer reflects: the moment, and the log read up to its last sequence
-        (so it is never behind)."""
+    def freshness(self, stream_sequence: int) -> Replayed:
+        """What an as-of answer reflects: the moment, and the read models' sequence."""
         return Replayed(
             as_of=self.moment,
             sequence=self.sequence,
-            stream_sequence=self.sequence,
-            behind=0,
+            stream_sequence=max(stream_sequence, self.sequence),
+            behind=max(stream_sequence - self.sequence, 0),
             unreadable=self.unreadable,
-            projected_at=self.replayed_at,
+            projected_at=self.projected_at,
             answered_at=datetime.now(UTC),
         )
 
@@ -73,49 +81,60 @@ def parse_moment(value: str, now: datetime | None = None) -> datetime:
     return moment
 
 
-def counted_at(event: Envelope, moment: datetime) -> bool:
-    """Whether an event belongs in the view as of ``moment``: it had happened by then, or it
-    is a withdrawal, which removes the person from every view."""
-    return event.occurred_at <= moment or event.payload.type == "ParticipantWithdrawn"
-
-
-async def replay_to(
-    nc: Client, stream: str, process_id: str, moment: datetime, tz: tzinfo, plan: Plan | None
-) -> tuple[MemoryProjection, AsOf]:
-    """Replay the whole log, as it is now, into memory, keeping what counts as of ``moment``."""
-    sequence = await replay.last_sequence(nc, stream)
-    unreadable = 0
-
-    def skipped(_seq: int, _subject: str, _reason: str) -> None:
-        nonlocal unreadable
-        unreadable += 1
-
-    memory = MemoryProjection(tz)
-    first: datetime | None = None
-    last: datetime | None = None
-    kept: list[tuple[int, Envelope]] = []
-    window = replay.Window(to_seq=sequence, process_id=process_id)
-    async for seq, event in replay.events(nc, stream, window, skipped):
-        if not counted_at(event, moment):
-            continue
-        kept.append((seq, event))
-        if event.occurred_at <= moment:  # a later withdrawal does not stretch the view's span
-            first = event.occurred_at if first is None else min(first, event.occurred_at)
-            last = event.occurred_at if last is None else max(last, event.occurred_at)
-        if len(kept) >= BATCH:  # the window's events are projected as they come, never all held at once
-            memory.feed(kept)
-            kept = []
-    memory.feed(kept)
-    counts = replace(memory.counts(process_id, plan), sequence=sequence, first_event=first, last_event=last)
-    return memory, AsOf(moment, sequence, counts, unreadable, datetime.now(UTC))
+def counts_of_dated(found: reads.Dated, plan: Plan | None) -> Counts:
+    """The counts the dated counters and the states as of the moment make together."""
+    tail = counts_of(found.states, plan, sequence=found.sequence)
+    base = found.base
+    channels = Counter(tail.channels)
+    people = Counter(tail.people_by_channel)
+    categories = Counter(tail.categories)
+    for item, n in base.items():
+        kind, _, what = item.partition(":")
+        if kind == "engagements":
+            channels[what] += n
+        elif kind == "people":
+            people[what] += n
+        elif kind == "category":
+            dimension, _, category = what.partition("\x1f")
+            categories[(dimension, category)] += n
+    return Counts(
+        sequence=found.sequence,
+        participants=tail.participants + base.get(f"total:{PARTICIPANTS}", 0),
+        engagements=tail.engagements + base.get(f"total:{ENGAGEMENTS}", 0),
+        channels={c: n for c, n in channels.items() if n},
+        categories={k: n for k, n in categories.items() if n},
+        profiled=tail.profiled + base.get(f"total:{PROFILED}", 0),
+        people_by_channel={c: n for c, n in people.items() if n},
+        first_event=found.first_event,
+        last_event=found.last_event,
+        projected_at=found.projected_at,
+    )
 
 
 async def coverage_counts(
-    nc: Client, stream: str, process_id: str, moment: datetime, tz: tzinfo, plan: Plan | None, segment: Segment | None
+    pool: asyncpg.Pool,
+    consumer: str,
+    process_id: str,
+    moment: datetime,
+    tz: tzinfo,
+    plan: Plan | None,
+    segment: Segment | None,
+    unreadable: int = 0,
 ) -> AsOf:
     """The counts of a process (or of one segment of it) as they stood at ``moment``."""
-    memory, result = await replay_to(nc, stream, process_id, moment, tz, plan)
+    rules = plan.derived_rule_list() if plan else ()
     if segment is None:
-        return result
-    chosen = members((state for _, state in memory.participants(process_id)), segment, plan)
-    return replace(result, counts=counts_of(chosen, plan, sequence=result.sequence))
+        found = await reads.dated(pool, process_id, consumer, moment, tz, rules)
+        counts = counts_of_dated(found, plan)
+    else:
+        term = narrowing(segment, plan)
+        narrow = (term.dimension, term.category) if term else True
+        found = await reads.dated(pool, process_id, consumer, moment, tz, rules, everyone=narrow)
+        chosen = members(found.states, segment, plan)
+        counts = replace(
+            counts_of(chosen, plan, sequence=found.sequence),
+            first_event=found.first_event,
+            last_event=found.last_event,
+            projected_at=found.projected_at,
+        )
+    return AsOf(moment, found.sequence, counts, unreadable, found.projected_at)

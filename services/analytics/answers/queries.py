@@ -6,8 +6,9 @@ which stream sequence they reflect.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
 
@@ -25,13 +26,23 @@ from services.analytics.answers.timeline import timeline
 from services.analytics.projection.counts import Counts, counts_of, daily_of
 from services.analytics.projection.fold import ParticipantState
 from services.analytics.store import reads
+from shared.bus import DEADLETTER_STREAM
+from shared.http import TooManyRequests
 from shared.plan import Plan
 from shared.settings import Settings
 
 
+class AsOfBusy(TooManyRequests):
+    """Every as-of slot is taken (``ENGAGE_AS_OF_CONCURRENCY``): 429, try again shortly."""
+
+    def __init__(self, slots: int) -> None:
+        Exception.__init__(self, f"{slots} as-of questions are being answered already; try again in 1 s")
+        self.wait = 1.0
+
+
 @dataclass(frozen=True)
 class Sources:
-    """Where answers come from: the read models, the log (for freshness, releases and as-of),
+    """Where answers come from: the read models, the log (for freshness and releases),
     settings and plans."""
 
     pool: asyncpg.Pool
@@ -39,6 +50,7 @@ class Sources:
     settings: Settings
     plans: Mapping[str, Plan]
     releases: ReleaseBook
+    as_of_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
     @property
     def js(self) -> JetStreamContext:
@@ -99,14 +111,45 @@ async def coverage_now(src: Sources, process_id: str | None, segment: str | None
 async def coverage_as_of(
     src: Sources, process_id: str | None, segment: str | None, view: View, moment: datetime
 ) -> CoverageAnswer:
-    """The same answer as it stood at ``moment``, replayed from the log (see ``asof``): exact numbers,
-    for analysts only (two moments one arrival apart would show that person's answers)."""
+    """The same answer as it stood at ``moment`` (see ``asof``): exact numbers, for analysts only
+    (two moments one arrival apart would show that person's answers). At most
+    ``ENGAGE_AS_OF_CONCURRENCY`` are answered at once; one more is refused with 429 at once,
+    rather than queued behind them."""
     if view.suppressed:
         raise PermissionError("as_of needs the analyst:read scope")
     process, plan = src.process(process_id)
     seg = parse_segment(plan, segment)
-    result = await asof.coverage_counts(src.nc, src.settings.stream_name, process, moment, src.settings.tz, plan, seg)
-    return coverage(result.counts, process, plan, view, result.freshness(), seg)
+    if src.as_of_slots.locked():
+        raise AsOfBusy(src.settings.as_of_concurrency)
+    await _caught_up(src, (await src.js.stream_info(src.settings.stream_name)).state.last_seq or 0)
+    async with src.as_of_slots:
+        result = await asof.coverage_counts(
+            src.pool, src.settings.consumer_name, process, moment, src.settings.tz, plan, seg, await _parked(src.js)
+        )
+    info = await src.js.stream_info(src.settings.stream_name)
+    return coverage(result.counts, process, plan, view, result.freshness(info.state.last_seq or 0), seg)
+
+
+AS_OF_WAIT = 10.0  # seconds an as-of answer waits for the events on the log when asked to be counted
+
+
+async def _caught_up(src: Sources, last: int) -> None:
+    """Wait (at most ``AS_OF_WAIT``) until the read models count what the log held when asked:
+    an as-of question is about the past, and the events recorded just before it belong in the
+    answer. A projection still further behind answers anyway, saying how far (``behind``)."""
+    deadline = asyncio.get_running_loop().time() + AS_OF_WAIT
+    while await reads.checkpoint(src.pool, src.settings.consumer_name) < last:
+        if asyncio.get_running_loop().time() >= deadline:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _parked(js: JetStreamContext) -> int:
+    """Events the projector parked (on the dead-letter stream): in no count, now or at any moment."""
+    try:
+        return int((await js.stream_info(DEADLETTER_STREAM)).state.messages or 0)
+    except Exception:  # noqa: BLE001 - an identity that may not read it gets 0, as before anything was parked
+        return 0
 
 
 def _days(daily: Mapping[tuple[str, str], int]) -> dict[tuple[date, str], int]:

@@ -224,6 +224,18 @@ def project(
     return changes
 
 
+def state_as_of(
+    engagements: Iterable[tuple[datetime, str, Profile | None]], moment: datetime, tz: tzinfo = DEFAULT_TZ
+) -> ParticipantState | None:
+    """A participant's state as of ``moment``, from their engagements in log order (``Changes.touches``):
+    the fold of those that had happened by then; None if none had."""
+    state = None
+    for at, channel, profile in engagements:
+        if at <= moment:
+            state = _engaged(state or ParticipantState(), Channel(channel), profile, at, tz)
+    return state
+
+
 def utc_day(at: datetime) -> int:
     """The UTC day of ``at``, as days since 1970-01-01: as-of answers' unit of counters."""
     return int(at.timestamp() // 86_400)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 
 from services.analytics.projection.counts import Counts
-from services.analytics.projection.fold import ParticipantState, derived_groups, utc_day
+from services.analytics.projection.fold import ParticipantState, derived_groups, state_as_of, utc_day
+from shared.errors import ConflictError
 from shared.logging import get_logger
 from shared.plan import DerivedRules, Plan
 from shared.profile import Profile
@@ -72,7 +74,8 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan 
         categories = {(r["dimension"], r["category"]): r["participants"] for r in cats}
         stored = await conn.fetchval("SELECT rules FROM derived_rules WHERE process_id = $1", process_id)
         if stored != rules_text(rules) and (stored is not None or rules):
-            log.warning("derived_counted_from_participants", process_id=process_id, reason="counted by other rules")
+            if stored is not None:
+                log.warning("derived_counted_from_participants", process_id=process_id, reason="other rules")
             others = {d for d, _, _ in orjson.loads(stored)} if stored else set()
             categories = {key: n for key, n in categories.items() if key[0] not in others}
             categories.update((await derived_scan(conn, process_id, rules))[0])
@@ -175,3 +178,119 @@ async def rounding_secret(pool: asyncpg.Pool) -> bytes:
     )
     secret: bytes = await pool.fetchval("SELECT secret FROM rounding_secret WHERE id = 1")
     return secret
+
+
+class AsOfNeedsRebuild(ConflictError):
+    """The read models were projected before they kept what as-of answers need (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class Dated:
+    """What the counts as of a moment are made of, read in one snapshot (``answers.asof``)."""
+
+    sequence: int
+    projected_at: datetime | None
+    base: dict[str, int]  # the dated counters of the days before the moment's UTC day
+    states: list[ParticipantState]  # as of the moment: everyone seen since that day began, or all
+    first_event: datetime | None
+    last_event: datetime | None
+
+
+_PARTICIPANT = (
+    "SELECT participant, profile::text AS profile, channels::text AS channels, days::text AS days, "
+    "first_channel, first_seen, last_seen FROM participants WHERE process_id = $1 AND NOT withdrawn"
+)
+
+
+async def dated(
+    pool: asyncpg.Pool,
+    process_id: str,
+    consumer: str,
+    moment: datetime,
+    tz: tzinfo,
+    rules: DerivedRules,
+    *,
+    everyone: tuple[str, str] | bool = False,
+) -> Dated:
+    """The dated counters before ``moment``'s UTC day and the states of the participants seen since,
+    as of ``moment``; with ``everyone`` (True, or a (dimension, category) a segment narrows to)
+    the states of all participants as of ``moment`` instead, and no counters.
+
+    A participant last seen by ``moment`` is as they are now; one seen before and after it is
+    folded from their engagements up to it. Withdrawn participants are in nothing, whatever
+    the moment. Reads counters, one day's participants and the few engaged on both sides of
+    ``moment``: never every participant, unless ``everyone``.
+    """
+    day = utc_day(moment)
+    day_start = datetime.fromtimestamp(day * 86_400, UTC)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM as_of_needs_rebuild)"):
+            raise AsOfNeedsRebuild(
+                "these read models were made before they kept what as-of answers need: run `engage rebuild` once"
+            )
+        sequence, projected_at = await reached(conn, consumer)
+        base: dict[str, int] = {}
+        if everyone is False:
+            rows = await conn.fetch(
+                "SELECT item, sum(n)::bigint AS n FROM dated_counts WHERE process_id = $1 AND day < $2 "
+                "GROUP BY item HAVING sum(n) <> 0",
+                process_id,
+                day,
+            )
+            base = {r["item"]: r["n"] for r in rows}
+            stored = await conn.fetchval("SELECT rules FROM derived_rules WHERE process_id = $1", process_id)
+            if stored != rules_text(rules) and (stored is not None or rules):
+                if stored is not None:
+                    log.warning("derived_counted_from_participants", process_id=process_id, reason="other rules")
+                others = {d for d, _, _ in orjson.loads(stored)} if stored else set()
+                base = {k: n for k, n in base.items() if not _derived_item(k, others)}
+                for (d_day, dimension, category), n in (await derived_scan(conn, process_id, rules))[1].items():
+                    if d_day < day:
+                        item = f"category:{dimension}\x1f{category}"
+                        base[item] = base.get(item, 0) + n
+            whole = await conn.fetch(
+                f"{_PARTICIPANT} AND last_seen >= $2 AND last_seen <= $3", process_id, day_start, moment
+            )
+        else:
+            narrow = "" if everyone is True else " AND (profile -> $3) ? $4"
+            args = () if everyone is True else everyone
+            whole = await conn.fetch(f"{_PARTICIPANT} AND last_seen <= $2{narrow}", process_id, moment, *args)
+        # Engaged before and after the moment: their state then, from their engagements.
+        between = await conn.fetch(
+            "SELECT t.participant, t.at, t.channel, t.profile::text AS profile FROM touches t "
+            "JOIN participants p USING (process_id, participant) WHERE p.process_id = $1 AND NOT p.withdrawn "
+            "AND p.first_seen <= $2 AND p.last_seen > $2 AND t.at <= $2 ORDER BY t.participant, t.sequence",
+            process_id,
+            moment,
+        )
+        span = await conn.fetchrow(
+            "SELECT min(at) AS first, max(at) AS last FROM event_times WHERE process_id = $1 AND at <= $2",
+            process_id,
+            moment,
+        )
+    states = [_state(r) for r in whole]
+    grouped: dict[str, list[tuple[datetime, str, Profile | None]]] = {}
+    for r in between:
+        profile = None if r["profile"] is None else Profile.model_validate_json(r["profile"])
+        grouped.setdefault(r["participant"], []).append((r["at"], r["channel"], profile))
+    for engagements in grouped.values():
+        state = state_as_of(engagements, moment, tz)
+        if state is not None:
+            states.append(state)
+    assert span is not None  # an aggregate always answers one row
+    return Dated(sequence, projected_at, base, states, span["first"], span["last"])
+
+
+def _derived_item(item: str, dimensions: set[str]) -> bool:
+    return item.startswith("category:") and item[len("category:") :].partition("\x1f")[0] in dimensions
+
+
+def _state(r: asyncpg.Record) -> ParticipantState:
+    return ParticipantState(
+        profile=Profile.model_validate_json(r["profile"]),
+        channels=orjson.loads(r["channels"]),
+        days=orjson.loads(r["days"]),
+        first_channel=r["first_channel"],
+        first_seen=r["first_seen"],
+        last_seen=r["last_seen"],
+    )

@@ -33,8 +33,10 @@ async def load(conn: Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
     procs, parts = zip(*keys, strict=True)
     rows = await conn.fetch(
         "SELECT p.process_id, p.participant, p.profile::text AS profile, p.channels::text AS channels, "
-        "p.days::text AS days, p.first_channel, p.withdrawn, p.first_seen, p.last_seen FROM participants p "
-        "JOIN unnest($1::text[], $2::text[]) AS k(process_id, participant) USING (process_id, participant)",
+        "p.days::text AS days, p.first_channel, p.withdrawn, p.first_seen, p.last_seen "
+        # Each key looked up by the primary key (a lateral join): a hash join would read every participant.
+        "FROM unnest($1::text[], $2::text[]) AS k(process_id, participant) CROSS JOIN LATERAL "
+        "(SELECT * FROM participants WHERE process_id = k.process_id AND participant = k.participant LIMIT 1) AS p",
         list(procs),
         list(parts),
     )
