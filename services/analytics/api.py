@@ -47,7 +47,7 @@ async def get_coverage(
         None,
         alias="as_of",
         description="The numbers as they stood at this moment "
-        "(e.g. `2018-04-01T00:00Z`), replayed from the log; withdrawals always apply. Analysts only "
+        "(e.g. `2018-04-01T00:00Z`), from the read models' dated counters; withdrawals always apply. Analysts only "
         "(`analyst:read`): two moments one arrival apart would show that person's answers.",
     ),
     token: str = Depends(require_scope("coverage:read")),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +50,38 @@ class Refused(EngageError):
         self.status = status
 
 
+AS_OF_PATIENCE = 900.0  # seconds an as-of question may take, all tries together, before the command gives up
+PROGRESS_EVERY = 2.0  # seconds between the lines that say the command is still waiting
+
+
 def fetch(url: str, token: str, process: str | None, segment: str | None, as_of: str | None = None) -> CoverageAnswer:
     """GET /coverage; EngageError in one line if analytics cannot be reached, Refused if it says no.
-    A coordinator's token asking ``as_of`` is told to use the analyst's (analytics answers 403)."""
+    A coordinator's token asking ``as_of`` is told to use the analyst's (analytics answers 403).
+
+    An as-of question waits as long as the answer needs (up to ``AS_OF_PATIENCE``), saying on
+    stderr that it waits, and asks again when analytics answers that its as-of slots are taken (429).
+    """
     params = {k: v for k, v in {"process_id": process, "segment": segment, "as_of": as_of}.items() if v}
-    try:
-        resp = httpx.get(f"{url}/coverage", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    except httpx.HTTPError as exc:
-        raise EngageError(
-            f"analytics is not reachable at {url} ({exc.__class__.__name__}); is `engage up` running?"
-        ) from exc
+    headers = {"Authorization": f"Bearer {token}"}
+    started = time.monotonic()
+    while True:
+        try:
+            if as_of:
+                resp = _waiting(
+                    lambda: httpx.get(f"{url}/coverage", params=params, headers=headers, timeout=_patient()), started
+                )
+            else:
+                resp = httpx.get(f"{url}/coverage", params=params, headers=headers, timeout=30)
+        except httpx.HTTPError as exc:
+            raise EngageError(
+                f"analytics is not reachable at {url} ({exc.__class__.__name__}); is `engage up` running?"
+            ) from exc
+        wait = _retry_after(resp)
+        if as_of and resp.status_code == 429 and time.monotonic() + wait - started < AS_OF_PATIENCE:
+            print(f"analytics is answering other as-of questions; asking again in {wait:.0f} s", file=sys.stderr)
+            time.sleep(wait)
+            continue
+        break
     if resp.status_code != 200:
         body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
         reason = body.get("reason") or "; ".join(f"{p['field']}: {p['reason']}" for p in body.get("problems", []))
@@ -66,6 +92,34 @@ def fetch(url: str, token: str, process: str | None, segment: str | None, as_of:
             )
         raise Refused(f"analytics answered {resp.status_code}: {reason or resp.text[:200]}", resp.status_code)
     return CoverageAnswer.model_validate_json(resp.content)
+
+
+def _patient() -> httpx.Timeout:
+    return httpx.Timeout(30.0, read=AS_OF_PATIENCE)
+
+
+def _retry_after(resp: httpx.Response) -> float:
+    try:
+        return min(max(float(resp.headers.get("Retry-After", "1")), 0.5), 30.0)
+    except ValueError:
+        return 1.0
+
+
+def _waiting(ask: Callable[[], httpx.Response], started: float) -> httpx.Response:
+    """``ask()``, saying on stderr every ``PROGRESS_EVERY`` s that the answer is still being worked out."""
+    done = threading.Event()
+
+    def tell() -> None:
+        while not done.wait(PROGRESS_EVERY):
+            print(f"waiting for analytics' as-of answer: {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+    teller = threading.Thread(target=tell, daemon=True)
+    teller.start()
+    try:
+        return ask()
+    finally:
+        done.set()
+        teller.join()
 
 
 def token_from(tokens_file: Path, name: str) -> str:
@@ -115,7 +169,7 @@ def render(body: CoverageAnswer, console: Console, show_all: bool = False) -> No
     console.print(
         f"participants {body.participants} (gave a profile {body.profiled}) · engagements {body.engagements} · "
         + (
-            f"as of {moment.isoformat()} (log read up to sequence {as_of.sequence}; withdrawals always apply)"
+            f"as of {moment.isoformat()} (counted up to sequence {as_of.sequence}, {behind}; withdrawals always apply)"
             if moment
             else f"as of sequence {as_of.sequence} ({behind})"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from services.analytics.answers.asof import parse_moment
 from services.analytics.app import build_app
+from services.cli.coverage import fetch
 from shared.bus import attach_streams, make_broker, publish_event
 from shared.events import (
     Attendee,
@@ -24,6 +27,7 @@ from shared.events import (
 from shared.profile import Profile
 from tests import factories as f
 from tests.polling import eventually
+from tests.servers import serving
 
 pytestmark = pytest.mark.integration
 
@@ -288,3 +292,40 @@ async def test_a_bad_as_of_is_a_422_naming_as_of(outreach_app, auth_headers) -> 
         problem = r.json()["problems"][0]
         assert problem["field"] == "as_of" and reason in problem["reason"], problem
         assert value not in r.text
+
+
+async def test_as_of_questions_beyond_the_limit_are_refused_at_once(make_settings, auth_headers) -> None:
+    """All as-of slots taken (ENGAGE_AS_OF_CONCURRENCY): the next is a 429 with Retry-After, at once."""
+    app = build_app(make_settings(as_of_concurrency=2))
+    async with app.router.lifespan_context(app):
+        slots = app.state.analytics.sources.as_of_slots
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client:
+            await slots.acquire()
+            await slots.acquire()
+            refused = await client.get("/coverage", params={"as_of": EARLY}, headers=auth_headers("analyst"))
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["Retry-After"] == "1" and "as-of" in refused.json()["reason"]
+            live = await client.get("/coverage", headers=auth_headers("analyst"))
+            assert live.status_code == 200  # live answers never wait on as-of slots
+            slots.release()
+            answered = await client.get("/coverage", params={"as_of": EARLY}, headers=auth_headers("analyst"))
+            assert answered.status_code == 200, answered.text
+            slots.release()
+
+
+async def test_the_command_waits_for_a_slot_and_says_so(make_settings, auth_headers, capsys) -> None:
+    """`engage coverage --as-of` asks again after a 429, saying it waits, and gets its answer."""
+    app = build_app(make_settings(as_of_concurrency=1))
+    async with serving(app) as url:  # uvicorn runs the app's lifespan
+        slots = app.state.analytics.sources.as_of_slots
+        await slots.acquire()
+        loop = asyncio.get_running_loop()
+        asking = loop.run_in_executor(
+            None, lambda: fetch(url, auth_headers("analyst")["Authorization"].split()[1], None, None, EARLY)
+        )
+        await asyncio.sleep(1.5)
+        assert not asking.done()
+        slots.release()
+        body = await asyncio.wait_for(asking, 30)
+    assert body.as_of.as_of == parse_moment(EARLY)
+    assert "answering other as-of questions; asking again" in capsys.readouterr().err

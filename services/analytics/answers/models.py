@@ -86,10 +86,10 @@ class Freshness(_Answer):
 
 
 class Replayed(Freshness):
-    """The numbers as they stood at a moment, replayed from the log (never behind it)."""
+    """The numbers as they stood at a moment, from the read models at ``sequence``."""
 
     as_of: datetime = Field(description="The moment asked about.")
-    unreadable: int = Field(description="Events the replay could not read (the projector parks them too).")
+    unreadable: int = Field(description="Events the projector could not read and parked: in no count, then or now.")
 
 
 class PlanInfo(_Answer):
