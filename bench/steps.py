@@ -1,0 +1,358 @@
+"""Every figure for one log size, in the order a deployment meets them, each step bounded in time.
+
+1. a working copy of the kept log of n events, on a nats-server fsyncing every write;
+2. a raw ordered consumer reads it (the rebuild's baseline), then `engage rebuild` builds the
+   read models of a fresh database from it (its rate and peak memory);
+3. ``tail`` more events are published while analytics is stopped, then `engage serve analytics`
+   (the shipped plans, status judging on) starts behind and counts them (live catch-up);
+4. raw publish → consumer p99 at ``rate`` events/s (baseline), then publish → commit p99;
+5. ``GET /coverage`` timed as an analyst (median of ``calls``);
+6. one ``GET /coverage?as_of=`` (the history's midpoint) with analytics' memory sampled, then
+   publish → commit p99 again while 4 clients keep as-of requests running;
+7. coordinators' ``GET /coverage`` (for information; bounded like one as-of);
+8. analytics stopped; a full replay of the same log into memory (the as-of baseline).
+A step that fails or runs out of time is reported as missing and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import nats
+import orjson
+
+from bench import latency
+from bench.logs import Progress, copy_log_async, make_log
+from bench.service import (
+    ANALYST,
+    COORDINATOR,
+    Analytics,
+    Checkpoint,
+    MemoryWatch,
+    checkpoint_reader,
+    engage_env,
+    run_rebuild,
+)
+from bench.workload import Outreach, midpoint, publish_all
+from services.cli.embedded import EmbeddedNats
+
+T = TypeVar("T")
+CONCURRENT_AS_OF = 4
+COORDINATOR_CALLS = 3
+
+
+@dataclass(frozen=True)
+class Options:
+    data_dir: Path
+    tail: int = 20_000
+    rate: int = 1000
+    latency_seconds: float = 10.0
+    calls: int = 21
+    timeout: float = 900.0  # seconds, each step
+    as_of_limit: float = 120.0  # seconds: above it (or above the memory guard) the 4 concurrent as-of are skipped
+    memory_guard_mb: float = 1500.0
+
+
+@dataclass
+class Figures:
+    """What one size measured; None where a step failed or was skipped (``notes`` says why)."""
+
+    n: int
+    values: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, key: str) -> float | None:
+        return self.values.get(key)
+
+
+def with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+async def bounded(figures: Figures, what: str, work: Awaitable[T], timeout: float, say: Progress) -> T | None:
+    """``work``, or None (noted) if it fails or takes longer than ``timeout`` seconds."""
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            result = await work
+    except TimeoutError as exc:  # the step's bound, or a timeout of its own (e.g. a PubAck that never came)
+        spent = time.perf_counter() - start
+        ran_out = spent >= timeout * 0.99
+        figures.notes.append(f"{what}: gave up after {timeout:.0f} s" if ran_out else f"{what}: timed out: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one failed step is reported, the other figures still measured
+        figures.notes.append(f"{what}: {type(exc).__name__}: {str(exc)[:300]}")
+    else:
+        say(f"  {what}: {time.perf_counter() - start:.1f} s")
+        return result
+    say(f"  {what}: {figures.notes[-1]}")
+    return None
+
+
+async def raw_read(url: str, stream: str, n: int) -> float:
+    """Events/s of a plain nats-py ordered consumer reading the first ``n`` events of the log."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    done, seen = asyncio.Event(), 0
+
+    async def on_msg(_msg: object) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= n:
+            done.set()
+
+    try:
+        start = time.perf_counter()
+        sub = await js.subscribe("engagement.>", ordered_consumer=True, cb=on_msg, stream=stream)
+        await done.wait()
+        elapsed = time.perf_counter() - start
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return n / elapsed
+
+
+async def last_sequence(url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        return (await nc.jetstream().stream_info("ENGAGEMENT")).state.last_seq or 0
+    finally:
+        await nc.close()
+
+
+async def catch_up(analytics: Analytics, dsn: str, base: int, end: int, timeout: float) -> float:
+    """Start analytics behind by ``end - base`` events; events/s from its first batch to the end
+    (the process's start-up, imports and connections, excluded)."""
+    async with checkpoint_reader(dsn) as checkpoint:
+        await analytics.start(timeout=60)
+        deadline = time.perf_counter() + timeout
+        began = time.perf_counter()
+        while (value := await checkpoint.read()) < end:
+            if value <= base:
+                began = time.perf_counter()  # the last moment nothing was counted yet
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"counted up to {value:,} of {end:,}")
+            await asyncio.sleep(0.05)
+    return (end - base) / (time.perf_counter() - began)
+
+
+async def time_coverage(url: str, token: str, calls: int, query: str = "") -> tuple[float, dict[str, object]]:
+    """Median seconds of ``calls`` sequential ``GET /coverage`` (after one warm-up), and the last answer."""
+    headers = {"Authorization": f"Bearer {token}"}
+    times = []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=None) as client:
+        answer = await client.get("/coverage" + query)
+        answer.raise_for_status()
+        for _ in range(calls):
+            start = time.perf_counter()
+            answer = await client.get("/coverage" + query)
+            times.append(time.perf_counter() - start)
+            answer.raise_for_status()
+    body: dict[str, object] = orjson.loads(answer.content)
+    return statistics.median(times), body
+
+
+async def as_of_once(url: str) -> float:
+    """Seconds of one analyst ``GET /coverage?as_of=`` at the history's midpoint."""
+    query = {"as_of": midpoint().isoformat()}
+    async with httpx.AsyncClient(base_url=url, timeout=None) as client:
+        start = time.perf_counter()
+        answer = await client.get("/coverage", params=query, headers={"Authorization": f"Bearer {ANALYST}"})
+        answer.raise_for_status()
+        return time.perf_counter() - start
+
+
+@contextlib.asynccontextmanager
+async def as_of_load(url: str, clients: int) -> AsyncIterator[list[int]]:
+    """``clients`` loops each keeping one as-of request in flight; yields the count answered so far."""
+    answered = [0]
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            await as_of_once(url)
+            answered[0] += 1
+
+    tasks = [asyncio.create_task(loop()) for _ in range(clients)]
+    await asyncio.sleep(0.2)  # the requests are in flight before the latency is measured
+    try:
+        yield answered
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def full_replay(url: str, timeout: float) -> dict[str, float]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.fullreplay",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(err.decode()[-1000:])
+    result: dict[str, float] = orjson.loads(out.splitlines()[-1])
+    return result
+
+
+async def measure_size(n: int, opts: Options, postgres_dsn: str, folder: Path, say: Progress) -> Figures:
+    figures = Figures(n)
+    put = figures.values
+    step = opts.timeout
+    say(f"=== log of {n:,} events ===")
+    kept = await bounded(figures, "make or find the log", make_log(opts.data_dir, n, say), 4 * step, say)
+    if kept is None:
+        return figures
+    work = await copy_log_async(kept, folder / f"nats-{n}")
+    server = EmbeddedNats(work, sync_always=True)
+    url = server.start()
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f'CREATE DATABASE "bench_{n}"')
+    await admin.close()
+    dsn = with_database(postgres_dsn, f"bench_{n}")
+    env = engage_env(url, dsn, folder)
+    analytics = Analytics(env, folder / f"analytics-{n}.log")
+    try:
+        put["raw_read"] = await bounded(figures, "raw ordered consumer", raw_read(url, "ENGAGEMENT", n), step, say)
+        rebuilt = await bounded(figures, "engage rebuild", asyncio.to_thread(run_rebuild, env, step), step, say)
+        if rebuilt is None:
+            return figures
+        put["rebuild_rate"], put["rebuild_peak_mb"] = rebuilt.rate, rebuilt.peak_mb
+        tail = Outreach(n + 1)
+        published = await bounded(
+            figures, f"publish {opts.tail:,} more", publish_all(url, (tail.now() for _ in range(opts.tail))), step, say
+        )
+        if published is None:
+            return figures
+        end = await last_sequence(url)
+        put["catch_up"] = await bounded(
+            figures,
+            f"analytics catches up {opts.tail:,}",
+            catch_up(analytics, dsn, end - opts.tail, end, step),
+            step,
+            say,
+        )
+        if analytics.proc is None or analytics.proc.poll() is not None:
+            return figures
+        put["raw_p99"] = await bounded(
+            figures,
+            f"raw publish → consumer at {opts.rate:,}/s",
+            latency.publish_to_consumer(url, opts.rate, opts.latency_seconds, n + 2),
+            step,
+            say,
+        )
+        async with checkpoint_reader(dsn) as checkpoint:
+            live = await bounded(
+                figures,
+                f"publish → commit at {opts.rate:,}/s",
+                latency.publish_to_commit(url, checkpoint, opts.rate, opts.latency_seconds, 60, n + 3),
+                step,
+                say,
+            )
+            put["live_p99"] = live[0] if live else None
+            await measure_answers(figures, analytics, opts, say)
+            if put.get("as_of") is not None:
+                await measure_live_under_as_of(figures, analytics, checkpoint, url, opts, say)
+            await measure_coordinators(figures, analytics, opts, say)
+        analytics.stop()
+        replayed = await bounded(figures, "full replay (as-of baseline)", full_replay(url, step), step, say)
+        if replayed is not None:
+            put["replay"], put["replay_events"] = replayed["seconds"], replayed["events"]
+    finally:
+        analytics.stop()
+        server.stop()
+    return figures
+
+
+async def measure_answers(figures: Figures, analytics: Analytics, opts: Options, say: Progress) -> None:
+    put, step = figures.values, opts.timeout
+    timed = await bounded(
+        figures, f"GET /coverage ×{opts.calls} (analyst)", time_coverage(analytics.url, ANALYST, opts.calls), step, say
+    )
+    if timed is not None:
+        put["coverage"] = timed[0]
+        participants = timed[1].get("participants")
+        put["participants"] = float(participants) if isinstance(participants, int) else None
+    async with MemoryWatch(analytics.pid) as memory:
+        guard = asyncio.create_task(over_guard(memory, opts.memory_guard_mb))
+        request = asyncio.create_task(as_of_once(analytics.url))
+        start = time.perf_counter()
+        await asyncio.wait({guard, request}, timeout=opts.as_of_limit, return_when=asyncio.FIRST_COMPLETED)
+        waited = time.perf_counter() - start
+        guard.cancel()
+        if request.done() and request.exception() is None:
+            put["as_of"] = request.result()
+            say(f"  GET /coverage?as_of=: {waited:.1f} s")
+        else:
+            why = (
+                f"{type(request.exception()).__name__}: {request.exception()}"
+                if request.done()
+                else f"analytics went over {opts.memory_guard_mb:,.0f} MB"
+                if guard.done()
+                else f"no answer within {opts.as_of_limit:.0f} s"
+            )
+            request.cancel()
+            put["as_of_at_least"] = waited
+            figures.notes.append(f"as-of: {why}; the request was abandoned after {waited:.1f} s")
+            say(f"  GET /coverage?as_of=: {figures.notes[-1]}")
+    put["as_of_rss_mb"] = memory.peak
+
+
+async def measure_coordinators(figures: Figures, analytics: Analytics, opts: Options, say: Progress) -> None:
+    """Coordinators' ``GET /coverage`` (rounded, from the latest release), for information: their
+    first answer reads the log forward into memory, so it runs after the as-of figures, bounded
+    like one as-of, with ``COORDINATOR_CALLS`` calls."""
+    coordinator = await bounded(
+        figures,
+        f"GET /coverage ×{COORDINATOR_CALLS} (coordinator)",
+        time_coverage(analytics.url, COORDINATOR, COORDINATOR_CALLS),
+        opts.as_of_limit,
+        say,
+    )
+    figures.values["coverage_coordinator"] = coordinator[0] if coordinator else None
+
+
+async def over_guard(memory: MemoryWatch, limit_mb: float) -> None:
+    while memory.peak < limit_mb:
+        await asyncio.sleep(0.1)
+
+
+async def measure_live_under_as_of(
+    figures: Figures, analytics: Analytics, checkpoint: Checkpoint, url: str, opts: Options, say: Progress
+) -> None:
+    put = figures.values
+    one = put.get("as_of") or 0.0
+    if one > opts.as_of_limit / 4 or (put.get("as_of_rss_mb") or 0.0) > opts.memory_guard_mb / CONCURRENT_AS_OF:
+        figures.notes.append(f"{CONCURRENT_AS_OF} concurrent as-of: skipped (one took {one:.1f} s)")
+        return
+    async with MemoryWatch(analytics.pid) as memory, as_of_load(analytics.url, CONCURRENT_AS_OF) as answered:
+        live = await bounded(
+            figures,
+            f"publish → commit at {opts.rate:,}/s with {CONCURRENT_AS_OF} as-of running",
+            latency.publish_to_commit(url, checkpoint, opts.rate, opts.latency_seconds, 60, figures.n + 4),
+            opts.timeout,
+            say,
+        )
+        say(f"  as-of requests answered meanwhile: {answered[0]}")
+    put["live_p99_as_of"] = live[0] if live else None
+    put["as_of_rss_mb"] = max(put.get("as_of_rss_mb") or 0.0, memory.peak)
