@@ -14,9 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import upcasting
 from shared.events import AGGREGATE_OF, Envelope
-from shared.fastdecode import decode_current
 from shared.upcasting import UnknownSchemaVersion, decode_event
 
 MAX_PROBLEMS = 10
@@ -69,23 +67,16 @@ def unprojectable(exc: BaseException) -> str:
     return f"event could not be projected ({type(exc).__name__})"
 
 
-def decode(data: bytes, subject: str | None = None, *, fast: bool = True) -> Envelope | Unreadable:
+def decode(data: bytes, subject: str | None = None) -> Envelope | Unreadable:
     """The event in ``data``, upcast to today's schema, or why it cannot be read.
 
     Given the ``subject`` it was stored on, an event must be on its own aggregate's subject
     (``Envelope.subject``): a publisher allowed one subject cannot slip in another aggregate's
-    event (a withdrawal, or a 40-person interview, on a survey response's subject).
-
-    An event of the current version, as the services write it, is read by the decoder
-    :mod:`shared.fastdecode` derives from the contract; anything it is unsure of (an older
-    version, an invalid event, an unusual shape) by pydantic, whose answer and reason stand.
-    ``fast=False`` reads with pydantic only (the benchmark's baseline)."""
-    event = decode_current(data, upcasting.CURRENT_VERSION) if fast else None
-    if event is None:
-        try:
-            event = decode_event(data)
-        except Exception as exc:  # noqa: BLE001 - any failure to read one event is that event's, and is reported
-            return Unreadable(reason_of(exc))
+    event (a withdrawal, or a 40-person interview, on a survey response's subject)."""
+    try:
+        event = decode_event(data)
+    except Exception as exc:  # noqa: BLE001 - any failure to read one event is that event's, and is reported
+        return Unreadable(reason_of(exc))
     if subject is not None and subject != event.subject:
         return Unreadable(misplaced(event))
     return event
@@ -101,14 +92,12 @@ def misplaced(event: Envelope) -> str:
     )
 
 
-def decode_batch(
-    raw: Iterable[tuple[int, str, bytes]], *, fast: bool = True
-) -> tuple[list[tuple[int, Envelope]], list[Skipped]]:
+def decode_batch(raw: Iterable[tuple[int, str, bytes]]) -> tuple[list[tuple[int, Envelope]], list[Skipped]]:
     """(sequence, subject, data) -> the readable events with their sequences, and the skipped ones."""
     events: list[tuple[int, Envelope]] = []
     skipped: list[Skipped] = []
     for seq, subject, data in raw:
-        found = decode(data, subject, fast=fast)
+        found = decode(data, subject)
         if isinstance(found, Unreadable):
             skipped.append(Skipped(seq, subject, found.reason))
         else:
