@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -25,8 +26,44 @@ from shared.profile import CATEGORIES, DIMENSIONS, MULTI_SELECT
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
-# (derived dimension, category, ((profile dimension, codes that put a participant in it), ...)), ...
-DerivedRules = tuple[tuple[str, str, tuple[tuple[str, frozenset[str]], ...]], ...]
+# (derived dimension, category, ((profile dimension, codes that put a participant in it), ...))
+Rule = tuple[str, str, tuple[tuple[str, frozenset[str]], ...]]
+
+
+@dataclass(frozen=True)
+class DerivedRules:
+    """A plan's derived groups as the projection applies them to every participant it counts:
+    the rules in plan order, and an index from each (profile dimension, code) to the groups
+    (derived dimension, category) that answer puts a participant in."""
+
+    rules: tuple[Rule, ...] = ()
+    index: Mapping[tuple[str, str], tuple[tuple[str, str], ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for dimension, category, when in self.rules:
+            for source, codes in when:
+                for code in codes:
+                    index.setdefault((source, code), []).append((dimension, category))
+        object.__setattr__(self, "index", {key: tuple(groups) for key, groups in index.items()})
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def groups(self, chosen: Mapping[str, tuple[str, ...]]) -> set[tuple[str, str]]:
+        """The groups a participant who chose ``chosen`` (``Profile.categories``) is in: any of
+        their answers to a listed dimension is one of the group's codes."""
+        index = self.index
+        found: set[tuple[str, str]] = set()
+        for dimension, codes in chosen.items():
+            for code in codes:
+                hit = index.get((dimension, code))
+                if hit:
+                    found.update(hit)
+        return found
+
+
+NO_RULES = DerivedRules()
 
 
 def _problem(message: str) -> PydanticCustomError:
@@ -156,12 +193,14 @@ class Plan(BaseModel):
         }
 
     def derived_rule_list(self) -> DerivedRules:
-        """Every derived category's rule in plan order, as (dimension, category, ((profile
-        dimension, codes), ...)): the form the projection applies to each participant it counts."""
-        return tuple(
-            (key, code, tuple((dim, frozenset(wanted)) for dim, wanted in when.items()))
-            for key, categories in self.derived_rules().items()
-            for code, when in categories.items()
+        """Every derived category's rule in plan order, in the form the projection applies to
+        each participant it counts."""
+        return DerivedRules(
+            tuple(
+                (key, code, tuple((dim, frozenset(wanted)) for dim, wanted in when.items()))
+                for key, categories in self.derived_rules().items()
+                for code, when in categories.items()
+            )
         )
 
     def matches(self, dimension_key: str, categories_of_participant: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
@@ -169,12 +208,9 @@ class Plan(BaseModel):
 
         ``categories_of_participant`` is ``Profile.categories``: profile dimension -> chosen codes.
         """
-        mine = categories_of_participant
-        return tuple(
-            code
-            for key, code, when in self.derived_rule_list()
-            if key == dimension_key and any(codes.intersection(mine.get(dim, ())) for dim, codes in when)
-        )
+        rules = self.derived_rule_list()
+        found = rules.groups(categories_of_participant)
+        return tuple(code for key, code, _ in rules.rules if key == dimension_key and (key, code) in found)
 
 
 _NO_DIM = Dimension.model_construct(label="", multi_select=False, categories={})

@@ -35,7 +35,7 @@ from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, PROFIL
 from services.analytics.reading import replay
 from services.analytics.store import reads
 from shared.events import EARLIEST
-from shared.plan import Plan
+from shared.plan import NO_RULES, Plan
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ async def coverage_counts(
     unreadable: int = 0,
 ) -> AsOf:
     """The counts of a process (or of one segment of it) as they stood at ``moment``."""
-    rules = plan.derived_rule_list() if plan else ()
+    rules = plan.derived_rule_list() if plan else NO_RULES
     if segment is None:
         found = await reads.dated(pool, process_id, consumer, moment, tz, rules)
         counts = counts_of_dated(found, plan)

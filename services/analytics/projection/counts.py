@@ -23,7 +23,7 @@ from services.analytics.projection.fold import (
     ParticipantState,
     add_contribution,
 )
-from shared.plan import Plan
+from shared.plan import NO_RULES, Plan
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def counts_of(
 ) -> Counts:
     """The counts ``states`` make together (withdrawn participants make none)."""
     changes = Changes()
-    derived = plan.derived_rule_list() if plan else ()
+    derived = plan.derived_rule_list() if plan else NO_RULES
     process = ""  # one process at a time: the key's process part is the same for every state
     for state in states:
         add_contribution(changes, process, state, derived=derived)

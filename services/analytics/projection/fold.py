@@ -10,14 +10,14 @@ profile, and a withdrawal (whose contribution after is nothing).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from services.analytics.projection.engages import Key, person_key, touches
 from shared.events import Channel, Envelope
-from shared.plan import DerivedRules
+from shared.plan import NO_RULES, DerivedRules
 from shared.profile import DECLINED, MULTI_SELECT, Profile
 
 ANSWERED = "__answered__"
@@ -70,7 +70,7 @@ def add_contribution(
     state: ParticipantState | None,
     sign: int = 1,
     tz: tzinfo = DEFAULT_TZ,
-    derived: DerivedRules = (),
+    derived: DerivedRules = NO_RULES,
 ) -> None:
     """Add (sign 1) or take away (sign -1) the counts one participant makes.
 
@@ -106,16 +106,9 @@ def add_contribution(
             categories[(process_id, dimension, ANSWERED)] += sign
             if len(chosen) == 1 and dimension in MULTI_SELECT:
                 categories[(process_id, dimension, ALONE + chosen[0])] += sign
-    for group in derived_groups(chosen_of, derived):
-        categories[(process_id, *group)] += sign
-
-
-def derived_groups(chosen: Mapping[str, tuple[str, ...]], derived: DerivedRules) -> Iterator[tuple[str, str]]:
-    """The plan's derived groups (dimension, category) a participant who chose ``chosen``
-    (``Profile.categories``) is in: any of their answers to a listed dimension is one of its codes."""
-    for dimension, category, when in derived:
-        if any(codes.intersection(chosen.get(source, ())) for source, codes in when):
-            yield dimension, category
+    if derived:
+        for group in derived.groups(chosen_of):
+            categories[(process_id, *group)] += sign
 
 
 _DECLINED_ONLY = (DECLINED,)
@@ -212,11 +205,12 @@ def project(
 
     changes = Changes(participants=now, event_times=times, moments=moments)
     rules = derived or {}
-    for key, state in now.items():
-        add_contribution(changes, key[0], state, 1, tz, rules.get(key[0], ()))
-        add_contribution(changes, key[0], before[key], -1, tz, rules.get(key[0], ()))
     if dated:
-        _dated(changes, now, before, engaged, rules)
+        _dated(changes, now, before, engaged, rules, tz)
+    else:
+        for key, state in now.items():
+            add_contribution(changes, key[0], state, 1, tz, rules.get(key[0], NO_RULES))
+            add_contribution(changes, key[0], before[key], -1, tz, rules.get(key[0], NO_RULES))
     counters = (changes.categories, changes.engagements, changes.people, changes.totals, changes.daily, changes.firsts)
     for counter in (*counters, changes.dated):
         for k in [k for k, v in counter.items() if v == 0]:
@@ -251,19 +245,22 @@ def _dated(
     before: Mapping[Key, ParticipantState | None],
     engaged: Mapping[Key, list[tuple[int, datetime, str, Profile | None]]],
     rules: Mapping[str, DerivedRules],
+    tz: tzinfo,
 ) -> None:
-    """What as-of answers need of a batch: each changed participant's contribution moved from
-    the day of their last engagement before to the day of it after, and the engagements of
-    everyone engaged more than once (with the one before the batch, rebuilt from its state:
-    a participant engaged once has the state that engagement made)."""
-    scratch = Changes()
+    """The count changes of a batch, and what as-of answers need of it: each changed
+    participant's contribution taken from the UTC day of their last engagement before and
+    added under the day of it after (one pass: the live changes are those summed over the
+    days), and the engagements of everyone engaged more than once (with the one before the
+    batch rebuilt from its state: a participant engaged once has the state it made)."""
+    scratch = Changes()  # keyed by "<process>\x00<day>" where the live changes have the process
     for key, state in now.items():
         was = before[key]
         proc = key[0]
-        if state.last_seen is not None and not state.withdrawn:
-            add_contribution(scratch, f"{proc}\x00{utc_day(state.last_seen)}", state, 1, derived=rules.get(proc, ()))
-        if was is not None and was.last_seen is not None and not was.withdrawn:
-            add_contribution(scratch, f"{proc}\x00{utc_day(was.last_seen)}", was, -1, derived=rules.get(proc, ()))
+        plan_rules = rules.get(proc, NO_RULES)
+        if state.last_seen is not None:
+            add_contribution(scratch, f"{proc}\x00{utc_day(state.last_seen)}", state, 1, tz, plan_rules)
+        if was is not None and was.last_seen is not None:
+            add_contribution(scratch, f"{proc}\x00{utc_day(was.last_seen)}", was, -1, tz, plan_rules)
         if state.withdrawn:
             if was is not None and not was.withdrawn:
                 changes.forget.add(key)
@@ -276,13 +273,21 @@ def _dated(
     dated = changes.dated
     for (where, name), n in scratch.totals.items():
         proc, _, day = where.partition("\x00")
+        changes.totals[(proc, name)] += n
         dated[(proc, int(day), f"total:{name}")] += n
     for (where, channel), n in scratch.engagements.items():
         proc, _, day = where.partition("\x00")
+        changes.engagements[(proc, channel)] += n
         dated[(proc, int(day), f"engagements:{channel}")] += n
     for (where, channel), n in scratch.people.items():
         proc, _, day = where.partition("\x00")
+        changes.people[(proc, channel)] += n
         dated[(proc, int(day), f"people:{channel}")] += n
     for (where, dimension, category), n in scratch.categories.items():
         proc, _, day = where.partition("\x00")
+        changes.categories[(proc, dimension, category)] += n
         dated[(proc, int(day), f"category:{dimension}\x1f{category}")] += n
+    for (where, local_day, channel), n in scratch.daily.items():
+        changes.daily[(where.partition("\x00")[0], local_day, channel)] += n
+    for (where, local_day, channel), n in scratch.firsts.items():
+        changes.firsts[(where.partition("\x00")[0], local_day, channel)] += n

@@ -17,10 +17,10 @@ import asyncpg
 import orjson
 
 from services.analytics.projection.counts import Counts
-from services.analytics.projection.fold import ParticipantState, derived_groups, state_as_of, utc_day
+from services.analytics.projection.fold import ParticipantState, state_as_of, utc_day
 from shared.errors import ConflictError
 from shared.logging import get_logger
-from shared.plan import DerivedRules, Plan
+from shared.plan import NO_RULES, DerivedRules, Plan
 from shared.profile import Profile
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan 
     Counters kept by another plan's rules (a projector with another plan file) are not trusted:
     those groups are counted from the participants instead, slowly, and a warning says why.
     """
-    rules = plan.derived_rule_list() if plan else ()
+    rules = plan.derived_rule_list() if plan else NO_RULES
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         sequence, projected_at = await reached(conn, consumer)
         total = await conn.fetchrow("SELECT * FROM totals WHERE process_id = $1", process_id)
@@ -95,7 +95,7 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan 
 
 def rules_text(rules: DerivedRules) -> str:
     """Derived rules as canonical JSON: what ``derived_rules`` holds, to compare with a plan's."""
-    return orjson.dumps([[d, c, [[src, sorted(codes)] for src, codes in when]] for d, c, when in rules]).decode()
+    return orjson.dumps([[d, c, [[src, sorted(codes)] for src, codes in when]] for d, c, when in rules.rules]).decode()
 
 
 async def derived_scan(
@@ -114,7 +114,7 @@ async def derived_scan(
     )
     async for r in conn.cursor(query, process_id, prefetch=5000):
         day = utc_day(r["last_seen"])
-        for dimension, category in derived_groups(Profile.model_validate_json(r["profile"]).categories, rules):
+        for dimension, category in rules.groups(Profile.model_validate_json(r["profile"]).categories):
             now[(dimension, category)] += 1
             dated[(day, dimension, category)] += 1
     return now, dated

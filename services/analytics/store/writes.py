@@ -20,7 +20,7 @@ from services.analytics.projection.engages import Key
 from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, PROFILED, Changes, ParticipantState
 from services.analytics.store import reads
 from shared.events import Envelope
-from shared.plan import DerivedRules
+from shared.plan import NO_RULES, DerivedRules
 from shared.profile import Profile
 
 if TYPE_CHECKING:
@@ -286,12 +286,12 @@ async def ensure_derived(conn: Connection, derived: Mapping[str, DerivedRules]) 
     stored = {r["process_id"]: r["rules"] for r in await conn.fetch("SELECT process_id, rules FROM derived_rules")}
     recounted = []
     for proc in sorted(set(stored) | set(derived)):
-        want = derived.get(proc, ())
+        want = derived.get(proc, NO_RULES)
         text = reads.rules_text(want)
         if stored.get(proc) == text:
             continue
         old = {d for d, _, _ in orjson.loads(stored[proc])} if proc in stored else set()
-        old |= {d for d, _, _ in want}
+        old |= {d for d, _, _ in want.rules}
         for dimension in sorted(old):
             await conn.execute("DELETE FROM category_counts WHERE process_id = $1 AND dimension = $2", proc, dimension)
             await conn.execute(
