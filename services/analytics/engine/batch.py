@@ -20,7 +20,7 @@ from datetime import tzinfo
 import asyncpg
 
 from services.analytics.projection.engages import keys_of
-from services.analytics.projection.fold import DEFAULT_TZ, project
+from services.analytics.projection.fold import DEFAULT_TZ, Changes, project
 from services.analytics.store import writes
 from shared.events import Envelope
 from shared.plan import DerivedRules, Plan
@@ -39,8 +39,14 @@ class BatchEngine:
         *,
         overlap: bool = False,
         plans: Mapping[str, Plan] | None = None,
+        single_writer: bool = False,
     ) -> None:
         self.pool, self.consumer, self.tz, self.overlap = pool, consumer, tz, overlap
+        # The rebuild is the one writer of its fresh tables, and starts again from nothing if it
+        # stops: it sums the counters' changes in memory (their size is the plan's times the
+        # days, not the log's) and writes them once, at ``flush``.
+        self.single_writer = single_writer
+        self._counted = Changes()
         self.derived: dict[str, DerivedRules] = {p: plan.derived_rule_list() for p, plan in (plans or {}).items()}
         self._writing: asyncio.Task[int] | None = None
         # What the committed batches changed since the caller last took it: process -> the
@@ -69,7 +75,11 @@ class BatchEngine:
                     (key, fresh[i][0] if i >= 0 else 0, at, channel, profile)
                     for key, i, at, channel, profile in changes.touches
                 ]
-                await writes.write(conn, changes)
+                if self.single_writer:
+                    await writes.write_participants(conn, changes)
+                    _add_counts(self._counted, changes)
+                else:
+                    await writes.write(conn, changes)
                 await writes.write_activity(conn, fresh)
             if reached > done:
                 await conn.execute(
@@ -100,7 +110,21 @@ class BatchEngine:
             await self.apply(events, reached)
 
     async def flush(self) -> None:
-        """Wait for the batch being written, if any (and raise what it raised)."""
+        """Wait for the batch being written, if any (and raise what it raised); a single writer
+        then writes the counters it summed."""
         if self._writing is not None:
             task, self._writing = self._writing, None
             await task
+        if self.single_writer:
+            counted, self._counted = self._counted, Changes()
+            async with self.pool.acquire() as conn, conn.transaction():
+                await writes.write_counters(conn, counted)
+
+
+def _add_counts(into: Changes, more: Changes) -> None:
+    """Add the count changes of ``more`` to ``into``."""
+    for name in ("categories", "engagements", "people", "totals", "daily", "firsts", "dated"):
+        getattr(into, name).update(getattr(more, name))
+    for proc, (first, last) in more.event_times.items():
+        was = into.event_times.get(proc)
+        into.event_times[proc] = (first, last) if was is None else (min(was[0], first), max(was[1], last))

@@ -103,7 +103,7 @@ async def project_range(
 
     Unreadable events are skipped: the live projector has parked them already."""
     plans = load_plans(settings.plans or None)
-    engine = BatchEngine(pool, settings.consumer_name, settings.tz, overlap=True, plans=plans)
+    engine = BatchEngine(pool, settings.consumer_name, settings.tz, overlap=True, plans=plans, single_writer=True)
     async for raw in raw_batches(nc, settings.stream_name, start, end, batch=batch):
         events, unreadable = decode_batch(raw)
         for skipped in unreadable:

@@ -55,6 +55,45 @@ async def load(conn: Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
 
 
 async def write(conn: Connection, changes: Changes) -> None:
+    """Every change of a batch: the participants' states and what as-of answers need of them,
+    and the counters."""
+    await write_participants(conn, changes)
+    await write_counters(conn, changes)
+
+
+async def write_participants(conn: Connection, changes: Changes) -> None:
+    """The participants' states, their engagements (``touches``) and the events' times."""
+    if changes.forget:
+        gone = sorted(changes.forget)
+        await conn.execute(
+            "DELETE FROM touches WHERE (process_id, participant) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            [k[0] for k in gone],
+            [k[1] for k in gone],
+        )
+    if changes.touches:
+        rows = changes.touches  # with stream sequences by now (``engine.batch``)
+        await conn.execute(
+            """
+            INSERT INTO touches (process_id, participant, sequence, at, channel, profile)
+            SELECT p, k, s, a, c, pr::jsonb
+              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[])
+                   AS t(p, k, s, a, c, pr)
+            """,
+            [key[0] for key, *_ in rows],
+            [key[1] for key, *_ in rows],
+            [seq for _, seq, *_ in rows],
+            [at for _, _, at, _, _ in rows],
+            [channel for *_, channel, _ in rows],
+            [None if profile is None else profile.model_dump_json(exclude_none=True) for *_, profile in rows],
+        )
+    if changes.moments:
+        moments = sorted(changes.moments)
+        await conn.execute(
+            "INSERT INTO event_times (process_id, at) SELECT * FROM unnest($1::text[], $2::timestamptz[]) "
+            "ON CONFLICT DO NOTHING",
+            [m[0] for m in moments],
+            [m[1] for m in moments],
+        )
     if changes.participants:
         keys, states = zip(*changes.participants.items(), strict=True)
         await conn.execute(
@@ -79,6 +118,10 @@ async def write(conn: Connection, changes: Changes) -> None:
             [s.first_seen for s in states],
             [s.last_seen for s in states],
         )
+
+
+async def write_counters(conn: Connection, changes: Changes) -> None:
+    """The count changes: added to the counters (of one batch, or of many summed)."""
     if changes.categories:
         (procs, dims, cats), deltas = _columns(changes.categories, 3)
         await conn.execute(
@@ -160,37 +203,6 @@ async def _write_dated(conn: Connection, changes: Changes) -> None:
             days,
             items,
             deltas,
-        )
-    if changes.forget:
-        gone = sorted(changes.forget)
-        await conn.execute(
-            "DELETE FROM touches WHERE (process_id, participant) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-            [k[0] for k in gone],
-            [k[1] for k in gone],
-        )
-    if changes.touches:
-        rows = changes.touches  # with stream sequences by now (``engine.batch``)
-        await conn.execute(
-            """
-            INSERT INTO touches (process_id, participant, sequence, at, channel, profile)
-            SELECT p, k, s, a, c, pr::jsonb
-              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[])
-                   AS t(p, k, s, a, c, pr)
-            """,
-            [key[0] for key, *_ in rows],
-            [key[1] for key, *_ in rows],
-            [seq for _, seq, *_ in rows],
-            [at for _, _, at, _, _ in rows],
-            [channel for *_, channel, _ in rows],
-            [None if profile is None else profile.model_dump_json(exclude_none=True) for *_, profile in rows],
-        )
-    if changes.moments:
-        moments = sorted(changes.moments)
-        await conn.execute(
-            "INSERT INTO event_times (process_id, at) SELECT * FROM unnest($1::text[], $2::timestamptz[]) "
-            "ON CONFLICT DO NOTHING",
-            [m[0] for m in moments],
-            [m[1] for m in moments],
         )
 
 
