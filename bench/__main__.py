@@ -88,6 +88,7 @@ async def main(args: argparse.Namespace) -> int:
         tail=args.tail or min(20_000, sizes[0]),
         latency_seconds=args.latency_seconds,
         calls=args.calls,
+        coordinator_calls=args.coordinator_calls,
         timeout=args.step_timeout,
         as_of_limit=args.as_of_limit,
     )
@@ -130,6 +131,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tail", type=int, default=None, help="events to catch up (default min(20000, smallest))")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="how long each latency is offered")
     parser.add_argument("--calls", type=int, default=21, help="GET /coverage calls per median")
+    parser.add_argument(
+        "--coordinator-calls", type=int, default=3, help="coordinators' GET /coverage calls (information; 0 skips)"
+    )
     parser.add_argument("--ingest-requests", type=int, default=5000)
     parser.add_argument("--step-timeout", type=float, default=900.0, help="seconds any one step may take")
     parser.add_argument("--as-of-limit", type=float, default=120.0, help="seconds one as-of request may take")

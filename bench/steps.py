@@ -49,7 +49,6 @@ from services.cli.embedded import EmbeddedNats
 
 T = TypeVar("T")
 CONCURRENT_AS_OF = 4
-COORDINATOR_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,7 @@ class Options:
     rate: int = 1000
     latency_seconds: float = 10.0
     calls: int = 21
+    coordinator_calls: int = 3  # 0 skips coordinators' /coverage (for information only)
     timeout: float = 900.0  # seconds, each step
     as_of_limit: float = 120.0  # seconds: above it (or above the memory guard) the 4 concurrent as-of are skipped
     memory_guard_mb: float = 1500.0
@@ -91,11 +91,11 @@ async def bounded(figures: Figures, what: str, work: Awaitable[T], timeout: floa
         ran_out = spent >= timeout * 0.99
         figures.notes.append(f"{what}: gave up after {timeout:.0f} s" if ran_out else f"{what}: timed out: {exc}")
     except Exception as exc:  # noqa: BLE001 - one failed step is reported, the other figures still measured
-        figures.notes.append(f"{what}: {type(exc).__name__}: {str(exc)[:300]}")
+        figures.notes.append(f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
     else:
         say(f"  {what}: {time.perf_counter() - start:.1f} s")
         return result
-    say(f"  {what}: {figures.notes[-1]}")
+    say(f"  {figures.notes[-1]}")
     return None
 
 
@@ -162,31 +162,40 @@ async def time_coverage(url: str, token: str, calls: int, query: str = "") -> tu
     return statistics.median(times), body
 
 
-async def as_of_once(url: str) -> float:
-    """Seconds of one analyst ``GET /coverage?as_of=`` at the history's midpoint."""
+async def as_of_once(url: str, refused: list[int] | None = None) -> float:
+    """Seconds of one analyst ``GET /coverage?as_of=`` at the history's midpoint. Analytics answers a
+    few as-of questions at once and refuses more with 429: the request is then asked again after
+    its Retry-After, as `engage coverage --as-of` does (counted in ``refused``)."""
     query = {"as_of": midpoint().isoformat()}
     async with httpx.AsyncClient(base_url=url, timeout=None) as client:
         start = time.perf_counter()
-        answer = await client.get("/coverage", params=query, headers={"Authorization": f"Bearer {ANALYST}"})
+        while True:
+            answer = await client.get("/coverage", params=query, headers={"Authorization": f"Bearer {ANALYST}"})
+            if answer.status_code != 429:
+                break
+            if refused is not None:
+                refused[0] += 1
+            await asyncio.sleep(min(float(answer.headers.get("Retry-After", "0.2") or 0.2), 1.0))
         answer.raise_for_status()
         return time.perf_counter() - start
 
 
 @contextlib.asynccontextmanager
-async def as_of_load(url: str, clients: int) -> AsyncIterator[list[int]]:
-    """``clients`` loops each keeping one as-of request in flight; yields the count answered so far."""
-    answered = [0]
+async def as_of_load(url: str, clients: int) -> AsyncIterator[tuple[list[int], list[int]]]:
+    """``clients`` loops each keeping one as-of request in flight; yields the counts answered and
+    refused (429) so far."""
+    answered, refused = [0], [0]
     stop = asyncio.Event()
 
     async def loop() -> None:
         while not stop.is_set():
-            await as_of_once(url)
+            await as_of_once(url, refused)
             answered[0] += 1
 
     tasks = [asyncio.create_task(loop()) for _ in range(clients)]
     await asyncio.sleep(0.2)  # the requests are in flight before the latency is measured
     try:
-        yield answered
+        yield answered, refused
     finally:
         stop.set()
         for task in tasks:
@@ -321,11 +330,13 @@ async def measure_answers(figures: Figures, analytics: Analytics, opts: Options,
 async def measure_coordinators(figures: Figures, analytics: Analytics, opts: Options, say: Progress) -> None:
     """Coordinators' ``GET /coverage`` (rounded, from the latest release), for information: their
     first answer reads the log forward into memory, so it runs after the as-of figures, bounded
-    like one as-of, with ``COORDINATOR_CALLS`` calls."""
+    like one as-of."""
+    if not opts.coordinator_calls:
+        return
     coordinator = await bounded(
         figures,
-        f"GET /coverage ×{COORDINATOR_CALLS} (coordinator)",
-        time_coverage(analytics.url, COORDINATOR, COORDINATOR_CALLS),
+        f"GET /coverage ×{opts.coordinator_calls} (coordinator)",
+        time_coverage(analytics.url, COORDINATOR, opts.coordinator_calls),
         opts.as_of_limit,
         say,
     )
@@ -345,7 +356,7 @@ async def measure_live_under_as_of(
     if one > opts.as_of_limit / 4 or (put.get("as_of_rss_mb") or 0.0) > opts.memory_guard_mb / CONCURRENT_AS_OF:
         figures.notes.append(f"{CONCURRENT_AS_OF} concurrent as-of: skipped (one took {one:.1f} s)")
         return
-    async with MemoryWatch(analytics.pid) as memory, as_of_load(analytics.url, CONCURRENT_AS_OF) as answered:
+    async with MemoryWatch(analytics.pid) as memory, as_of_load(analytics.url, CONCURRENT_AS_OF) as (answered, refused):
         live = await bounded(
             figures,
             f"publish → commit at {opts.rate:,}/s with {CONCURRENT_AS_OF} as-of running",
@@ -353,6 +364,6 @@ async def measure_live_under_as_of(
             opts.timeout,
             say,
         )
-        say(f"  as-of requests answered meanwhile: {answered[0]}")
+        say(f"  as-of requests meanwhile: {answered[0]} answered, {refused[0]} refused for now (429) and asked again")
     put["live_p99_as_of"] = live[0] if live else None
     put["as_of_rss_mb"] = max(put.get("as_of_rss_mb") or 0.0, memory.peak)

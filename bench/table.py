@@ -71,7 +71,7 @@ def rows(small: Figures, big: Figures, ingest: Mapping[str, float] | None) -> li
         ),
     ]
     as_of, at_least = b("as_of"), b("as_of_at_least")
-    as_of_text = _fmt(as_of, "s", digits=2) if as_of is not None else f"> {_fmt(at_least, 's')}"
+    as_of_text = _fmt(as_of, "s", digits=3) if as_of is not None else f"> {_fmt(at_least, 's')}"
     as_of_ratio = _ratio(as_of if as_of is not None else at_least, b("replay"))
     out += [
         Row(
@@ -128,6 +128,12 @@ def _mb_row(figure: str, mb: float | None) -> Row:
     )
 
 
+def _ratio_text(ratio: float | None) -> str:
+    if ratio is None:
+        return "—"
+    return f"{ratio:.2f}×" if ratio >= 0.1 else f"{ratio:.4f}×"
+
+
 def render(table: list[Row]) -> str:
     head = ("figure", "value", "baseline (same run)", "ratio", "target", "met")
     lines = [
@@ -135,7 +141,7 @@ def render(table: list[Row]) -> str:
             r.figure,
             r.value,
             r.baseline,
-            "—" if r.ratio is None else f"{r.ratio:.2f}×",
+            _ratio_text(r.ratio),
             r.target,
             "n/a" if r.met is None else "PASS" if r.met else "miss",
         )
