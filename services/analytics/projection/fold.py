@@ -28,11 +28,14 @@ ENGAGEMENTS = "engagements"
 PROFILED = "profiled"  # participants who gave a profile: answered or declined any question
 
 
+_NO_PROFILE = Profile()  # frozen: one empty profile serves every new participant, validated once
+
+
 @dataclass(frozen=True)
 class ParticipantState:
     """What the read model knows of one participant."""
 
-    profile: Profile = field(default_factory=Profile)
+    profile: Profile = _NO_PROFILE
     channels: Mapping[str, int] = field(default_factory=dict)
     days: Mapping[str, int] = field(default_factory=dict)  # "2018-03-05/interview_phone" -> engagements
     first_channel: str | None = None
