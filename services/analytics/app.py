@@ -98,6 +98,12 @@ def build_app(settings: Settings) -> FastAPI:
         applied = await schema.migrate(pool)
         if applied:
             log.info("migrations_applied", migrations=applied)
+        if await pool.fetchval("SELECT EXISTS (SELECT 1 FROM as_of_needs_rebuild)"):
+            log.warning(
+                "as_of_needs_rebuild",
+                reason="these read models were made before they kept what as-of answers need",
+                fix="run `engage rebuild` once; live answers are unaffected",
+            )
         projector = Projector(settings, broker.connection, pool, plans)
         releases = ReleaseBook(await reads.rounding_secret(pool), settings.every, settings.tz)
         app.state.analytics = AnalyticsState(

@@ -116,7 +116,7 @@ class LockLost(RuntimeError):
 
 
 class Projector:
-    JUDGE_EVERY = 1.0  # seconds: while catching up, judge statuses at most this often
+    JUDGE_EVERY = 1.0  # seconds: judge statuses at most this often while events arrive
     BATCH_TRIES = 2  # a batch failing otherwise than on the database is tried this often before splitting it
     EVENT_TRIES = 2  # and each of its events this often before it is parked
     WATCH_EVERY = 1.0  # seconds: how often the log, the consumer and the lock are checked
@@ -258,6 +258,8 @@ class Projector:
                         await self._diagnose(gap.expected)  # Stalled when the log no longer holds it
                         raise Reattach("out_of_order", str(gap)) from gap
                     arrived = time.monotonic()
+                elif self.plans and (self.engine.touched or not self._judged_all):  # quiet: judge what moved
+                    await self.judge()
                 if time.monotonic() - self._watched_at >= self.WATCH_EVERY:
                     await self._watch(idle=time.monotonic() - arrived)
         finally:
@@ -390,8 +392,10 @@ class Projector:
             behind=self._behind,
             seconds=round(time.perf_counter() - started, 4),
         )
-        caught_up = msgs[-1].metadata.num_pending == 0
-        if self.plans and (caught_up or time.monotonic() - self._judged_at >= self.JUDGE_EVERY):
+        # Statuses are judged at most every JUDGE_EVERY, caught up or not, so that a steady live
+        # stream does not pay a judgement per batch; what the last batches moved is judged once
+        # the stream goes quiet (``_count``).
+        if self.plans and time.monotonic() - self._judged_at >= self.JUDGE_EVERY:
             await self.judge()
 
     async def apply(self, events: Sequence[tuple[int, Envelope]], reached: int, tries: int) -> int:
