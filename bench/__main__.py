@@ -126,7 +126,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[10_000, 1_000_000])
-    parser.add_argument("--quick", action="store_true", help="--sizes 2000,20000 and shorter steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="--sizes 2000,20000, shorter steps, no coordinators' calls"
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where made logs are kept (.engage-bench/)")
     parser.add_argument("--tail", type=int, default=None, help="events to catch up (default min(20000, smallest))")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="how long each latency is offered")
@@ -140,6 +142,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.latency_seconds, args.calls, args.ingest_requests = [2000, 20_000], 3.0, 11, 1000
+        args.coordinator_calls = 0
     if len(args.sizes) < 2 or min(args.sizes) < 100:
         parser.error("--sizes needs two sizes of at least 100 events (the baseline and the figure)")
     return args
