@@ -22,6 +22,7 @@ The answer reflects the read models, so it can be behind the log like any live a
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
@@ -125,14 +126,14 @@ async def coverage_counts(
     rules = plan.derived_rule_list() if plan else NO_RULES
     if segment is None:
         found = await reads.dated(pool, process_id, consumer, moment, tz, rules)
-        counts = counts_of_dated(found, plan)
+        counts = await asyncio.to_thread(counts_of_dated, found, plan)  # off the event loop
     else:
         term = narrowing(segment, plan)
         narrow = (term.dimension, term.category) if term else True
         found = await reads.dated(pool, process_id, consumer, moment, tz, rules, everyone=narrow)
-        chosen = members(found.states, segment, plan)
+        chosen = await asyncio.to_thread(lambda: list(members(found.states, segment, plan)))
         counts = replace(
-            counts_of(chosen, plan, sequence=found.sequence),
+            await asyncio.to_thread(counts_of, chosen, plan, sequence=found.sequence),
             first_event=found.first_event,
             last_event=found.last_event,
             projected_at=found.projected_at,

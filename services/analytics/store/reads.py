@@ -7,6 +7,7 @@ the plan's own rule (:meth:`shared.plan.Plan.derived_rules`) in SQL.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections import Counter
 from dataclasses import dataclass
@@ -257,9 +258,14 @@ async def dated(
             whole = await conn.fetch(f"{_PARTICIPANT} AND last_seen <= $2{narrow}", process_id, moment, *args)
         # Engaged before and after the moment: their state then, from their engagements.
         between = await conn.fetch(
-            "SELECT t.participant, t.at, t.channel, t.profile::text AS profile FROM touches t "
-            "JOIN participants p USING (process_id, participant) WHERE p.process_id = $1 AND NOT p.withdrawn "
-            "AND p.first_seen <= $2 AND p.last_seen > $2 AND t.at <= $2 ORDER BY t.participant, t.sequence",
+            # Each one's engagements looked up by their key (OFFSET 0 keeps the planner from
+            # turning the look-ups into a scan of every engagement kept).
+            "SELECT p.participant, t.at, t.channel, t.profile::text AS profile FROM participants p "
+            "CROSS JOIN LATERAL (SELECT at, channel, profile, sequence FROM touches "
+            "  WHERE touches.process_id = p.process_id AND touches.participant = p.participant AND at <= $2 "
+            "  OFFSET 0) AS t "
+            "WHERE p.process_id = $1 AND NOT p.withdrawn AND p.first_seen < p.last_seen "
+            "AND tstzrange(p.first_seen, p.last_seen, '[)') @> $2::timestamptz ORDER BY p.participant, t.sequence",
             process_id,
             moment,
         )
@@ -268,6 +274,15 @@ async def dated(
             process_id,
             moment,
         )
+    assert span is not None  # an aggregate always answers one row
+    # Off the event loop: the live projector and other answers go on meanwhile.
+    states = await asyncio.to_thread(_states_as_of, whole, between, moment, tz)
+    return Dated(sequence, projected_at, base, states, span["first"], span["last"])
+
+
+def _states_as_of(
+    whole: list[asyncpg.Record], between: list[asyncpg.Record], moment: datetime, tz: tzinfo
+) -> list[ParticipantState]:
     states = [_state(r) for r in whole]
     grouped: dict[str, list[tuple[datetime, str, Profile | None]]] = {}
     for r in between:
@@ -277,8 +292,7 @@ async def dated(
         state = state_as_of(engagements, moment, tz)
         if state is not None:
             states.append(state)
-    assert span is not None  # an aggregate always answers one row
-    return Dated(sequence, projected_at, base, states, span["first"], span["last"])
+    return states
 
 
 def _derived_item(item: str, dimensions: set[str]) -> bool:

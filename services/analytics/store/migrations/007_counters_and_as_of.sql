@@ -52,6 +52,9 @@ CREATE TABLE event_times (
 );
 
 CREATE INDEX participants_last_seen ON participants (process_id, last_seen);
+-- Those engaged before and after a moment, found without reading everyone seen after it.
+CREATE INDEX participants_between ON participants USING gist (tstzrange(first_seen, last_seen, '[)'))
+ WHERE first_seen < last_seen AND NOT withdrawn;
 
 -- Read models projected before these tables existed cannot answer as-of questions until
 -- `engage rebuild` fills them from the log (a rebuild's fresh tables never hold this row).
