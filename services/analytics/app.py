@@ -21,7 +21,15 @@ from services.analytics.export.routes import export_router
 from services.analytics.state import AnalyticsState, state_of
 from services.analytics.store import reads, schema
 from shared import http
-from shared.bus import DEADLETTER_STREAM, STATUS_STREAM, attach_streams, make_broker, stop_broker
+from shared.bus import (
+    DEADLETTER_STREAM,
+    STATUS_STREAM,
+    attach_streams,
+    close_nats,
+    connect_nats,
+    make_broker,
+    stop_broker,
+)
 from shared.errors import ConfigError
 from shared.logging import get_logger
 from shared.plan import load_plans
@@ -106,8 +114,17 @@ def build_app(settings: Settings) -> FastAPI:
             )
         projector = Projector(settings, broker.connection, pool, plans)
         releases = ReleaseBook(await reads.rounding_secret(pool), settings.every, settings.tz)
+        releases_nc = await connect_nats(settings, "analytics", nats_url, max_reconnect_attempts=-1)
         app.state.analytics = AnalyticsState(
-            Sources(pool, broker.connection, settings, plans, releases, asyncio.Semaphore(settings.as_of_concurrency)),
+            Sources(
+                pool,
+                broker.connection,
+                settings,
+                plans,
+                releases,
+                asyncio.Semaphore(settings.as_of_concurrency),
+                releases_nc=releases_nc,
+            ),
             projector,
         )
         src = app.state.analytics.sources
@@ -135,6 +152,7 @@ def build_app(settings: Settings) -> FastAPI:
         finally:
             await projector.stop(task)  # bounded: shutting down must never hang
             await alerts.stop(alerting)
+            await close_nats(releases_nc)
             await stop_broker(broker)
             await pool.close()
 

@@ -51,6 +51,9 @@ class Sources:
     plans: Mapping[str, Plan]
     releases: ReleaseBook
     as_of_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    # Releases read the log on a connection of their own (default ``nc``): a first refresh pulls
+    # the whole log, and the projector's connection must not carry it.
+    releases_nc: Client | None = None
 
     @property
     def js(self) -> JetStreamContext:
@@ -76,7 +79,7 @@ class Sources:
         """The latest release's counts (coordinators' numbers) of the segment and of the whole process,
         read forward from the log first."""
         releases = self.releases.of(process)
-        await releases.refresh(self.nc, self.settings.stream_name)
+        await releases.refresh(self.releases_nc or self.nc, self.settings.stream_name)
         whole = releases.released(None, plan)
         return (whole if segment is None else releases.released(segment, plan)), whole
 

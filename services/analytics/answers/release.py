@@ -9,14 +9,17 @@ the same events. A withdrawal leaves coordinator views at the next cut (analysts
 once); the events after the last cut wait, unseen by coordinators.
 
 Each process's release is kept in memory and read forward from where it stopped, so a
-refresh costs the events since the last one (the first costs the whole log). Answers made
-from a release are cached until the next cut.
+refresh costs the events since the last one (the first costs the whole log, read on a NATS
+connection of its own and giving the event loop a turn after every batch). A refresh may
+pass many cuts; only the one it ends at is shown, so only that one's people are listed.
+Answers made from a release are cached until the next cut; the whole process's cell keys
+are kept summed, so a new release costs the members that changed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
@@ -24,7 +27,7 @@ from datetime import UTC, datetime, tzinfo
 from nats.aio.client import Client
 
 from services.analytics.answers.segments import Segment, in_segment
-from services.analytics.answers.suppression import Cell, cell_keys, record_key
+from services.analytics.answers.suppression import KEY_BITS, Cell, cell_keys, record_key
 from services.analytics.projection.counts import Counts, counts_of, daily_of
 from services.analytics.projection.engages import Key, keys_of
 from services.analytics.projection.fold import ParticipantState
@@ -34,6 +37,8 @@ from shared.events import Envelope
 from shared.plan import Plan
 
 CACHED = 64  # answers kept per process until the next cut
+MOD = 1 << KEY_BITS  # cell keys are sums mod this (``suppression.cell_keys``)
+BATCH = 1000  # events taken between two turns of the event loop
 
 
 @dataclass(frozen=True)
@@ -59,45 +64,108 @@ class Released:
     reached_daily: dict[tuple[str, str], int]
 
 
+class _KeySums:
+    """The whole process's cell keys under one plan, kept member by member: a new release costs
+    the members that changed since the last one summed, not all of them (``cell_keys`` is a sum
+    mod 2**64 of each member's own keys, so the sums are exactly its answer)."""
+
+    def __init__(self, plan: Plan | None, tz: tzinfo) -> None:
+        self.plan, self.tz = plan, tz
+        # What is summed, by participant: the state, not its keys (worked out again to take it
+        # out: a few dozen keys a member would weigh more than the states themselves).
+        self.of: dict[str, tuple[int, ParticipantState]] = {}
+        self.sums: Counter[Cell] = Counter()
+        self.holders: Counter[Cell] = Counter()  # members with the cell: cell_keys names a cell only if one has it
+        self.number = 0  # the release summed
+
+    def update(self, number: int, members: dict[str, tuple[int, ParticipantState]]) -> dict[Cell, int]:
+        """The cell keys of release ``number``, whose people are ``members``."""
+        if self.number != number:
+            for participant in [p for p in self.of if p not in members]:
+                self._move(self.of.pop(participant), -1)
+            for participant, member in members.items():
+                was = self.of.get(participant)
+                if was is None or was[1] is not member[1]:  # states are replaced, never changed in place
+                    if was is not None:
+                        self._move(was, -1)
+                    self._move(member, 1)
+                    self.of[participant] = member
+            self.number = number
+        return {cell: total % MOD for cell, total in self.sums.items()}
+
+    def _move(self, member: tuple[int, ParticipantState], sign: int) -> None:
+        for cell, key in cell_keys([member], self.plan, self.tz).items():
+            self.holders[cell] += sign
+            if self.holders[cell]:
+                self.sums[cell] += sign * key
+            else:
+                del self.holders[cell], self.sums[cell]
+
+
 class Releases:
     """One process's releases."""
 
     def __init__(self, process_id: str, secret: bytes, every: int, tz: tzinfo) -> None:
         self.process_id, self.every, self.tz = process_id, every, tz
         self._secret = secret
-        self._memory = MemoryProjection(tz)
-        self._pending: list[tuple[int, Envelope]] = []
+        self._memory = MemoryProjection(tz)  # the log up to the latest cut
+        self._pending: list[tuple[int, Envelope]] = []  # the events after it
         self._touched: set[Key] = set()
         self._read_to = 0
+        self._cut_at, self._cuts = 0, 0  # the latest cut's sequence and number, made or not
+        self._record_keys: dict[str, int] = {}  # each participant's key, an HMAC worked out once
+        self._members: dict[str, tuple[int, ParticipantState]] = {}  # the release's people, by participant
+        self._key_sums: _KeySums | None = None
         self._lock = asyncio.Lock()
         self.cut = Cut(0, 0, None, (), None, None)
         self._answers: OrderedDict[tuple[int, str | None], Released] = OrderedDict()
 
     def take(self, events: list[tuple[int, Envelope]], read_to: int) -> bool:
-        """Take events in log order (all of them up to ``read_to``); True if a new cut was made."""
-        cut_made = False
+        """Take events in log order (all of them up to ``read_to``); True if a cut fell among them.
+
+        A cut only moves the latest cut's sequence and number on, and the projection takes the
+        events up to the last cut among them at once: only the release a refresh ends at is
+        ever shown, so its people are made once, by ``release``, however many cuts it passed.
+        """
+        last_cut = 0  # how many of the pending events the last cut among these closes
         for seq, event in events:
             self._pending.append((seq, event))
-            self._touched |= keys_of([event])
+            touched = keys_of([event])
+            self._touched |= touched
+            for _, participant in touched:  # worked out here, batch by batch, not all at once in ``release``
+                self._record_key(participant)
             if len(self._touched) >= self.every:
-                self._memory.feed(self._pending)
-                self._pending, self._touched = [], set()
-                self._release(seq)
-                cut_made = True
+                self._touched = set()
+                self._cut_at, self._cuts = seq, self._cuts + 1
+                last_cut = len(self._pending)
+        if last_cut:
+            self._memory.feed(self._pending[:last_cut])
+            del self._pending[:last_cut]
         self._read_to = max(self._read_to, read_to)
-        return cut_made
+        return bool(last_cut)
 
-    def _release(self, sequence: int) -> None:
-        first, last = self._memory.times.get(self.process_id, (None, None))
-        members = tuple(
-            (record_key(self._secret, participant), state)
-            for participant, state in self._memory.participants(self.process_id)
-        )
-        self.cut = Cut(sequence, self.cut.number + 1, datetime.now(UTC), members, first, last)
-        self._answers.clear()
+    def release(self) -> Cut:
+        """The latest cut's release, its people made the first time it is asked for."""
+        if self.cut.number != self._cuts:
+            first, last = self._memory.times.get(self.process_id, (None, None))
+            self._members = {p: (self._record_key(p), s) for p, s in self._memory.participants(self.process_id)}
+            members = tuple(self._members.values())
+            self.cut = Cut(self._cut_at, self._cuts, datetime.now(UTC), members, first, last)
+            self._answers.clear()
+        return self.cut
+
+    def _record_key(self, participant: str) -> int:
+        key = self._record_keys.get(participant)
+        if key is None:
+            key = self._record_keys[participant] = record_key(self._secret, participant)
+        return key
 
     async def refresh(self, nc: Client, stream: str) -> Cut:
-        """Read the log forward to its end, cutting as it goes; the latest release."""
+        """Read the log forward to its end, cutting as it goes; the latest release.
+
+        The event loop gets a turn after every batch: a first refresh reads the whole log, and
+        the projector, other answers and the NATS connections' pings must not wait for it.
+        """
         async with self._lock:
             last = await replay.last_sequence(nc, stream)
             if last > self._read_to:
@@ -106,25 +174,29 @@ class Releases:
                 async with aclosing(replay.events(nc, stream, window)) as found:
                     async for pair in found:
                         batch.append(pair)
-                        if len(batch) >= 1000:
+                        if len(batch) >= BATCH:
                             self.take(batch, pair[0])
                             batch = []
+                            await asyncio.sleep(0)
                 self.take(batch, last)
-            return self.cut
+            return self.release()
 
     def released(self, segment: Segment | None, plan: Plan | None) -> Released:
         """The release's counts of the whole process or one segment, with their cell keys."""
 
-        def make() -> Released:
-            chosen = [(k, s) for k, s in self.cut.members if segment is None or in_segment(s, segment, plan)]
-            states = [s for _, s in chosen]
-            counts = counts_of(states, plan, sequence=self.cut.sequence, projected_at=self.cut.made_at)
-            if segment is None:
-                counts = replace(counts, first_event=self.cut.first_event, last_event=self.cut.last_event)
-            engagements, reached = daily_of(states, self.tz)
-            return Released(counts, self.cut.number, cell_keys(chosen, plan, self.tz), dict(engagements), dict(reached))
+        cut = self.release()
 
-        key = (self.cut.sequence, segment.key if segment else None)
+        def make() -> Released:
+            chosen = [(k, s) for k, s in cut.members if segment is None or in_segment(s, segment, plan)]
+            states = [s for _, s in chosen]
+            counts = counts_of(states, plan, sequence=cut.sequence, projected_at=cut.made_at)
+            if segment is None:
+                counts = replace(counts, first_event=cut.first_event, last_event=cut.last_event)
+            engagements, reached = daily_of(states, self.tz)
+            keys = cell_keys(chosen, plan, self.tz) if segment is not None else self._whole_keys(cut, plan)
+            return Released(counts, cut.number, keys, dict(engagements), dict(reached))
+
+        key = (cut.sequence, segment.key if segment else None)
         if key in self._answers:
             self._answers.move_to_end(key)
         else:
@@ -132,6 +204,11 @@ class Releases:
             while len(self._answers) > CACHED:
                 self._answers.popitem(last=False)
         return self._answers[key]
+
+    def _whole_keys(self, cut: Cut, plan: Plan | None) -> dict[Cell, int]:
+        if self._key_sums is None or self._key_sums.plan is not plan:
+            self._key_sums = _KeySums(plan, self.tz)
+        return self._key_sums.update(cut.number, self._members)
 
 
 class ReleaseBook:

@@ -119,6 +119,10 @@ async def message_batches(
             out = [msg for msg in msgs if stream_sequence(msg) <= end]
             if out:
                 yield out
+            # A turn for the event loop per batch: while NATS delivers faster than this reads, the
+            # reader's buffer never runs dry, so nothing here would wait, and a reader inside a
+            # service (coordinators' releases, as-of answers) would hold the projector up.
+            await asyncio.sleep(0)
             if msgs and stream_sequence(msgs[-1]) >= end:
                 return
             if not msgs and await last_sequence(nc, stream) < start:
