@@ -79,9 +79,7 @@ class Sources:
         """The latest release's counts (coordinators' numbers) of the segment and of the whole process,
         read forward from the log first."""
         releases = self.releases.of(process)
-        await releases.refresh(self.releases_nc or self.nc, self.settings.stream_name)
-        whole = releases.released(None, plan)
-        return (whole if segment is None else releases.released(segment, plan)), whole
+        return await releases.answers(self.releases_nc or self.nc, self.settings.stream_name, segment, plan)
 
     async def live_states(
         self, process: str, segment: Segment, plan: Plan | None

@@ -167,19 +167,37 @@ class Releases:
         the projector, other answers and the NATS connections' pings must not wait for it.
         """
         async with self._lock:
-            last = await replay.last_sequence(nc, stream)
-            if last > self._read_to:
-                window = replay.Window(from_seq=self._read_to + 1, to_seq=last, process_id=self.process_id)
-                batch: list[tuple[int, Envelope]] = []
-                async with aclosing(replay.events(nc, stream, window)) as found:
-                    async for pair in found:
-                        batch.append(pair)
-                        if len(batch) >= BATCH:
-                            self.take(batch, pair[0])
-                            batch = []
-                            await asyncio.sleep(0)
-                self.take(batch, last)
-            return self.release()
+            await self._read_forward(nc, stream)
+            return await asyncio.to_thread(self.release)
+
+    async def answers(
+        self, nc: Client, stream: str, segment: Segment | None, plan: Plan | None
+    ) -> tuple[Released, Released]:
+        """Refresh, then the release's counts of ``segment`` and of the whole process. The work
+        that grows with the people (listing a release's members, its counts and cell keys) runs
+        off the event loop, one answer at a time: the projector and other answers go on."""
+        async with self._lock:
+            await self._read_forward(nc, stream)
+
+            def both() -> tuple[Released, Released]:
+                whole = self.released(None, plan)
+                return (whole if segment is None else self.released(segment, plan)), whole
+
+            return await asyncio.to_thread(both)
+
+    async def _read_forward(self, nc: Client, stream: str) -> None:
+        """Read the log forward to its end, cutting as it goes (the caller holds the lock)."""
+        last = await replay.last_sequence(nc, stream)
+        if last > self._read_to:
+            window = replay.Window(from_seq=self._read_to + 1, to_seq=last, process_id=self.process_id)
+            batch: list[tuple[int, Envelope]] = []
+            async with aclosing(replay.events(nc, stream, window)) as found:
+                async for pair in found:
+                    batch.append(pair)
+                    if len(batch) >= BATCH:
+                        await asyncio.to_thread(self.take, batch, pair[0])
+                        batch = []
+            await asyncio.to_thread(self.take, batch, last)
 
     def released(self, segment: Segment | None, plan: Plan | None) -> Released:
         """The release's counts of the whole process or one segment, with their cell keys."""
