@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         description="Coordinators' numbers move once this many participants have changed (at least k; default k).",
     )
     as_of_concurrency: int = Field(
-        2, ge=1, le=64, description="As-of questions analytics answers at once; one more is refused (429, retry)."
+        1, ge=1, le=64, description="As-of questions analytics answers at once; one more is refused (429, retry)."
     )
     write_rate: float = Field(50.0, gt=0, le=100_000, description="Writes per second each token may sustain.")
     write_burst: int = Field(

@@ -36,7 +36,7 @@ class AsOfBusy(TooManyRequests):
     """Every as-of slot is taken (``ENGAGE_AS_OF_CONCURRENCY``): 429, try again shortly."""
 
     def __init__(self, slots: int) -> None:
-        Exception.__init__(self, f"{slots} as-of questions are being answered already; try again in 1 s")
+        Exception.__init__(self, f"every as-of slot is taken (ENGAGE_AS_OF_CONCURRENCY={slots}); try again in 1 s")
         self.wait = 1.0
 
 
@@ -50,7 +50,7 @@ class Sources:
     settings: Settings
     plans: Mapping[str, Plan]
     releases: ReleaseBook
-    as_of_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    as_of_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     # Releases read the log on a connection of their own (default ``nc``): a first refresh pulls
     # the whole log, and the projector's connection must not carry it.
     releases_nc: Client | None = None

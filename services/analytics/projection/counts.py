@@ -56,7 +56,7 @@ def counts_of(
     derived = plan.derived_rule_list() if plan else NO_RULES
     process = ""  # one process at a time: the key's process part is the same for every state
     for state in states:
-        add_contribution(changes, process, state, derived=derived)
+        add_contribution(changes, process, state, derived=derived, over_time=False)
     return Counts(
         sequence=sequence,
         participants=changes.totals[(process, PARTICIPANTS)],

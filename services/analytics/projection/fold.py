@@ -74,8 +74,11 @@ def add_contribution(
     sign: int = 1,
     tz: tzinfo = DEFAULT_TZ,
     derived: DerivedRules = NO_RULES,
+    *,
+    over_time: bool = True,
 ) -> None:
-    """Add (sign 1) or take away (sign -1) the counts one participant makes.
+    """Add (sign 1) or take away (sign -1) the counts one participant makes (without
+    ``over_time``, not the days: only the counts of one moment).
 
     Everything an answer needs is a sum of these contributions, so the read models keep it
     as running counters: totals, engagements and people per channel, those who gave a
@@ -94,11 +97,12 @@ def add_contribution(
         totals[(process_id, ENGAGEMENTS)] += sign * n
         if n:
             people[(process_id, channel)] += sign
-    for day_channel, n in state.days.items():
-        day, _, channel = day_channel.partition("/")
-        daily[(process_id, day, channel)] += sign * n
-    if state.first_seen is not None and state.first_channel is not None:
-        changes.firsts[(process_id, day_of(state.first_seen, tz), state.first_channel)] += sign
+    if over_time:
+        for day_channel, n in state.days.items():
+            day, _, channel = day_channel.partition("/")
+            daily[(process_id, day, channel)] += sign * n
+        if state.first_seen is not None and state.first_channel is not None:
+            changes.firsts[(process_id, day_of(state.first_seen, tz), state.first_channel)] += sign
     chosen_of = state.profile.categories
     if chosen_of:
         totals[(process_id, PROFILED)] += sign

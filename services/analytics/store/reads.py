@@ -197,8 +197,9 @@ class Dated:
     last_event: datetime | None
 
 
+# An as-of answer is the counts of one moment: the participants' days (for over-time answers) are not read.
 _PARTICIPANT = (
-    "SELECT participant, profile::text AS profile, channels::text AS channels, days::text AS days, "
+    "SELECT participant, profile::text AS profile, channels::text AS channels, "
     "first_channel, first_seen, last_seen FROM participants WHERE process_id = $1 AND NOT withdrawn"
 )
 
@@ -303,7 +304,6 @@ def _state(r: asyncpg.Record) -> ParticipantState:
     return ParticipantState(
         profile=Profile.model_validate_json(r["profile"]),
         channels=orjson.loads(r["channels"]),
-        days=orjson.loads(r["days"]),
         first_channel=r["first_channel"],
         first_seen=r["first_seen"],
         last_seen=r["last_seen"],
