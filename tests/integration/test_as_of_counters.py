@@ -109,6 +109,9 @@ async def test_as_of_from_counters_equals_a_replay_of_the_log(
                     pool, "analytics", PROCESS, moment, DEFAULT_TZ, PLAN, parse_segment(PLAN, segment)
                 )
                 assert numbers(part.counts) == numbers(replayed(log, moment, segment)), (seed, moment, segment)
+            # Asked as of now, the answer is the live one, number for number.
+            now = await asof.coverage_counts(pool, "analytics", PROCESS, datetime.now(UTC), DEFAULT_TZ, PLAN, None)
+            assert numbers(now.counts) == numbers(await reads.counts(pool, PROCESS, "analytics", PLAN)), seed
         finally:
             await pool.close()
 
