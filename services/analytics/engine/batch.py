@@ -103,18 +103,21 @@ class BatchEngine:
 
     async def submit(self, events: Sequence[tuple[int, Envelope]], reached: int) -> None:
         """Apply a batch: at once, or with ``overlap`` while the caller goes on to the next one."""
-        await self.flush()  # the previous batch's rows must be in before this one's are loaded
+        await self._written()  # the previous batch's rows must be in before this one's are loaded
         if self.overlap:
             self._writing = asyncio.create_task(self.apply(events, reached))
         else:
             await self.apply(events, reached)
 
-    async def flush(self) -> None:
-        """Wait for the batch being written, if any (and raise what it raised); a single writer
-        then writes the counters it summed."""
+    async def _written(self) -> None:
+        """Wait for the batch being written, if any (and raise what it raised)."""
         if self._writing is not None:
             task, self._writing = self._writing, None
             await task
+
+    async def flush(self) -> None:
+        """Wait for the batch being written; a single writer then writes the counters it summed."""
+        await self._written()
         if self.single_writer:
             counted, self._counted = self._counted, Changes()
             async with self.pool.acquire() as conn, conn.transaction():
