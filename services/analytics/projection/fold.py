@@ -237,6 +237,12 @@ def state_as_of(
     return state
 
 
+def category_item(dimension: str, category: str = "") -> str:
+    """A category's name among the dated counters (``dated_counts.item``); with no category,
+    the prefix every category of ``dimension`` shares."""
+    return f"category:{dimension}\x1f{category}"
+
+
 def utc_day(at: datetime) -> int:
     """The UTC day of ``at``, as days since 1970-01-01: as-of answers' unit of counters."""
     return int(at.timestamp() // 86_400)
@@ -293,7 +299,7 @@ def _dated(
     for (where, dimension, category), n in scratch.categories.items():
         proc, _, day = where.partition("\x00")
         changes.categories[(proc, dimension, category)] += n
-        dated[(proc, int(day), f"category:{dimension}\x1f{category}")] += n
+        dated[(proc, int(day), category_item(dimension, category))] += n
     for (where, local_day, channel), n in scratch.daily.items():
         changes.daily[(where.partition("\x00")[0], local_day, channel)] += n
     for (where, local_day, channel), n in scratch.firsts.items():

@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 
 from services.analytics.projection.counts import Counts
-from services.analytics.projection.fold import ParticipantState, state_as_of, utc_day
+from services.analytics.projection.fold import ParticipantState, category_item, state_as_of, utc_day
 from shared.errors import ConflictError
 from shared.logging import get_logger
 from shared.plan import NO_RULES, DerivedRules, Plan
@@ -73,11 +73,8 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan 
             process_id,
         )
         categories = {(r["dimension"], r["category"]): r["participants"] for r in cats}
-        stored = await conn.fetchval("SELECT rules FROM derived_rules WHERE process_id = $1", process_id)
-        if stored != rules_text(rules) and (stored is not None or rules):
-            if stored is not None:
-                log.warning("derived_counted_from_participants", process_id=process_id, reason="other rules")
-            others = {d for d, _, _ in orjson.loads(stored)} if stored else set()
+        others = await _counted_by_other_rules(conn, process_id, rules)
+        if others is not None:
             categories = {key: n for key, n in categories.items() if key[0] not in others}
             categories.update((await derived_scan(conn, process_id, rules))[0])
     return Counts(
@@ -97,6 +94,17 @@ async def counts(pool: asyncpg.Pool, process_id: str, consumer: str, plan: Plan 
 def rules_text(rules: DerivedRules) -> str:
     """Derived rules as canonical JSON: what ``derived_rules`` holds, to compare with a plan's."""
     return orjson.dumps([[d, c, [[src, sorted(codes)] for src, codes in when]] for d, c, when in rules.rules]).decode()
+
+
+async def _counted_by_other_rules(conn: Connection, process_id: str, rules: DerivedRules) -> set[str] | None:
+    """None if the derived counters were kept by ``rules``; else the derived dimensions they
+    were kept by (not to be trusted: the caller counts ``rules`` from the participants)."""
+    stored = await conn.fetchval("SELECT rules FROM derived_rules WHERE process_id = $1", process_id)
+    if stored == rules_text(rules) or (stored is None and not rules):
+        return None
+    if stored is not None:
+        log.warning("derived_counted_from_participants", process_id=process_id, reason="other rules")
+    return {d for d, _, _ in orjson.loads(stored)} if stored else set()
 
 
 async def derived_scan(
@@ -240,15 +248,12 @@ async def dated(
                 day,
             )
             base = {r["item"]: r["n"] for r in rows}
-            stored = await conn.fetchval("SELECT rules FROM derived_rules WHERE process_id = $1", process_id)
-            if stored != rules_text(rules) and (stored is not None or rules):
-                if stored is not None:
-                    log.warning("derived_counted_from_participants", process_id=process_id, reason="other rules")
-                others = {d for d, _, _ in orjson.loads(stored)} if stored else set()
-                base = {k: n for k, n in base.items() if not _derived_item(k, others)}
+            others = await _counted_by_other_rules(conn, process_id, rules)
+            if others is not None:
+                base = {k: n for k, n in base.items() if not k.startswith(tuple(map(category_item, others)))}
                 for (d_day, dimension, category), n in (await derived_scan(conn, process_id, rules))[1].items():
                     if d_day < day:
-                        item = f"category:{dimension}\x1f{category}"
+                        item = category_item(dimension, category)
                         base[item] = base.get(item, 0) + n
             whole = await conn.fetch(
                 f"{_PARTICIPANT} AND last_seen >= $2 AND last_seen <= $3", process_id, day_start, moment
@@ -294,10 +299,6 @@ def _states_as_of(
         if state is not None:
             states.append(state)
     return states
-
-
-def _derived_item(item: str, dimensions: set[str]) -> bool:
-    return item.startswith("category:") and item[len("category:") :].partition("\x1f")[0] in dimensions
 
 
 def _state(r: asyncpg.Record) -> ParticipantState:

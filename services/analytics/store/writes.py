@@ -17,7 +17,14 @@ import orjson
 
 from services.analytics.projection import activity
 from services.analytics.projection.engages import Key
-from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, PROFILED, Changes, ParticipantState
+from services.analytics.projection.fold import (
+    ENGAGEMENTS,
+    PARTICIPANTS,
+    PROFILED,
+    Changes,
+    ParticipantState,
+    category_item,
+)
 from services.analytics.store import reads
 from shared.events import Envelope
 from shared.plan import NO_RULES, DerivedRules
@@ -186,13 +193,8 @@ async def write_counters(conn: Connection, changes: Changes) -> None:
             first,
             last,
         )
-    await _write_dated(conn, changes)
-
-
-async def _write_dated(conn: Connection, changes: Changes) -> None:
-    """What as-of answers are made of (``projection.fold._dated``)."""
-    if changes.dated:
-        (procs, days, items), deltas = _columns(changes.dated, 3)
+    if changes.dated:  # what as-of answers are made of (``projection.fold._dated``)
+        (procs, utc_days, items), deltas = _columns(changes.dated, 3)
         await conn.execute(
             """
             INSERT INTO dated_counts AS d (process_id, day, item, n)
@@ -200,7 +202,7 @@ async def _write_dated(conn: Connection, changes: Changes) -> None:
             ON CONFLICT (process_id, day, item) DO UPDATE SET n = d.n + EXCLUDED.n
             """,
             procs,
-            days,
+            utc_days,
             items,
             deltas,
         )
@@ -309,12 +311,12 @@ async def ensure_derived(conn: Connection, derived: Mapping[str, DerivedRules]) 
             await conn.execute(
                 "DELETE FROM dated_counts WHERE process_id = $1 AND starts_with(item, $2)",
                 proc,
-                f"category:{dimension}\x1f",
+                category_item(dimension),
             )
         now, dated = await reads.derived_scan(conn, proc, want)
         changes = Changes(
             categories=Counter({(proc, d, c): n for (d, c), n in now.items()}),
-            dated=Counter({(proc, day, f"category:{d}\x1f{c}"): n for (day, d, c), n in dated.items()}),
+            dated=Counter({(proc, day, category_item(d, c)): n for (day, d, c), n in dated.items()}),
         )
         await write(conn, changes)
         await conn.execute(
