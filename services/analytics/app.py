@@ -14,13 +14,14 @@ from services.analytics.answers import queries
 from services.analytics.answers.models import CategoryRow
 from services.analytics.answers.queries import Sources
 from services.analytics.answers.release import ReleaseBook
+from services.analytics.answers.workers import Workers
 from services.analytics.api import router, view_for
 from services.analytics.dashboard import routes as dashboard
 from services.analytics.engine.projector import Projector
 from services.analytics.export.routes import export_router
 from services.analytics.state import AnalyticsState, state_of
 from services.analytics.store import reads, schema
-from shared import http
+from shared import heap, http
 from shared.bus import (
     DEADLETTER_STREAM,
     STATUS_STREAM,
@@ -115,6 +116,7 @@ def build_app(settings: Settings) -> FastAPI:
         projector = Projector(settings, broker.connection, pool, plans)
         releases = ReleaseBook(await reads.rounding_secret(pool), settings.every, settings.tz)
         releases_nc = await connect_nats(settings, "analytics", nats_url, max_reconnect_attempts=-1)
+        as_of_workers = Workers(settings.as_of_concurrency)
         app.state.analytics = AnalyticsState(
             Sources(
                 pool,
@@ -124,6 +126,7 @@ def build_app(settings: Settings) -> FastAPI:
                 releases,
                 asyncio.Semaphore(settings.as_of_concurrency),
                 releases_nc=releases_nc,
+                as_of_workers=as_of_workers,
             ),
             projector,
         )
@@ -147,12 +150,15 @@ def build_app(settings: Settings) -> FastAPI:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
                 await projector.settled.wait()
+        # What start-up made lives as long as the process: never scanned by the collector again.
+        heap.settle()
         try:
             yield
         finally:
             await projector.stop(task)  # bounded: shutting down must never hang
             await alerts.stop(alerting)
             await close_nats(releases_nc)
+            await asyncio.to_thread(as_of_workers.close, wait=True)
             await stop_broker(broker)
             await pool.close()
 
