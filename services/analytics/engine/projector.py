@@ -129,6 +129,7 @@ class Projector:
     ) -> None:
         self.settings, self.nc, self.pool, self.plans = settings, nc, pool, dict(plans or {})
         self._judged_at = 0.0
+        self._judging: asyncio.Task[None] | None = None
         self.js = nc.jetstream()
         self.progress = Progress()
         self.pulse = Pulse()  # beats after every commit: the dashboard shows fresh numbers at once
@@ -259,10 +260,11 @@ class Projector:
                         raise Reattach("out_of_order", str(gap)) from gap
                     arrived = time.monotonic()
                 elif self.plans and (self.engine.touched or not self._judged_all):  # quiet: judge what moved
-                    await self.judge()
+                    self._judge_soon()
                 if time.monotonic() - self._watched_at >= self.WATCH_EVERY:
                     await self._watch(idle=time.monotonic() - arrived)
         finally:
+            await self._stop_judging()
             await reader.stop()
 
     async def _watch(self, idle: float) -> None:
@@ -394,9 +396,9 @@ class Projector:
         )
         # Statuses are judged at most every JUDGE_EVERY, caught up or not, so that a steady live
         # stream does not pay a judgement per batch; what the last batches moved is judged once
-        # the stream goes quiet (``_count``).
+        # the stream goes quiet (``_count``). The judgement runs beside the next batches.
         if self.plans and time.monotonic() - self._judged_at >= self.JUDGE_EVERY:
-            await self.judge()
+            self._judge_soon()
 
     async def apply(self, events: Sequence[tuple[int, Envelope]], reached: int, tries: int) -> int:
         """Apply through the engine: retried while the database fails, up to ``tries`` times for any other error."""
@@ -436,6 +438,21 @@ class Projector:
                 await self.apply([], seq, tries=self.EVENT_TRIES)
         return fresh + await self.apply([], reached, tries=self.EVENT_TRIES)
 
+    def _judge_soon(self) -> None:
+        """Judge in the background, beside the counting: a batch never waits for a judgement.
+        One judgement runs at a time; what moves meanwhile is judged by the next one."""
+        if self._judging is None or self._judging.done():
+            self._judged_at = time.monotonic()
+            self._judging = asyncio.create_task(self.judge(), name="judge")
+
+    async def _stop_judging(self) -> None:
+        """Cancel a judgement under way (the next run's first judgement judges everything)."""
+        if self._judging is not None:
+            self._judging.cancel()
+            with contextlib.suppress(BaseException):
+                await self._judging
+            self._judging = None
+
     async def judge(self) -> None:
         """Judge the categories whose counts or base moved since the last judgement (every one,
         the first time); announce status changes. Never stops the projection."""
@@ -444,9 +461,11 @@ class Projector:
         try:
             await judge_and_announce(self.js, self.pool, self.plans, self.settings, touched)
             self._judged_all = True
-        except Exception as exc:  # noqa: BLE001 - counting goes on; the next judgement retries
+        except BaseException as exc:  # counting goes on; the next judgement judges this one's again
             for proc, moved in (touched or {}).items():  # judged again next time, with what moved since
                 self.engine.touched.setdefault(proc, set()).update(moved)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the projector stops or starts again
             log.warning("judging_failed", error_type=type(exc).__name__, error=str(exc)[:300])
 
     async def park(self, skipped: Skipped, data: bytes | None, why: str) -> None:
