@@ -12,9 +12,10 @@ engagements of everyone engaged more than once (``touches``) and when each event
 (``event_times``); a withdrawal takes the person out of all three. The counts as of a
 moment are then the dated counters of the days before its day, plus the participants seen
 since that day began, each as they stood at the moment (``store.reads.dated``), summed by
-the one count builder. The cost is the plan's size times the days, and one day's
-participants: not the log's length. A segment's as-of view needs each participant's state,
-so it reads the participants its narrowest term allows, as the live segment view does.
+the one count builder (``fold``, in a worker process: ``answers.workers``). The cost is
+the plan's size times the days, and one day's participants: not the log's length. A
+segment's as-of view needs each participant's state, so it reads the participants its
+narrowest term allows, as the live segment view does.
 
 The answer reflects the read models, so it can be behind the log like any live answer
 (``behind``): the moment's events still being projected are not in it yet.
@@ -31,8 +32,9 @@ import asyncpg
 
 from services.analytics.answers.models import Replayed
 from services.analytics.answers.segments import Segment, members, narrowing
+from services.analytics.answers.workers import Workers
 from services.analytics.projection.counts import Counts, counts_of
-from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, PROFILED
+from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, PROFILED, ParticipantState
 from services.analytics.reading import replay
 from services.analytics.store import reads
 from shared.events import EARLIEST
@@ -82,9 +84,9 @@ def parse_moment(value: str, now: datetime | None = None) -> datetime:
     return moment
 
 
-def counts_of_dated(found: reads.Dated, plan: Plan | None) -> Counts:
+def counts_of_dated(found: reads.Dated, states: list[ParticipantState], plan: Plan | None) -> Counts:
     """The counts the dated counters and the states as of the moment make together."""
-    tail = counts_of(found.states, plan, sequence=found.sequence)
+    tail = counts_of(states, plan, sequence=found.sequence)
     base = found.base
     channels = Counter(tail.channels)
     people = Counter(tail.people_by_channel)
@@ -112,6 +114,20 @@ def counts_of_dated(found: reads.Dated, plan: Plan | None) -> Counts:
     )
 
 
+def fold(found: reads.Dated, moment: datetime, tz: tzinfo, plan: Plan | None, segment: Segment | None) -> Counts:
+    """The counts as of ``moment`` from what ``reads.dated`` read: pure CPU, no I/O, so that it
+    can run in another process (``answers.workers``)."""
+    states = reads.states_as_of(found, moment, tz)
+    if segment is None:
+        return counts_of_dated(found, states, plan)
+    return replace(
+        counts_of(members(states, segment, plan), plan, sequence=found.sequence),
+        first_event=found.first_event,
+        last_event=found.last_event,
+        projected_at=found.projected_at,
+    )
+
+
 async def coverage_counts(
     pool: asyncpg.Pool,
     consumer: str,
@@ -121,21 +137,20 @@ async def coverage_counts(
     plan: Plan | None,
     segment: Segment | None,
     unreadable: int = 0,
+    *,
+    workers: Workers | None = None,
 ) -> AsOf:
-    """The counts of a process (or of one segment of it) as they stood at ``moment``."""
+    """The counts of a process (or of one segment of it) as they stood at ``moment``: read in SQL,
+    folded by ``workers`` (by default a thread of this process; analytics gives them processes of
+    their own, so that an as-of answer never holds the live projector's interpreter)."""
     rules = plan.derived_rule_list() if plan else NO_RULES
-    if segment is None:
-        found = await reads.dated(pool, process_id, consumer, moment, tz, rules)
-        counts = await asyncio.to_thread(counts_of_dated, found, plan)  # off the event loop
-    else:
+    narrow: tuple[str, str] | bool = False
+    if segment is not None:
         term = narrowing(segment, plan)
         narrow = (term.dimension, term.category) if term else True
-        found = await reads.dated(pool, process_id, consumer, moment, tz, rules, everyone=narrow)
-        chosen = await asyncio.to_thread(lambda: list(members(found.states, segment, plan)))
-        counts = replace(
-            await asyncio.to_thread(counts_of, chosen, plan, sequence=found.sequence),
-            first_event=found.first_event,
-            last_event=found.last_event,
-            projected_at=found.projected_at,
-        )
+    found = await reads.dated(pool, process_id, consumer, moment, tz, rules, everyone=narrow)
+    if workers is None:
+        counts = await asyncio.to_thread(fold, found, moment, tz, plan, segment)
+    else:
+        counts = await workers.run(fold, found, moment, tz, plan, segment)
     return AsOf(moment, found.sequence, counts, unreadable, found.projected_at)

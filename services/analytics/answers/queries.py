@@ -23,6 +23,7 @@ from services.analytics.answers.models import CoverageAnswer, Freshness, OverTim
 from services.analytics.answers.release import ReleaseBook, Released
 from services.analytics.answers.segments import Segment, members, narrowing, parse_segment
 from services.analytics.answers.timeline import timeline
+from services.analytics.answers.workers import Workers
 from services.analytics.projection.counts import Counts, counts_of, daily_of
 from services.analytics.projection.fold import ParticipantState
 from services.analytics.store import reads
@@ -54,6 +55,8 @@ class Sources:
     # Releases read the log on a connection of their own (default ``nc``): a first refresh pulls
     # the whole log, and the projector's connection must not carry it.
     releases_nc: Client | None = None
+    # Where as-of answers are folded (``answers.workers``); None: a thread of this process.
+    as_of_workers: Workers | None = None
 
     @property
     def js(self) -> JetStreamContext:
@@ -125,7 +128,15 @@ async def coverage_as_of(
     await _caught_up(src, (await src.js.stream_info(src.settings.stream_name)).state.last_seq or 0)
     async with src.as_of_slots:
         result = await asof.coverage_counts(
-            src.pool, src.settings.consumer_name, process, moment, src.settings.tz, plan, seg, await _parked(src.js)
+            src.pool,
+            src.settings.consumer_name,
+            process,
+            moment,
+            src.settings.tz,
+            plan,
+            seg,
+            await _parked(src.js),
+            workers=src.as_of_workers,
         )
     info = await src.js.stream_info(src.settings.stream_name)
     return coverage(result.counts, process, plan, view, result.freshness(info.state.last_seq or 0), seg)

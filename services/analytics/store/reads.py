@@ -7,7 +7,6 @@ the plan's own rule (:meth:`shared.plan.Plan.derived_rules`) in SQL.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections import Counter
 from dataclasses import dataclass
@@ -200,7 +199,9 @@ class Dated:
     sequence: int
     projected_at: datetime | None
     base: dict[str, int]  # the dated counters of the days before the moment's UTC day
-    states: list[ParticipantState]  # as of the moment: everyone seen since that day began, or all
+    # Rows, as plain tuples (they go to another process to be folded, ``answers.asof``):
+    whole: list[tuple[Any, ...]]  # participants as they are now (``_PARTICIPANT``'s columns)
+    between: list[tuple[Any, ...]]  # (participant, at, channel, profile) of those engaged on both sides
     first_event: datetime | None
     last_event: datetime | None
 
@@ -281,31 +282,30 @@ async def dated(
             moment,
         )
     assert span is not None  # an aggregate always answers one row
-    # Off the event loop: the live projector and other answers go on meanwhile.
-    states = await asyncio.to_thread(_states_as_of, whole, between, moment, tz)
-    return Dated(sequence, projected_at, base, states, span["first"], span["last"])
+    now: list[tuple[Any, ...]] = [tuple(r) for r in whole]
+    then: list[tuple[Any, ...]] = [tuple(r) for r in between]
+    return Dated(sequence, projected_at, base, now, then, span["first"], span["last"])
 
 
-def _states_as_of(
-    whole: list[asyncpg.Record], between: list[asyncpg.Record], moment: datetime, tz: tzinfo
-) -> list[ParticipantState]:
-    states = [_state(r) for r in whole]
+def states_as_of(found: Dated, moment: datetime, tz: tzinfo) -> list[ParticipantState]:
+    """The participants' states as of ``moment``, from what ``dated`` read (pure: no I/O)."""
+    states = [
+        ParticipantState(
+            profile=Profile.model_validate_json(profile),
+            channels=orjson.loads(channels),
+            first_channel=first_channel,
+            first_seen=first_seen,
+            last_seen=last_seen,
+        )
+        for _, profile, channels, first_channel, first_seen, last_seen in found.whole
+    ]
     grouped: dict[str, list[tuple[datetime, str, Profile | None]]] = {}
-    for r in between:
-        profile = None if r["profile"] is None else Profile.model_validate_json(r["profile"])
-        grouped.setdefault(r["participant"], []).append((r["at"], r["channel"], profile))
+    for participant, at, channel, profile in found.between:
+        grouped.setdefault(participant, []).append(
+            (at, channel, None if profile is None else Profile.model_validate_json(profile))
+        )
     for engagements in grouped.values():
         state = state_as_of(engagements, moment, tz)
         if state is not None:
             states.append(state)
     return states
-
-
-def _state(r: asyncpg.Record) -> ParticipantState:
-    return ParticipantState(
-        profile=Profile.model_validate_json(r["profile"]),
-        channels=orjson.loads(r["channels"]),
-        first_channel=r["first_channel"],
-        first_seen=r["first_seen"],
-        last_seen=r["last_seen"],
-    )

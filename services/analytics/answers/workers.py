@@ -1,0 +1,71 @@
+"""Processes that fold as-of answers, beside analytics and below it in priority.
+
+An as-of answer reads its rows in SQL and then folds a few thousand participants' states
+in Python (``asof.fold``). In a thread of analytics that folding held the interpreter the
+live projector runs in: on two cores, four analysts asking as-of questions made every
+event wait several times longer to be counted. The folding runs here instead, in worker
+processes of their own (started when the first as-of question comes, one per
+``ENGAGE_AS_OF_CONCURRENCY`` slot). They run at a lower scheduling priority (``NICE``), so
+the projector, PostgreSQL and NATS get the processors first and an as-of answer takes the
+time they leave.
+
+A worker that dies (killed, out of memory) breaks the pool: the next question starts a new
+one, and the question that met it is asked once more. A question whose asker is gone is
+dropped if its folding has not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
+from typing import Any, TypeVar
+
+from shared.logging import get_logger
+
+log = get_logger("engage.analytics.asof")
+
+T = TypeVar("T")
+NICE = 10  # added to the workers' niceness: about a tenth of a core's share against a busy process
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError):  # a platform that refuses it: the worker runs at normal priority
+        os.nice(NICE)
+
+
+class Workers:
+    """A pool of ``processes`` worker processes for pure functions of picklable arguments."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = max(1, processes)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # "spawn": a fork of a process running an event loop and threads can inherit held locks.
+            self._executor = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+            )
+        return self._executor
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker process; a pool broken by a dead worker is replaced once."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool(), partial(fn, *args))
+        except BrokenProcessPool:
+            log.warning("as_of_worker_lost", reason="a worker process died; starting a new one")
+            self.close()
+        return await loop.run_in_executor(self._pool(), partial(fn, *args))
+
+    def close(self, wait: bool = False) -> None:
+        """Stop the workers; questions not yet started are dropped. With ``wait``, until they have exited."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)
