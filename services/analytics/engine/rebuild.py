@@ -241,6 +241,11 @@ async def rebuild(settings: Settings, progress: Progress | None = None) -> Resul
         end = await last_sequence(nc, settings.stream_name)
         await project_range(nc, fresh, settings, 1, end, result, progress)
         result.seconds = time.perf_counter() - started
+        # The new tables go live ready: their planner statistics and visibility maps are made now,
+        # not by autovacuum on the live tables just after the swap, while new events wait on it.
+        async with fresh.acquire() as conn:
+            for table in TABLES:
+                await conn.execute(f'VACUUM (ANALYZE) "{REBUILD_SCHEMA}".{table}')
         async with live.acquire() as conn, conn.transaction():
             # From here the live projector waits: its checkpoint cannot move until the swap commits.
             await conn.execute(
