@@ -87,6 +87,7 @@ async def main(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         tail=args.tail or min(20_000, sizes[0]),
         latency_seconds=args.latency_seconds,
+        rounds=args.rounds,
         calls=args.calls,
         coordinator_calls=args.coordinator_calls,
         timeout=args.step_timeout,
@@ -104,7 +105,8 @@ async def main(args: argparse.Namespace) -> int:
             say(versions(f"PostgreSQL {server_version}"))
             say(
                 f"sizes {', '.join(f'{n:,}' for n in sizes)}; {opts.tail:,} events to catch up; "
-                f"latency at {opts.rate:,}/s for {opts.latency_seconds:g} s; each step bounded by {opts.timeout:.0f} s"
+                f"latency at {opts.rate:,}/s for {opts.latency_seconds:g} s a figure, in {opts.rounds} rounds "
+                "alternating with its baseline's; each step bounded by {opts.timeout:.0f} s"
             )
             for n in sizes:
                 measured.append(await measure_size(n, opts, dsn, Path(tmp), say))
@@ -131,7 +133,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where made logs are kept (.engage-bench/)")
     parser.add_argument("--tail", type=int, default=None, help="events to catch up (default min(20000, smallest))")
-    parser.add_argument("--latency-seconds", type=float, default=10.0, help="how long each latency is offered")
+    parser.add_argument(
+        "--latency-seconds", type=float, default=20.0, help="how long each latency is offered, all rounds together"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds a latency alternates with its baseline in")
     parser.add_argument("--calls", type=int, default=21, help="GET /coverage calls per median")
     parser.add_argument(
         "--coordinator-calls", type=int, default=3, help="coordinators' GET /coverage calls (information; 0 skips)"
@@ -141,7 +146,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--as-of-limit", type=float, default=120.0, help="seconds one as-of request may take")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.latency_seconds, args.calls, args.ingest_requests = [2000, 20_000], 3.0, 11, 1000
+        args.sizes, args.latency_seconds, args.calls, args.ingest_requests = [2000, 20_000], 6.0, 11, 1000
         args.coordinator_calls = 0
     if len(args.sizes) < 2 or min(args.sizes) < 100:
         parser.error("--sizes needs two sizes of at least 100 events (the baseline and the figure)")

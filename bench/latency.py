@@ -7,6 +7,11 @@ sequence: the checkpoint table is read every ``POLL`` seconds on one connection 
 primary-key read, negligible load), so each latency is an upper bound by at most ``POLL``.
 The baseline publishes the same bodies at the same rate to a throw-away stream on the same
 nats-server and times their arrival at a plain ordered push consumer.
+
+A figure and its baseline are measured in alternating rounds (``alternate``), so that a
+machine whose disk or processors slow down for a while (a checkpoint of PostgreSQL after a
+rebuild, the page cache writing back) slows both alike: each p99 is over the latencies of
+all its rounds.
 """
 
 from __future__ import annotations
@@ -60,11 +65,24 @@ async def offer(
     return sent
 
 
+async def alternate(
+    rounds: int, first: Callable[[int], Awaitable[list[float]]], second: Callable[[int], Awaitable[list[float]]]
+) -> tuple[float, float]:
+    """The p99s of ``first`` and ``second`` (each called with its round's number and giving
+    latencies), measured in ``rounds`` alternating rounds: first, second, first, second..."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(rounds):
+        a += await first(i)
+        b += await second(i)
+    return p99(a), p99(b)
+
+
 async def publish_to_commit(
     url: str, checkpoint: Checkpoint, rate: int, seconds: float, timeout: float, seed: int
-) -> tuple[float, int]:
-    """The p99 of publish → projector commit in seconds (inf if some never committed within
-    ``timeout``), and how many events were offered."""
+) -> list[float]:
+    """Each offered event's publish → projector commit, in seconds (inf if it never committed
+    within ``timeout``)."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     outreach = Outreach(seed)
@@ -96,12 +114,12 @@ async def publish_to_commit(
     for seq, at in sent:
         first = max(bisect.bisect_left(values, seq), bisect.bisect_left(times, at))
         latencies.append(times[first] - at if first < len(times) else math.inf)
-    return p99(latencies), len(sent)
+    return latencies
 
 
-async def publish_to_consumer(url: str, rate: int, seconds: float, seed: int) -> float:
-    """The baseline: p99 of raw JetStream publish → ordered push consumer, same bodies and rate,
-    on a throw-away stream of the same server (deleted afterwards)."""
+async def publish_to_consumer(url: str, rate: int, seconds: float, seed: int) -> list[float]:
+    """The baseline: each event's raw JetStream publish → ordered push consumer, in seconds, same
+    bodies and rate, on a throw-away stream of the same server (deleted afterwards)."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name=RAW_STREAM, subjects=["benchraw.>"], storage=StorageType.FILE))
@@ -126,4 +144,4 @@ async def publish_to_consumer(url: str, rate: int, seconds: float, seed: int) ->
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(RAW_STREAM)
         await nc.close()
-    return p99([arrived[seq] - at if seq in arrived else math.inf for seq, at in sent])
+    return [arrived[seq] - at if seq in arrived else math.inf for seq, at in sent]

@@ -167,8 +167,29 @@ async def checkpoint_reader(dsn: str) -> AsyncIterator[Checkpoint]:
         await conn.close()
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (e.g. analytics' as-of workers)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and every process it started, in MB."""
+    return rss_mb(pid) + sum(rss_mb(child) for child in descendants(pid))
+
+
 class MemoryWatch:
-    """Samples a process's resident memory in the background; ``peak`` is the highest seen."""
+    """Samples the resident memory of a process and its children (the as-of workers analytics
+    starts) in the background; ``peak`` is the highest sum seen."""
 
     def __init__(self, pid: int, every: float = 0.1) -> None:
         self.pid, self.every, self.peak = pid, every, 0.0
@@ -176,11 +197,11 @@ class MemoryWatch:
 
     async def _run(self) -> None:
         while True:
-            self.peak = max(self.peak, rss_mb(self.pid))
+            self.peak = max(self.peak, tree_rss_mb(self.pid))
             await asyncio.sleep(self.every)
 
     async def __aenter__(self) -> MemoryWatch:
-        self.peak = rss_mb(self.pid)
+        self.peak = tree_rss_mb(self.pid)
         self._task = asyncio.create_task(self._run())
         return self
 
@@ -189,4 +210,4 @@ class MemoryWatch:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.peak = max(self.peak, rss_mb(self.pid))
+        self.peak = max(self.peak, tree_rss_mb(self.pid))

@@ -5,10 +5,12 @@
    read models of a fresh database from it (its rate and peak memory);
 3. ``tail`` more events are published while analytics is stopped, then `engage serve analytics`
    (the shipped plans, status judging on) starts behind and counts them (live catch-up);
-4. raw publish → consumer p99 at ``rate`` events/s (baseline), then publish → commit p99;
+4. raw publish → consumer p99 at ``rate`` events/s (baseline) and publish → commit p99, in
+   alternating rounds (``latency.alternate``);
 5. ``GET /coverage`` timed as an analyst (median of ``calls``);
-6. one ``GET /coverage?as_of=`` (the history's midpoint) with analytics' memory sampled, then
-   publish → commit p99 again while 4 clients keep as-of requests running;
+6. one ``GET /coverage?as_of=`` (the history's midpoint) with analytics' memory sampled (its
+   as-of workers' included), then publish → commit p99 with 4 clients keeping as-of requests
+   running, and without them, in alternating rounds;
 7. coordinators' ``GET /coverage`` (for information; bounded like one as-of);
 8. analytics stopped; a full replay of the same log into memory (the as-of baseline).
 A step that fails or runs out of time is reported as missing and the run goes on.
@@ -49,6 +51,7 @@ from services.cli.embedded import EmbeddedNats
 
 T = TypeVar("T")
 CONCURRENT_AS_OF = 4
+AS_OF_DRAIN = 30.0  # seconds the as-of requests in flight get to be answered when a round ends
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class Options:
     data_dir: Path
     tail: int = 20_000
     rate: int = 1000
-    latency_seconds: float = 10.0
+    latency_seconds: float = 10.0  # per figure, split into ``rounds`` alternating with its baseline's
+    rounds: int = 5
     calls: int = 21
     coordinator_calls: int = 3  # 0 skips coordinators' /coverage (for information only)
     timeout: float = 900.0  # seconds, each step
@@ -197,7 +201,8 @@ async def as_of_load(url: str, clients: int) -> AsyncIterator[tuple[list[int], l
     try:
         yield answered, refused
     finally:
-        stop.set()
+        stop.set()  # the requests in flight are answered (the server would go on with them anyway)
+        await asyncio.wait(tasks, timeout=AS_OF_DRAIN)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -263,22 +268,20 @@ async def measure_size(n: int, opts: Options, postgres_dsn: str, folder: Path, s
         )
         if analytics.proc is None or analytics.proc.poll() is not None:
             return figures
-        put["raw_p99"] = await bounded(
-            figures,
-            f"raw publish → consumer at {opts.rate:,}/s",
-            latency.publish_to_consumer(url, opts.rate, opts.latency_seconds, n + 2),
-            step,
-            say,
-        )
         async with checkpoint_reader(dsn) as checkpoint:
-            live = await bounded(
+            each, rounds = opts.latency_seconds / opts.rounds, opts.rounds
+            pair = await bounded(
                 figures,
-                f"publish → commit at {opts.rate:,}/s",
-                latency.publish_to_commit(url, checkpoint, opts.rate, opts.latency_seconds, 60, n + 3),
-                step,
+                f"raw publish → consumer, then publish → commit, {opts.rate:,}/s: {rounds} rounds of {each:g} s",
+                latency.alternate(
+                    rounds,
+                    lambda i: latency.publish_to_consumer(url, opts.rate, each, n + 2 + 10 * i),
+                    lambda i: latency.publish_to_commit(url, checkpoint, opts.rate, each, 60, n + 3 + 10 * i),
+                ),
+                2 * step,
                 say,
             )
-            put["live_p99"] = live[0] if live else None
+            put["raw_p99"], put["live_p99"] = pair or (None, None)
             await measure_answers(figures, analytics, opts, say)
             if put.get("as_of") is not None:
                 await measure_live_under_as_of(figures, analytics, checkpoint, url, opts, say)
@@ -351,19 +354,33 @@ async def over_guard(memory: MemoryWatch, limit_mb: float) -> None:
 async def measure_live_under_as_of(
     figures: Figures, analytics: Analytics, checkpoint: Checkpoint, url: str, opts: Options, say: Progress
 ) -> None:
+    """Publish → commit p99 with ``CONCURRENT_AS_OF`` clients asking as-of questions, and without
+    them, in alternating rounds."""
     put = figures.values
     one = put.get("as_of") or 0.0
     if one > opts.as_of_limit / 4 or (put.get("as_of_rss_mb") or 0.0) > opts.memory_guard_mb / CONCURRENT_AS_OF:
         figures.notes.append(f"{CONCURRENT_AS_OF} concurrent as-of: skipped (one took {one:.1f} s)")
         return
-    async with MemoryWatch(analytics.pid) as memory, as_of_load(analytics.url, CONCURRENT_AS_OF) as (answered, refused):
-        live = await bounded(
+    each, asked = opts.latency_seconds / opts.rounds, [0, 0]
+
+    async def without(i: int) -> list[float]:
+        return await latency.publish_to_commit(url, checkpoint, opts.rate, each, 60, figures.n + 100 + 10 * i)
+
+    async def beside(i: int) -> list[float]:
+        async with as_of_load(analytics.url, CONCURRENT_AS_OF) as (answered, refused):
+            latencies = await latency.publish_to_commit(url, checkpoint, opts.rate, each, 60, figures.n + 105 + 10 * i)
+        asked[0], asked[1] = asked[0] + answered[0], asked[1] + refused[0]
+        return latencies
+
+    async with MemoryWatch(analytics.pid) as memory:
+        pair = await bounded(
             figures,
-            f"publish → commit at {opts.rate:,}/s with {CONCURRENT_AS_OF} as-of running",
-            latency.publish_to_commit(url, checkpoint, opts.rate, opts.latency_seconds, 60, figures.n + 4),
-            opts.timeout,
+            f"publish → commit at {opts.rate:,}/s without, then with, {CONCURRENT_AS_OF} as-of running: "
+            f"{opts.rounds} rounds of {each:g} s each",
+            latency.alternate(opts.rounds, without, beside),
+            2 * opts.timeout,
             say,
         )
-        say(f"  as-of requests meanwhile: {answered[0]} answered, {refused[0]} refused for now (429) and asked again")
-    put["live_p99_as_of"] = live[0] if live else None
+    say(f"  as-of requests meanwhile: {asked[0]} answered, {asked[1]} refused for now (429) and asked again")
+    put["live_p99_without_as_of"], put["live_p99_as_of"] = pair or (None, None)
     put["as_of_rss_mb"] = max(put.get("as_of_rss_mb") or 0.0, memory.peak)
