@@ -106,7 +106,7 @@ async def main(args: argparse.Namespace) -> int:
             say(
                 f"sizes {', '.join(f'{n:,}' for n in sizes)}; {opts.tail:,} events to catch up; "
                 f"latency at {opts.rate:,}/s for {opts.latency_seconds:g} s a figure, in {opts.rounds} rounds "
-                "alternating with its baseline's; each step bounded by {opts.timeout:.0f} s"
+                f"alternating with its baseline's; each step bounded by {opts.timeout:.0f} s"
             )
             for n in sizes:
                 measured.append(await measure_size(n, opts, dsn, Path(tmp), say))
