@@ -30,13 +30,14 @@ from datetime import UTC, datetime, tzinfo
 
 import asyncpg
 
+from services.analytics.answers import workers as workers_module
 from services.analytics.answers.models import Replayed
 from services.analytics.answers.segments import Segment, members, narrowing
 from services.analytics.answers.workers import Workers
 from services.analytics.projection.counts import Counts, counts_of
 from services.analytics.projection.fold import ENGAGEMENTS, PARTICIPANTS, PROFILED, ParticipantState
 from services.analytics.reading import replay
-from services.analytics.store import reads
+from services.analytics.store import reads, schema
 from shared.events import EARLIEST
 from shared.plan import NO_RULES, Plan
 
@@ -128,6 +129,45 @@ def fold(found: reads.Dated, moment: datetime, tz: tzinfo, plan: Plan | None, se
     )
 
 
+async def _read(
+    pool: asyncpg.Pool,
+    consumer: str,
+    process_id: str,
+    moment: datetime,
+    tz: tzinfo,
+    plan: Plan | None,
+    segment: Segment | None,
+) -> reads.Dated:
+    rules = plan.derived_rule_list() if plan else NO_RULES
+    narrow: tuple[str, str] | bool = False
+    if segment is not None:
+        term = narrowing(segment, plan)
+        narrow = (term.dimension, term.category) if term else True
+    return await reads.dated(pool, process_id, consumer, moment, tz, rules, everyone=narrow)
+
+
+# In a worker process: one small pool per database, kept from one question to the next.
+_worker_pools: dict[str, asyncpg.Pool] = {}
+
+
+async def answer_in_worker(
+    database_url: str,
+    consumer: str,
+    process_id: str,
+    moment: datetime,
+    tz: tzinfo,
+    plan: Plan | None,
+    segment: Segment | None,
+) -> tuple[int, datetime | None, Counts]:
+    """Read and fold an as-of answer, all of it in a worker (``answers.workers``): the rows are
+    decoded and folded there, never in the process that counts."""
+    pool = _worker_pools.get(database_url)
+    if pool is None:
+        pool = _worker_pools[database_url] = await schema.open_pool(database_url, max_size=1)
+    found = await _read(pool, consumer, process_id, moment, tz, plan, segment)
+    return found.sequence, found.projected_at, fold(found, moment, tz, plan, segment)
+
+
 async def coverage_counts(
     pool: asyncpg.Pool,
     consumer: str,
@@ -139,18 +179,19 @@ async def coverage_counts(
     unreadable: int = 0,
     *,
     workers: Workers | None = None,
+    database_url: str | None = None,
 ) -> AsOf:
-    """The counts of a process (or of one segment of it) as they stood at ``moment``: read in SQL,
-    folded by ``workers`` (by default a thread of this process; analytics gives them processes of
-    their own, so that an as-of answer never holds the live projector's interpreter)."""
-    rules = plan.derived_rule_list() if plan else NO_RULES
-    narrow: tuple[str, str] | bool = False
-    if segment is not None:
-        term = narrowing(segment, plan)
-        narrow = (term.dimension, term.category) if term else True
-    found = await reads.dated(pool, process_id, consumer, moment, tz, rules, everyone=narrow)
-    if workers is None:
-        counts = await asyncio.to_thread(fold, found, moment, tz, plan, segment)
-    else:
-        counts = await workers.run(fold, found, moment, tz, plan, segment)
+    """The counts of a process (or of one segment of it) as they stood at ``moment``.
+
+    With ``workers`` (analytics gives them processes of their own), the whole answer is read
+    and folded in a worker, connected to ``database_url``: an as-of answer never holds the
+    live projector's interpreter. Without, it is read here and folded in a thread."""
+    if workers is not None:
+        if not database_url:
+            raise ValueError("as-of workers need the database's URL")
+        asked = (database_url, consumer, process_id, moment, tz, plan, segment)
+        sequence, projected_at, counts = await workers.run(workers_module.on_worker_loop, answer_in_worker, *asked)
+        return AsOf(moment, sequence, counts, unreadable, projected_at)
+    found = await _read(pool, consumer, process_id, moment, tz, plan, segment)
+    counts = await asyncio.to_thread(fold, found, moment, tz, plan, segment)
     return AsOf(moment, found.sequence, counts, unreadable, found.projected_at)

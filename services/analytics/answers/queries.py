@@ -137,6 +137,7 @@ async def coverage_as_of(
             seg,
             await _parked(src.js),
             workers=src.as_of_workers,
+            database_url=src.settings.database_url,
         )
     info = await src.js.stream_info(src.settings.stream_name)
     return coverage(result.counts, process, plan, view, result.freshness(info.state.last_seq or 0), seg)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -32,6 +32,18 @@ log = get_logger("engage.analytics.asof")
 
 T = TypeVar("T")
 NICE = 10  # added to the workers' niceness: about a tenth of a core's share against a busy process
+
+# In a worker process: its own event loop, kept from one call to the next with what it opened
+# (e.g. a connection pool).
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def on_worker_loop(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+    """Run ``fn(*args)`` to its end on the calling worker's own event loop."""
+    global _loop  # one loop per worker process, made on its first call
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    return _loop.run_until_complete(fn(*args))
 
 
 def _lower_priority() -> None:
