@@ -116,7 +116,7 @@ def build_app(settings: Settings) -> FastAPI:
         projector = Projector(settings, broker.connection, pool, plans)
         releases = ReleaseBook(await reads.rounding_secret(pool), settings.every, settings.tz)
         releases_nc = await connect_nats(settings, "analytics", nats_url, max_reconnect_attempts=-1)
-        as_of_workers = Workers(settings.as_of_concurrency)
+        as_of_workers = Workers(settings.as_of_concurrency, settings.log_format, settings.log_level)
         app.state.analytics = AnalyticsState(
             Sources(
                 pool,

@@ -1,17 +1,17 @@
-"""Processes that fold as-of answers, beside analytics and below it in priority.
+"""Processes that answer as-of questions, beside analytics and below it in priority.
 
-An as-of answer reads its rows in SQL and then folds a few thousand participants' states
-in Python (``asof.fold``). In a thread of analytics that folding held the interpreter the
-live projector runs in: on two cores, four analysts asking as-of questions made every
-event wait several times longer to be counted. The folding runs here instead, in worker
-processes of their own (started when the first as-of question comes, one per
-``ENGAGE_AS_OF_CONCURRENCY`` slot). They run at a lower scheduling priority (``NICE``), so
-the projector, PostgreSQL and NATS get the processors first and an as-of answer takes the
-time they leave.
+An as-of answer reads a few thousand rows and folds the participants' states they hold in
+Python (``asof.answer_in_worker``). In a thread of analytics that work held the interpreter
+the live projector runs in: on two cores, four analysts asking as-of questions made every
+event wait several times longer to be counted. It runs here instead, in worker processes
+of their own (started with the first as-of question, one per ``ENGAGE_AS_OF_CONCURRENCY``
+slot, each with its own connection to PostgreSQL and its own event loop). They run at a
+lower scheduling priority (``NICE``), so the projector, PostgreSQL and NATS get the
+processors first, and they log through the same redacting renderer as the service.
 
-A worker that dies (killed, out of memory) breaks the pool: the next question starts a new
-one, and the question that met it is asked once more. A question whose asker is gone is
-dropped if its folding has not started.
+A worker that dies (killed, out of memory) breaks the pool: a new one is started, and the
+question that met it is asked once more. A question whose asker is gone is dropped if it
+has not started.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any, TypeVar
 
-from shared.logging import get_logger
+from shared.logging import configure_logging, get_logger
 
 log = get_logger("engage.analytics.asof")
 
@@ -46,23 +46,29 @@ def on_worker_loop(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
     return _loop.run_until_complete(fn(*args))
 
 
-def _lower_priority() -> None:
+def _start_worker(log_format: str, log_level: str) -> None:
+    """In each new worker: a lower priority, and logs through the same redacting renderer."""
     with contextlib.suppress(OSError):  # a platform that refuses it: the worker runs at normal priority
         os.nice(NICE)
+    configure_logging(log_format, log_level)
 
 
 class Workers:
     """A pool of ``processes`` worker processes for pure functions of picklable arguments."""
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, log_format: str = "auto", log_level: str = "info") -> None:
         self.processes = max(1, processes)
+        self._logging = (log_format, log_level)
         self._executor: ProcessPoolExecutor | None = None
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             # "spawn": a fork of a process running an event loop and threads can inherit held locks.
             self._executor = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+                self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=self._logging,
             )
         return self._executor
 
