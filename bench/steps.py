@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import statistics
 import sys
 import time
@@ -186,26 +187,32 @@ async def as_of_once(url: str, refused: list[int] | None = None) -> float:
 
 @contextlib.asynccontextmanager
 async def as_of_load(url: str, clients: int) -> AsyncIterator[tuple[list[int], list[int]]]:
-    """``clients`` loops each keeping one as-of request in flight; yields the counts answered and
-    refused (429) so far."""
+    """``clients`` loops each keeping one as-of request in flight, run by ``bench.asofload`` in a
+    process of its own (not in the measuring one); yields the counts answered and refused
+    (429), filled in once the load has stopped."""
     answered, refused = [0], [0]
-    stop = asyncio.Event()
-
-    async def loop() -> None:
-        while not stop.is_set():
-            await as_of_once(url, refused)
-            answered[0] += 1
-
-    tasks = [asyncio.create_task(loop()) for _ in range(clients)]
-    await asyncio.sleep(0.2)  # the requests are in flight before the latency is measured
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.asofload", url, str(clients), stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
     try:
+        started = await asyncio.wait_for(proc.stdout.readline(), 60)
+        if started.strip() != b"asking":
+            raise RuntimeError(f"bench.asofload did not start: {started[-300:]!r}")
+        await asyncio.sleep(0.2)  # the requests are in flight before the latency is measured
         yield answered, refused
     finally:
-        stop.set()  # the requests in flight are answered (the server would go on with them anyway)
-        await asyncio.wait(tasks, timeout=AS_OF_DRAIN)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)  # the requests in flight are answered, then it reports
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), AS_OF_DRAIN + 30)
+        except TimeoutError:
+            proc.kill()
+            out, _ = await proc.communicate()
+        lines = out.strip().splitlines()
+        if proc.returncode == 0 and lines:
+            report = orjson.loads(lines[-1])
+            answered[0], refused[0] = report["answered"], report["refused"]
 
 
 async def full_replay(url: str, timeout: float) -> dict[str, float]:
