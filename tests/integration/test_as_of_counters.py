@@ -19,6 +19,7 @@ import pytest
 
 from services.analytics.answers import asof
 from services.analytics.answers.segments import members, parse_segment
+from services.analytics.answers.workers import Workers
 from services.analytics.engine.batch import BatchEngine
 from services.analytics.projection.counts import Counts, counts_of
 from services.analytics.projection.fold import DEFAULT_TZ, RECORDS
@@ -114,6 +115,35 @@ async def test_as_of_from_counters_equals_a_replay_of_the_log(
             assert numbers(now.counts) == numbers(await reads.counts(pool, PROCESS, "analytics", PLAN)), seed
         finally:
             await pool.close()
+
+
+async def test_an_as_of_answer_from_a_worker_process_is_the_one_made_here(
+    another_database: Callable[[], Awaitable[str]],
+) -> None:
+    """The service reads and folds as-of answers in worker processes with their own connection
+    (``answers.workers``): the same questions, whole and by segment, give the same numbers as
+    when read and folded in this process."""
+    rng = random.Random(99)
+    log = list(enumerate(workload(rng, 240), start=1))
+    dsn = await another_database()
+    pool = await schema.open_pool(dsn)
+    workers = Workers(1)
+    try:
+        await schema.migrate(pool)
+        engine = BatchEngine(pool, "analytics", plans={PROCESS: PLAN})
+        for at in range(0, len(log), 40):
+            await engine.apply(log[at : at + 40], log[min(at + 40, len(log)) - 1][0])
+        for moment in moments(rng, log)[:6]:
+            for segment in (None, parse_segment(PLAN, rng.choice(SEGMENTS))):
+                here = await asof.coverage_counts(pool, "analytics", PROCESS, moment, DEFAULT_TZ, PLAN, segment)
+                there = await asof.coverage_counts(
+                    pool, "analytics", PROCESS, moment, DEFAULT_TZ, PLAN, segment, workers=workers, database_url=dsn
+                )
+                assert what_was_counted(there.counts) == what_was_counted(here.counts), (moment, segment)
+                assert there.sequence == here.sequence == len(log)
+    finally:
+        workers.close(wait=True)
+        await pool.close()
 
 
 async def test_a_person_who_changed_their_answer_is_counted_as_they_answered_then(
