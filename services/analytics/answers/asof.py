@@ -129,43 +129,41 @@ def fold(found: reads.Dated, moment: datetime, tz: tzinfo, plan: Plan | None, se
     )
 
 
-async def _read(
-    pool: asyncpg.Pool,
-    consumer: str,
-    process_id: str,
-    moment: datetime,
-    tz: tzinfo,
-    plan: Plan | None,
-    segment: Segment | None,
-) -> reads.Dated:
-    rules = plan.derived_rule_list() if plan else NO_RULES
-    narrow: tuple[str, str] | bool = False
-    if segment is not None:
-        term = narrowing(segment, plan)
-        narrow = (term.dimension, term.category) if term else True
-    return await reads.dated(pool, process_id, consumer, moment, tz, rules, everyone=narrow)
+@dataclass(frozen=True)
+class Question:
+    """One as-of question, whole: what reading and folding its answer need (it is pickled to a worker)."""
+
+    consumer: str
+    process_id: str
+    moment: datetime
+    tz: tzinfo
+    plan: Plan | None
+    segment: Segment | None
+
+    async def read(self, pool: asyncpg.Pool) -> reads.Dated:
+        rules = self.plan.derived_rule_list() if self.plan else NO_RULES
+        narrow: tuple[str, str] | bool = False
+        if self.segment is not None:
+            term = narrowing(self.segment, self.plan)
+            narrow = (term.dimension, term.category) if term else True
+        return await reads.dated(pool, self.process_id, self.consumer, self.moment, self.tz, rules, everyone=narrow)
+
+    def fold(self, found: reads.Dated) -> Counts:
+        return fold(found, self.moment, self.tz, self.plan, self.segment)
 
 
 # In a worker process: one small pool per database, kept from one question to the next.
 _worker_pools: dict[str, asyncpg.Pool] = {}
 
 
-async def answer_in_worker(
-    database_url: str,
-    consumer: str,
-    process_id: str,
-    moment: datetime,
-    tz: tzinfo,
-    plan: Plan | None,
-    segment: Segment | None,
-) -> tuple[int, datetime | None, Counts]:
+async def answer_in_worker(database_url: str, question: Question) -> tuple[int, datetime | None, Counts]:
     """Read and fold an as-of answer, all of it in a worker (``answers.workers``): the rows are
     decoded and folded there, never in the process that counts."""
     pool = _worker_pools.get(database_url)
     if pool is None:
         pool = _worker_pools[database_url] = await schema.open_pool(database_url, max_size=1)
-    found = await _read(pool, consumer, process_id, moment, tz, plan, segment)
-    return found.sequence, found.projected_at, fold(found, moment, tz, plan, segment)
+    found = await question.read(pool)
+    return found.sequence, found.projected_at, question.fold(found)
 
 
 async def coverage_counts(
@@ -186,12 +184,13 @@ async def coverage_counts(
     With ``workers`` (analytics gives them processes of their own), the whole answer is read
     and folded in a worker, connected to ``database_url``: an as-of answer never holds the
     live projector's interpreter. Without, it is read here and folded in a thread."""
+    question = Question(consumer, process_id, moment, tz, plan, segment)
     if workers is not None:
         if not database_url:
             raise ValueError("as-of workers need the database's URL")
-        asked = (database_url, consumer, process_id, moment, tz, plan, segment)
-        sequence, projected_at, counts = await workers.run(workers_module.on_worker_loop, answer_in_worker, *asked)
+        run = workers_module.on_worker_loop
+        sequence, projected_at, counts = await workers.run(run, answer_in_worker, database_url, question)
         return AsOf(moment, sequence, counts, unreadable, projected_at)
-    found = await _read(pool, consumer, process_id, moment, tz, plan, segment)
-    counts = await asyncio.to_thread(fold, found, moment, tz, plan, segment)
+    found = await question.read(pool)
+    counts = await asyncio.to_thread(question.fold, found)
     return AsOf(moment, found.sequence, counts, unreadable, found.projected_at)
