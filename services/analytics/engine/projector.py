@@ -446,10 +446,10 @@ class Projector:
             self._judging = asyncio.create_task(self.judge(), name="judge")
 
     async def _stop_judging(self) -> None:
-        """Cancel a judgement under way (the next run's first judgement judges everything)."""
+        """Cancel a judgement under way; what it took to judge is judged next time (``judge``)."""
         if self._judging is not None:
             self._judging.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError):  # judge() keeps its own errors
                 await self._judging
             self._judging = None
 
