@@ -148,6 +148,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.sizes, args.latency_seconds, args.calls, args.ingest_requests = [2000, 20_000], 6.0, 11, 1000
         args.coordinator_calls = 0
+    if args.rounds < 1 or args.latency_seconds <= 0:
+        parser.error("--rounds needs at least 1 and --latency-seconds more than 0")
     if len(args.sizes) < 2 or min(args.sizes) < 100:
         parser.error("--sizes needs two sizes of at least 100 events (the baseline and the figure)")
     return args
