@@ -21,10 +21,10 @@ import re
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import nats
@@ -32,6 +32,7 @@ import pytest
 import trustme
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.js.errors import ServiceUnavailableError
 
 from services.cli.embedded import _wait_for_port, free_port, nats_server_binary
 from tests.conftest import TOKENS
@@ -39,6 +40,8 @@ from tests.deploy.cluster import DEPLOY, USERS, Cluster, engage, running_cluster
 from tests.deploy.postgres import Deployment, deployed
 from tests.polling import eventually
 from tests.servers import Service
+
+T = TypeVar("T")
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration, pytest.mark.timeout(900)]
 STREAMS = ("ENGAGEMENT", "ENGAGEMENT_DEADLETTER", "ENGAGEMENT_STATUS")
@@ -417,6 +420,13 @@ async def test_engage_backup_runs_as_analytics_and_holds_the_whole_log(
     assert denied.returncode != 0 and "Traceback" not in denied.stderr, denied.stderr
 
 
+async def settled(read: Callable[[], Awaitable[T]]) -> T:
+    """``read()``, asked again while the cluster answers that JetStream is temporarily unavailable."""
+    return await eventually(
+        read, lambda _: True, what="the cluster to answer", timeout=30, ignoring=(ServiceUnavailableError,)
+    )
+
+
 async def test_killing_the_stream_leader_during_writes_loses_no_acknowledged_write(
     cluster: Cluster, stack: Stack
 ) -> None:
@@ -469,10 +479,11 @@ async def test_killing_the_stream_leader_during_writes_loses_no_acknowledged_wri
     after_kill = sorted(t for t in ack_times if t > killed_at)
     # How long writes stopped: the longest stretch without an acknowledgement from the kill on.
     gap = max((b - a for a, b in zip([killed_at, *after_kill], after_kill, strict=False)), default=float("inf"))
-    info = await js.stream_info("ENGAGEMENT")
+    # Just after a failover the cluster may still answer 503 "temporarily unavailable" to a read.
+    info = await settled(lambda: js.stream_info("ENGAGEMENT"))
     stored_ids, stored_at = set(), set()
     for seq in range(start_seq + 1, info.state.last_seq + 1):
-        msg = await js.get_msg("ENGAGEMENT", seq)
+        msg = await settled(lambda seq=seq: js.get_msg("ENGAGEMENT", seq))
         stored_ids.add((msg.headers or {}).get("Nats-Msg-Id"))
         stored_at.add((msg.subject.rsplit(".", 1)[1], msg.seq))
     stored = info.state.last_seq - start_seq
