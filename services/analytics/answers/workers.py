@@ -5,9 +5,11 @@ Python (``asof.answer_in_worker``). In a thread of analytics that work held the 
 the live projector runs in: on two cores, four analysts asking as-of questions made every
 event wait several times longer to be counted. It runs here instead, in worker processes
 of their own (started with the first as-of question, one per ``ENGAGE_AS_OF_CONCURRENCY``
-slot, each with its own connection to PostgreSQL and its own event loop). They run at a
-lower scheduling priority (``NICE``), so the projector, PostgreSQL and NATS get the
-processors first, and they log through the same redacting renderer as the service.
+slot, each with its own connection to PostgreSQL and its own event loop). They run under
+Linux's ``SCHED_IDLE`` policy (elsewhere ``NICE`` lower), so the projector, PostgreSQL and
+NATS get the processors first: the kernel switches from an idle-policy task to a normal one
+as soon as it wakes, where a niced task may run on to the end of its time slice, on every
+wake-up of the live path. They log through the same redacting renderer as the service.
 
 A worker that dies (killed, out of memory) breaks the pool: a new one is started, and the
 question that met it is asked once more. A question whose asker is gone is dropped if it
@@ -31,7 +33,7 @@ from shared.logging import configure_logging, get_logger
 log = get_logger("engage.analytics.asof")
 
 T = TypeVar("T")
-NICE = 10  # added to the workers' niceness: about a tenth of a core's share against a busy process
+NICE = 10  # where SCHED_IDLE is not: added to the workers' niceness (a tenth of a busy core's share)
 
 # In a worker process: its own event loop, kept from one call to the next with what it opened
 # (e.g. a connection pool).
@@ -47,9 +49,12 @@ def on_worker_loop(fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
 
 
 def _start_worker(log_format: str, log_level: str) -> None:
-    """In each new worker: a lower priority, and logs through the same redacting renderer."""
-    with contextlib.suppress(OSError):  # a platform that refuses it: the worker runs at normal priority
-        os.nice(NICE)
+    """In each new worker: the lowest priority, and logs through the same redacting renderer."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # lowering one's own is always allowed
+    except (AttributeError, OSError):  # not Linux
+        with contextlib.suppress(OSError):  # a platform that refuses it: the worker runs at normal priority
+            os.nice(NICE)
     configure_logging(log_format, log_level)
 
 

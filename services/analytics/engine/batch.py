@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import tzinfo
 
 import asyncpg
+import orjson
 
 from services.analytics.projection.engages import keys_of
 from services.analytics.projection.fold import DEFAULT_TZ, Changes, project
@@ -25,6 +26,12 @@ from services.analytics.store import writes
 from shared.events import Envelope
 from shared.plan import DerivedRules, Plan
 
+# The checkpoint, locked for the batch, and the rules the derived groups' counters were made by.
+_LOCK_CHECKPOINT = """
+SELECT stream_seq,
+       (SELECT coalesce(json_object_agg(process_id, rules), '{}')::text FROM derived_rules) AS rules
+  FROM checkpoint WHERE consumer = $1 FOR UPDATE
+"""
 EVERYTHING = "*"  # in ``BatchEngine.touched``: every count of the process may have moved
 
 
@@ -58,16 +65,26 @@ class BatchEngine:
 
         ``reached`` may lie past the last event (unreadable events are parked, not projected).
         Returns how many events were new (above the checkpoint).
+
+        A batch costs a few round trips to PostgreSQL, whatever it holds: the checkpoint
+        locked (with the plans' rules the counters were made by), the batch's participants
+        loaded, and every write in one statement (``writes.write``); the feed's regions of
+        interviews scheduled earlier are read only when it has some.
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO checkpoint (consumer) VALUES ($1) ON CONFLICT DO NOTHING", self.consumer)
-            done = await conn.fetchval(
-                "SELECT stream_seq FROM checkpoint WHERE consumer = $1 FOR UPDATE", self.consumer
-            )
+            row = await conn.fetchrow(_LOCK_CHECKPOINT, self.consumer)
+            if row is None:  # the first batch of these read models
+                await conn.execute(
+                    "INSERT INTO checkpoint (consumer) VALUES ($1) ON CONFLICT DO NOTHING", self.consumer
+                )
+                row = await conn.fetchrow(_LOCK_CHECKPOINT, self.consumer)
+                if row is None:
+                    raise RuntimeError(f"the checkpoint of {self.consumer!r} could not be made")
+            done: int = row["stream_seq"]
             fresh = [(seq, ev) for seq, ev in events if seq > done]
             changes = None
             if fresh:
-                recounted = await writes.ensure_derived(conn, self.derived)
+                recounted = await writes.ensure_derived(conn, self.derived, orjson.loads(row["rules"]))
                 envelopes = [ev for _, ev in fresh]
                 known = await writes.load(conn, keys_of(envelopes))
                 changes = project(envelopes, known, self.tz, self.derived, dated=True)
@@ -76,12 +93,16 @@ class BatchEngine:
                     for key, i, at, channel, profile in changes.touches
                 ]
                 if self.single_writer:
-                    await writes.write_participants(conn, changes)
                     _add_counts(self._counted, changes)
-                else:
-                    await writes.write(conn, changes)
-                await writes.write_activity(conn, fresh)
-            if reached > done:
+                feed = await writes.activity_of(conn, fresh)
+                await writes.write(
+                    conn,
+                    changes,
+                    counters=not self.single_writer,
+                    feed=feed,
+                    checkpoint=(self.consumer, reached),
+                )
+            elif reached > done:
                 await conn.execute(
                     "UPDATE checkpoint SET stream_seq = $2, updated_at = now() WHERE consumer = $1",
                     self.consumer,
@@ -121,7 +142,7 @@ class BatchEngine:
         if self.single_writer:
             counted, self._counted = self._counted, Changes()
             async with self.pool.acquire() as conn, conn.transaction():
-                await writes.write_counters(conn, counted)
+                await writes.write(conn, counted)
 
 
 def _add_counts(into: Changes, more: Changes) -> None:

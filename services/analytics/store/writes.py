@@ -61,170 +61,196 @@ async def load(conn: Connection, keys: set[Key]) -> dict[Key, ParticipantState]:
     }
 
 
-async def write(conn: Connection, changes: Changes) -> None:
-    """Every change of a batch: the participants' states and what as-of answers need of them,
-    and the counters."""
-    await write_participants(conn, changes)
-    await write_counters(conn, changes)
+# Every write of a batch in one statement (one round trip to PostgreSQL, however many tables
+# move): each table's change is a data-modifying WITH of its own, fed arrays that may be empty.
+# They all see the snapshot the statement began with, and no two of them write the same row:
+# touches are forgotten only for those who withdrew, and added only for those who did not;
+# the feed's trim deletes only rows that were there before the batch, the newest of them kept
+# up to ``activity.KEEP`` with the batch's own (which come later on the log than any of them).
+_WRITE = """
+WITH
+forgotten AS (
+    DELETE FROM touches WHERE (process_id, participant) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+),
+touched AS (
+    INSERT INTO touches (process_id, participant, sequence, at, channel, profile)
+    SELECT p, k, s, a, c, pr::jsonb
+      FROM unnest($3::text[], $4::text[], $5::bigint[], $6::timestamptz[], $7::text[], $8::text[])
+           AS t(p, k, s, a, c, pr)
+),
+moments AS (
+    INSERT INTO event_times (process_id, at) SELECT * FROM unnest($9::text[], $10::timestamptz[])
+    ON CONFLICT DO NOTHING
+),
+people AS (
+    INSERT INTO participants (process_id, participant, profile, channels, days, first_channel,
+                              withdrawn, first_seen, last_seen)
+    SELECT p, k, pr::jsonb, ch::jsonb, d::jsonb, fc, w, f, l
+      FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bool[],
+                  $18::timestamptz[], $19::timestamptz[]) AS t(p, k, pr, ch, d, fc, w, f, l)
+    ON CONFLICT (process_id, participant) DO UPDATE
+       SET profile = EXCLUDED.profile, channels = EXCLUDED.channels, days = EXCLUDED.days,
+           first_channel = EXCLUDED.first_channel, withdrawn = EXCLUDED.withdrawn,
+           first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen
+),
+categories AS (
+    INSERT INTO category_counts AS c (process_id, dimension, category, participants)
+    SELECT * FROM unnest($20::text[], $21::text[], $22::text[], $23::bigint[])
+    ON CONFLICT (process_id, dimension, category) DO UPDATE
+       SET participants = c.participants + EXCLUDED.participants
+),
+channels AS (
+    INSERT INTO engagement_counts AS e (process_id, channel, engagements, participants)
+    SELECT * FROM unnest($24::text[], $25::text[], $26::bigint[], $27::bigint[])
+    ON CONFLICT (process_id, channel) DO UPDATE
+       SET engagements = e.engagements + EXCLUDED.engagements,
+           participants = e.participants + EXCLUDED.participants
+),
+days AS (
+    INSERT INTO daily_counts AS d (process_id, day, channel, engagements, participants)
+    SELECT * FROM unnest($28::text[], $29::date[], $30::text[], $31::bigint[], $32::bigint[])
+    ON CONFLICT (process_id, day, channel) DO UPDATE
+       SET engagements = d.engagements + EXCLUDED.engagements,
+           participants = d.participants + EXCLUDED.participants
+),
+totalled AS (
+    INSERT INTO totals AS t (process_id, participants, engagements, profiled, first_event, last_event)
+    SELECT * FROM unnest($33::text[], $34::bigint[], $35::bigint[], $36::bigint[], $37::timestamptz[],
+                         $38::timestamptz[])
+    ON CONFLICT (process_id) DO UPDATE
+       SET participants = t.participants + EXCLUDED.participants,
+           engagements = t.engagements + EXCLUDED.engagements,
+           profiled = t.profiled + EXCLUDED.profiled,
+           first_event = LEAST(t.first_event, EXCLUDED.first_event),
+           last_event = GREATEST(t.last_event, EXCLUDED.last_event)
+),
+dated AS (
+    INSERT INTO dated_counts AS d (process_id, day, item, n)
+    SELECT * FROM unnest($39::text[], $40::int[], $41::text[], $42::bigint[])
+    ON CONFLICT (process_id, day, item) DO UPDATE SET n = d.n + EXCLUDED.n
+),
+regions AS (
+    INSERT INTO interview_regions (process_id, interview_id, region)
+    SELECT * FROM unnest($43::text[], $44::text[], $45::text[])
+    ON CONFLICT (process_id, interview_id) DO UPDATE SET region = EXCLUDED.region
+),
+feed AS (
+    INSERT INTO activity (process_id, sequence, kind, channel, region, topic, occurred_at, recorded_at)
+    SELECT * FROM unnest($46::text[], $47::bigint[], $48::text[], $49::text[], $50::text[], $51::text[],
+                         $52::timestamptz[], $53::timestamptz[])
+    ON CONFLICT DO NOTHING
+    RETURNING process_id
+),
+trimmed AS (
+    DELETE FROM activity a
+     USING (SELECT process_id, count(*) AS added FROM feed GROUP BY process_id) AS b
+     WHERE a.process_id = b.process_id
+       AND (b.added >= $54 OR a.sequence <= (SELECT x.sequence FROM activity x WHERE x.process_id = b.process_id
+                                             ORDER BY x.sequence DESC OFFSET $54 - b.added LIMIT 1))
+),
+moved AS (
+    UPDATE checkpoint SET stream_seq = $56, updated_at = now() WHERE consumer = $55 AND stream_seq < $56
+)
+SELECT 1
+"""
 
 
-async def write_participants(conn: Connection, changes: Changes) -> None:
-    """The participants' states, their engagements (``touches``) and the events' times."""
-    if changes.forget:
-        gone = sorted(changes.forget)
-        await conn.execute(
-            "DELETE FROM touches WHERE (process_id, participant) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-            [k[0] for k in gone],
-            [k[1] for k in gone],
-        )
-    if changes.touches:
-        rows = changes.touches  # with stream sequences by now (``engine.batch``)
-        await conn.execute(
-            """
-            INSERT INTO touches (process_id, participant, sequence, at, channel, profile)
-            SELECT p, k, s, a, c, pr::jsonb
-              FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[])
-                   AS t(p, k, s, a, c, pr)
-            """,
-            [key[0] for key, *_ in rows],
-            [key[1] for key, *_ in rows],
-            [seq for _, seq, *_ in rows],
-            [at for _, _, at, _, _ in rows],
-            [channel for *_, channel, _ in rows],
-            [None if profile is None else profile.model_dump_json(exclude_none=True) for *_, profile in rows],
-        )
-    if changes.moments:
-        moments = sorted(changes.moments)
-        await conn.execute(
-            "INSERT INTO event_times (process_id, at) SELECT * FROM unnest($1::text[], $2::timestamptz[]) "
-            "ON CONFLICT DO NOTHING",
-            [m[0] for m in moments],
-            [m[1] for m in moments],
-        )
-    if changes.participants:
-        keys, states = zip(*changes.participants.items(), strict=True)
-        await conn.execute(
-            """
-            INSERT INTO participants (process_id, participant, profile, channels, days, first_channel,
-                                      withdrawn, first_seen, last_seen)
-            SELECT p, k, pr::jsonb, ch::jsonb, d::jsonb, fc, w, f, l
-              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
-                          $8::timestamptz[], $9::timestamptz[]) AS t(p, k, pr, ch, d, fc, w, f, l)
-            ON CONFLICT (process_id, participant) DO UPDATE
-               SET profile = EXCLUDED.profile, channels = EXCLUDED.channels, days = EXCLUDED.days,
-                   first_channel = EXCLUDED.first_channel, withdrawn = EXCLUDED.withdrawn,
-                   first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen
-            """,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [s.profile.model_dump_json(exclude_none=True) for s in states],
-            [orjson.dumps(s.channels).decode() for s in states],
-            [orjson.dumps(s.days).decode() for s in states],
-            [s.first_channel for s in states],
-            [s.withdrawn for s in states],
-            [s.first_seen for s in states],
-            [s.last_seen for s in states],
-        )
+async def write(
+    conn: Connection,
+    changes: Changes,
+    *,
+    counters: bool = True,
+    feed: tuple[Mapping[tuple[str, str], str], Sequence[activity.Item]] | None = None,
+    checkpoint: tuple[str, int] | None = None,
+) -> None:
+    """Every change of a batch in one statement: the participants' states and what as-of answers
+    need of them, the counters (not with ``counters=False``: a rebuild sums them, see
+    ``engine.batch``), the dashboard's feed (``activity_of``), and the checkpoint moved to
+    ``(consumer, sequence)``."""
+    gone = sorted(changes.forget)
+    touches = changes.touches  # with stream sequences by now (``engine.batch``)
+    moments = sorted(changes.moments)
+    keys, states = zip(*changes.participants.items(), strict=True) if changes.participants else ((), ())
+    none: Changes = Changes()
+    counted = changes if counters else none
+    (cat_procs, dims, cats), cat_deltas = _columns(counted.categories, 3)
+    channels = sorted(set(counted.engagements) | set(counted.people))  # a fixed order: no deadlocks
+    days = sorted(set(counted.daily) | set(counted.firsts))
+    procs = sorted(counted.event_times)
+    (dated_procs, utc_days, items), dated_deltas = _columns(counted.dated, 3)
+    regions, feed_items = feed if feed is not None else ({}, ())
+    region_keys = sorted(regions)
+    consumer, reached = checkpoint if checkpoint is not None else ("", 0)
+    await conn.execute(
+        _WRITE,
+        [k[0] for k in gone],
+        [k[1] for k in gone],
+        [key[0] for key, *_ in touches],
+        [key[1] for key, *_ in touches],
+        [seq for _, seq, *_ in touches],
+        [at for _, _, at, _, _ in touches],
+        [channel for *_, channel, _ in touches],
+        [None if profile is None else profile.model_dump_json(exclude_none=True) for *_, profile in touches],
+        [m[0] for m in moments],
+        [m[1] for m in moments],
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [st.profile.model_dump_json(exclude_none=True) for st in states],
+        [orjson.dumps(st.channels).decode() for st in states],
+        [orjson.dumps(st.days).decode() for st in states],
+        [st.first_channel for st in states],
+        [st.withdrawn for st in states],
+        [st.first_seen for st in states],
+        [st.last_seen for st in states],
+        cat_procs,
+        dims,
+        cats,
+        cat_deltas,
+        [k[0] for k in channels],
+        [k[1] for k in channels],
+        [counted.engagements[k] for k in channels],
+        [counted.people[k] for k in channels],
+        [k[0] for k in days],
+        [date.fromisoformat(k[1]) for k in days],
+        [k[2] for k in days],
+        [counted.daily[k] for k in days],
+        [counted.firsts[k] for k in days],
+        procs,
+        [counted.totals[(p, PARTICIPANTS)] for p in procs],
+        [counted.totals[(p, ENGAGEMENTS)] for p in procs],
+        [counted.totals[(p, PROFILED)] for p in procs],
+        [counted.event_times[p][0] for p in procs],
+        [counted.event_times[p][1] for p in procs],
+        dated_procs,
+        utc_days,
+        items,
+        dated_deltas,
+        [k[0] for k in region_keys],
+        [k[1] for k in region_keys],
+        [regions[k] for k in region_keys],
+        [i.process_id for i in feed_items],
+        [i.sequence for i in feed_items],
+        [i.kind for i in feed_items],
+        [i.channel for i in feed_items],
+        [i.region for i in feed_items],
+        [i.topic for i in feed_items],
+        [i.occurred_at for i in feed_items],
+        [i.recorded_at for i in feed_items],
+        activity.KEEP,
+        consumer,
+        reached,
+    )
 
 
-async def write_counters(conn: Connection, changes: Changes) -> None:
-    """The count changes: added to the counters (of one batch, or of many summed)."""
-    if changes.categories:
-        (procs, dims, cats), deltas = _columns(changes.categories, 3)
-        await conn.execute(
-            """
-            INSERT INTO category_counts AS c (process_id, dimension, category, participants)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-            ON CONFLICT (process_id, dimension, category) DO UPDATE
-               SET participants = c.participants + EXCLUDED.participants
-            """,
-            procs,
-            dims,
-            cats,
-            deltas,
-        )
-    if changes.engagements or changes.people:
-        channels = sorted(set(changes.engagements) | set(changes.people))  # a fixed order: no deadlocks
-        await conn.execute(
-            """
-            INSERT INTO engagement_counts AS e (process_id, channel, engagements, participants)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
-            ON CONFLICT (process_id, channel) DO UPDATE
-               SET engagements = e.engagements + EXCLUDED.engagements,
-                   participants = e.participants + EXCLUDED.participants
-            """,
-            [k[0] for k in channels],
-            [k[1] for k in channels],
-            [changes.engagements[k] for k in channels],
-            [changes.people[k] for k in channels],
-        )
-    if changes.daily or changes.firsts:
-        days = sorted(set(changes.daily) | set(changes.firsts))
-        await conn.execute(
-            """
-            INSERT INTO daily_counts AS d (process_id, day, channel, engagements, participants)
-            SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[], $5::bigint[])
-            ON CONFLICT (process_id, day, channel) DO UPDATE
-               SET engagements = d.engagements + EXCLUDED.engagements,
-                   participants = d.participants + EXCLUDED.participants
-            """,
-            [k[0] for k in days],
-            [date.fromisoformat(k[1]) for k in days],
-            [k[2] for k in days],
-            [changes.daily[k] for k in days],
-            [changes.firsts[k] for k in days],
-        )
-    for proc, (first, last) in changes.event_times.items():
-        await conn.execute(
-            """
-            INSERT INTO totals AS t (process_id, participants, engagements, profiled, first_event, last_event)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (process_id) DO UPDATE
-               SET participants = t.participants + EXCLUDED.participants,
-                   engagements = t.engagements + EXCLUDED.engagements,
-                   profiled = t.profiled + EXCLUDED.profiled,
-                   first_event = LEAST(t.first_event, EXCLUDED.first_event),
-                   last_event = GREATEST(t.last_event, EXCLUDED.last_event)
-            """,
-            proc,
-            changes.totals[(proc, PARTICIPANTS)],
-            changes.totals[(proc, ENGAGEMENTS)],
-            changes.totals[(proc, PROFILED)],
-            first,
-            last,
-        )
-    if changes.dated:  # what as-of answers are made of (``projection.fold._dated``)
-        (procs, utc_days, items), deltas = _columns(changes.dated, 3)
-        await conn.execute(
-            """
-            INSERT INTO dated_counts AS d (process_id, day, item, n)
-            SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[])
-            ON CONFLICT (process_id, day, item) DO UPDATE SET n = d.n + EXCLUDED.n
-            """,
-            procs,
-            utc_days,
-            items,
-            deltas,
-        )
-
-
-async def write_activity(conn: Connection, events: Sequence[tuple[int, Envelope]]) -> None:
-    """Remember where interviews take place, add the batch's feed items, keep the latest few."""
+async def activity_of(
+    conn: Connection, events: Sequence[tuple[int, Envelope]]
+) -> tuple[dict[tuple[str, str], str], list[activity.Item]]:
+    """What a batch adds to the dashboard's feed: where its interviews take place, and its feed
+    items (their regions looked up for interviews scheduled in earlier batches, a read only
+    when there are some). :func:`write` writes them and keeps each process's latest
+    ``activity.KEEP``."""
     scheduled = activity.regions_scheduled(ev for _, ev in events)
-    if scheduled:
-        keys = sorted(scheduled)
-        await conn.execute(
-            """
-            INSERT INTO interview_regions (process_id, interview_id, region)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-            ON CONFLICT (process_id, interview_id) DO UPDATE SET region = EXCLUDED.region
-            """,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [scheduled[k] for k in keys],
-        )
     items = activity.items(events, scheduled)
-    # Interviews scheduled in earlier batches: their region is in the table.
     wanted = {(i.process_id, i.interview_id) for i in items if i.region is None and i.interview_id}
     if wanted:
         procs, ids = zip(*wanted, strict=True)
@@ -236,31 +262,7 @@ async def write_activity(conn: Connection, events: Sequence[tuple[int, Envelope]
         )
         found = {(r["process_id"], r["interview_id"]): r["region"] for r in rows}
         items = [replace(i, region=found.get((i.process_id, i.interview_id))) if i.region is None else i for i in items]
-    if not items:
-        return
-    await conn.execute(
-        """
-        INSERT INTO activity (process_id, sequence, kind, channel, region, topic, occurred_at, recorded_at)
-        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
-                             $7::timestamptz[], $8::timestamptz[])
-        ON CONFLICT DO NOTHING
-        """,
-        [i.process_id for i in items],
-        [i.sequence for i in items],
-        [i.kind for i in items],
-        [i.channel for i in items],
-        [i.region for i in items],
-        [i.topic for i in items],
-        [i.occurred_at for i in items],
-        [i.recorded_at for i in items],
-    )
-    for process_id in {i.process_id for i in items}:
-        await conn.execute(
-            "DELETE FROM activity WHERE process_id = $1 AND sequence < ("
-            "SELECT sequence FROM activity WHERE process_id = $1 ORDER BY sequence DESC OFFSET $2 LIMIT 1)",
-            process_id,
-            activity.KEEP - 1,
-        )
+    return scheduled, items
 
 
 def _columns(counter: Any, width: int) -> tuple[list[list[str]], list[int]]:
@@ -289,15 +291,19 @@ async def save_statuses(
     )
 
 
-async def ensure_derived(conn: Connection, derived: Mapping[str, DerivedRules]) -> list[str]:
+async def ensure_derived(
+    conn: Connection, derived: Mapping[str, DerivedRules], stored: Mapping[str, str] | None = None
+) -> list[str]:
     """Make the counters of the plans' derived groups agree with ``derived`` (each process's rules).
 
     The batch engine calls this inside each batch's transaction, with the checkpoint locked, so
-    no batch counts by other rules meanwhile. A process whose counters were made by other rules
-    (its plan changed, or a projector with another plan file counted) is counted again from its
-    participants, once; returns those processes.
+    no batch counts by other rules meanwhile, giving the rules ``stored`` in ``derived_rules``
+    as it read them with the checkpoint (read here if not given). A process whose counters
+    were made by other rules (its plan changed, or a projector with another plan file counted)
+    is counted again from its participants, once; returns those processes.
     """
-    stored = {r["process_id"]: r["rules"] for r in await conn.fetch("SELECT process_id, rules FROM derived_rules")}
+    if stored is None:
+        stored = {r["process_id"]: r["rules"] for r in await conn.fetch("SELECT process_id, rules FROM derived_rules")}
     recounted = []
     for proc in sorted(set(stored) | set(derived)):
         want = derived.get(proc, NO_RULES)
