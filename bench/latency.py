@@ -65,17 +65,14 @@ async def offer(
     return sent
 
 
-async def alternate(
-    rounds: int, first: Callable[[int], Awaitable[list[float]]], second: Callable[[int], Awaitable[list[float]]]
-) -> tuple[float, float]:
-    """The p99s of ``first`` and ``second`` (each called with its round's number and giving
-    latencies), measured in ``rounds`` alternating rounds: first, second, first, second..."""
-    a: list[float] = []
-    b: list[float] = []
+async def alternate(rounds: int, *arms: Callable[[int], Awaitable[list[float]]]) -> tuple[float, ...]:
+    """The p99 of each of ``arms`` (each called with its round's number and giving latencies),
+    measured in ``rounds`` rounds that take them in turn: first, second, ..., first, second..."""
+    measured: list[list[float]] = [[] for _ in arms]
     for i in range(rounds):
-        a += await first(i)
-        b += await second(i)
-    return p99(a), p99(b)
+        for arm, into in zip(arms, measured, strict=True):
+            into += await arm(i)
+    return tuple(p99(values) for values in measured)
 
 
 async def publish_to_commit(

@@ -33,7 +33,6 @@ from bench.catchup import log_on_servers, print_figures
 from services.analytics.reading.decode import decode
 from services.analytics.reading.replay import raw_batches
 from shared.logging import configure_logging
-from shared.settings import Settings
 
 DEFAULT_GC = gc.get_threshold()
 
@@ -61,14 +60,14 @@ def rebuild_in_child(url: str, dsn: str) -> tuple[float, float, float]:
     return float(found.group(1).replace(",", "")), wall, float(found.group(2).replace(",", ""))
 
 
-async def read_and_validate(url: str, settings: Settings) -> float:
+async def read_and_validate(url: str, stream: str) -> float:
     """The rebuild's reader and its schema validation alone, nothing projected or written:
     the ceiling of any rebuild that validates every event in one Python process."""
     gc.set_threshold(100_000, 50, 1000)  # as the rebuild sets it
     nc = await nats.connect(url)
     seen = 0
     start = time.perf_counter()
-    async for batch in raw_batches(nc, settings.stream_name, batch=5000):
+    async for batch in raw_batches(nc, stream, batch=5000):
         for _, _, data in batch:
             decode(data)
         seen += len(batch)
@@ -81,7 +80,7 @@ async def read_and_validate(url: str, settings: Settings) -> float:
 async def measure(n: int, tmp: Path) -> tuple[float, float, float, float, float]:
     async with log_on_servers(n, tmp) as (settings, raw):
         url, dsn = settings.nats_url or "", settings.database_url or ""
-        ceiling = await read_and_validate(url, settings)
+        ceiling = await read_and_validate(url, settings.stream_name)
         rate, wall, peak = await asyncio.to_thread(rebuild_in_child, url, dsn)
     return raw, ceiling, rate, wall, peak
 

@@ -1,16 +1,19 @@
 """Every figure for one log size, in the order a deployment meets them, each step bounded in time.
 
 1. a working copy of the kept log of n events, on a nats-server fsyncing every write;
-2. a raw ordered consumer reads it (the rebuild's baseline), then `engage rebuild` builds the
-   read models of a fresh database from it (its rate and peak memory);
+2. a raw ordered consumer reads it (the rebuild's baseline), the rebuild's reader reads and
+   validates it and does nothing more (the ceiling of any rebuild that validates in one
+   process), then `engage rebuild` builds the read models of a fresh database from it (its
+   rate and peak memory);
 3. ``tail`` more events are published while analytics is stopped, then `engage serve analytics`
    (the shipped plans, status judging on) starts behind and counts them (live catch-up);
 4. raw publish → consumer p99 at ``rate`` events/s (baseline) and publish → commit p99, in
    alternating rounds (``latency.alternate``);
 5. ``GET /coverage`` timed as an analyst (median of ``calls``);
 6. one ``GET /coverage?as_of=`` (the history's midpoint) with analytics' memory sampled (its
-   as-of workers' included), then publish → commit p99 with 4 clients keeping as-of requests
-   running, and without them, in alternating rounds;
+   as-of workers' included), then publish → commit p99 without, with 4 clients keeping as-of
+   requests running, and without them again (the control: the measurement's own noise), in
+   rounds that take turns;
 7. coordinators' ``GET /coverage`` (for information; bounded like one as-of);
 8. analytics stopped; a full replay of the same log into memory (the as-of baseline).
 A step that fails or runs out of time is reported as missing and the run goes on.
@@ -37,6 +40,7 @@ import orjson
 
 from bench import latency
 from bench.logs import Progress, copy_log_async, make_log
+from bench.rebuild import read_and_validate
 from bench.service import (
     ANALYST,
     COORDINATOR,
@@ -255,6 +259,9 @@ async def measure_size(n: int, opts: Options, postgres_dsn: str, folder: Path, s
     analytics = Analytics(env, folder / f"analytics-{n}.log")
     try:
         put["raw_read"] = await bounded(figures, "raw ordered consumer", raw_read(url, "ENGAGEMENT", n), step, say)
+        put["read_validate"] = await bounded(
+            figures, "the rebuild's reader and validation alone", read_and_validate(url, "ENGAGEMENT"), step, say
+        )
         rebuilt = await bounded(figures, "engage rebuild", asyncio.to_thread(run_rebuild, env, step), step, say)
         if rebuilt is None:
             return figures
@@ -362,7 +369,9 @@ async def measure_live_under_as_of(
     figures: Figures, analytics: Analytics, checkpoint: Checkpoint, url: str, opts: Options, say: Progress
 ) -> None:
     """Publish → commit p99 with ``CONCURRENT_AS_OF`` clients asking as-of questions, and without
-    them, in alternating rounds."""
+    them, in rounds that take turns: without, with, and without again. The second rounds
+    without (the control) change nothing: their p99 against the first's is this measurement's
+    own noise on this machine, printed beside the figure."""
     put = figures.values
     one = put.get("as_of") or 0.0
     if one > opts.as_of_limit / 4 or (put.get("as_of_rss_mb") or 0.0) > opts.memory_guard_mb / CONCURRENT_AS_OF:
@@ -379,15 +388,18 @@ async def measure_live_under_as_of(
         asked[0], asked[1] = asked[0] + answered[0], asked[1] + refused[0]
         return latencies
 
+    async def control(i: int) -> list[float]:
+        return await latency.publish_to_commit(url, checkpoint, opts.rate, each, 60, figures.n + 107 + 10 * i)
+
     async with MemoryWatch(analytics.pid) as memory:
-        pair = await bounded(
+        measured = await bounded(
             figures,
-            f"publish → commit at {opts.rate:,}/s without, then with, {CONCURRENT_AS_OF} as-of running: "
-            f"{opts.rounds} rounds of {each:g} s each",
-            latency.alternate(opts.rounds, without, beside),
-            2 * opts.timeout,
+            f"publish → commit at {opts.rate:,}/s without, with {CONCURRENT_AS_OF} as-of running, and without "
+            f"again: {opts.rounds} rounds of {each:g} s each",
+            latency.alternate(opts.rounds, without, beside, control),
+            3 * opts.timeout,
             say,
         )
     say(f"  as-of requests meanwhile: {asked[0]} answered, {asked[1]} refused for now (429) and asked again")
-    put["live_p99_without_as_of"], put["live_p99_as_of"] = pair or (None, None)
+    put["live_p99_without_as_of"], put["live_p99_as_of"], put["live_p99_control"] = measured or (None, None, None)
     put["as_of_rss_mb"] = max(put.get("as_of_rss_mb") or 0.0, memory.peak)
