@@ -7,9 +7,10 @@ event wait several times longer to be counted. It runs here instead, in worker p
 of their own (started with the first as-of question, one per ``ENGAGE_AS_OF_CONCURRENCY``
 slot, each with its own connection to PostgreSQL and its own event loop). They run under
 Linux's ``SCHED_IDLE`` policy (elsewhere ``NICE`` lower), so the projector, PostgreSQL and
-NATS get the processors first: the kernel switches from an idle-policy task to a normal one
-as soon as it wakes, where a niced task may run on to the end of its time slice, on every
-wake-up of the live path. They log through the same redacting renderer as the service.
+NATS get the processors first: the kernel gives an idle-policy task the smallest share of
+any, and takes the processor from it as soon as a normal task wakes (a niced task keeps a
+larger share, and may keep the processor a while after the live path wakes). They log
+through the same redacting renderer as the service.
 
 A worker that dies (killed, out of memory) breaks the pool: a new one is started, and the
 question that met it is asked once more. A question whose asker is gone is dropped if it
