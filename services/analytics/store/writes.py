@@ -171,8 +171,7 @@ async def write(
     touches = changes.touches  # with stream sequences by now (``engine.batch``)
     moments = sorted(changes.moments)
     keys, states = zip(*changes.participants.items(), strict=True) if changes.participants else ((), ())
-    none: Changes = Changes()
-    counted = changes if counters else none
+    counted = changes if counters else Changes()
     (cat_procs, dims, cats), cat_deltas = _columns(counted.categories, 3)
     channels = sorted(set(counted.engagements) | set(counted.people))  # a fixed order: no deadlocks
     days = sorted(set(counted.daily) | set(counted.firsts))
