@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
 
 from services.analytics.engine.batch import BatchEngine
 from services.analytics.projection import activity
-from services.analytics.store import schema
+from services.analytics.store import schema, writes
 from shared.events import Envelope
 from shared.plan import shipped_plans
 from tests import factories as f
@@ -112,3 +113,44 @@ async def test_a_batch_takes_the_same_few_round_trips_whatever_it_holds(
         assert len(sent) - len(regions) <= ROUND_TRIPS, sent
         assert len(regions) <= 1, regions
     await pool.close()
+
+
+async def summed_counts(dsn: str, log: list[Envelope], first_commit_fails: bool) -> dict[str, int]:
+    """The counters a single writer (the rebuild) leaves after applying ``log`` as one batch,
+    once more after the first try failed just before its commit if ``first_commit_fails``."""
+    pool = await schema.open_pool(dsn)
+    await schema.migrate(pool)
+    engine = BatchEngine(pool, CONSUMER, plans=PLANS, single_writer=True)
+    numbered = list(enumerate(log, start=1))
+    if first_commit_fails:
+        real = writes.write
+
+        async def then_fail(*args: Any, **kwargs: Any) -> None:
+            await real(*args, **kwargs)
+            if "checkpoint" in kwargs:  # the batch's own writes made, then the transaction does not commit
+                raise RuntimeError("the disk is full")
+
+        writes.write = then_fail  # type: ignore[assignment]  # undone in finally, before anything else writes
+        try:
+            with pytest.raises(RuntimeError):
+                await engine.apply(numbered, len(log))
+        finally:
+            writes.write = real  # type: ignore[assignment]  # the real function back
+    await engine.apply(numbered, len(log))
+    await engine.flush()
+    rows = await pool.fetch("SELECT dimension || '/' || category AS k, participants FROM category_counts")
+    totals = await pool.fetchrow("SELECT participants, engagements FROM totals")
+    await pool.close()
+    assert totals is not None
+    return {r["k"]: r["participants"] for r in rows} | dict(totals)
+
+
+async def test_a_rebuild_batch_that_failed_is_summed_once_when_applied_again(
+    another_database: Callable[[], Awaitable[str]],
+) -> None:
+    """A single writer sums its count changes in memory: only a batch that committed adds to them."""
+    log = workload(random.Random(3), 80)
+    once = await summed_counts(await another_database(), log, first_commit_fails=False)
+    retried = await summed_counts(await another_database(), log, first_commit_fails=True)
+    assert once["participants"] > 0
+    assert retried == once

@@ -92,8 +92,6 @@ class BatchEngine:
                     (key, fresh[i][0] if i >= 0 else 0, at, channel, profile)
                     for key, i, at, channel, profile in changes.touches
                 ]
-                if self.single_writer:
-                    _add_counts(self._counted, changes)
                 feed = await writes.activity_of(conn, fresh)
                 await writes.write(
                     conn,
@@ -109,6 +107,8 @@ class BatchEngine:
                     reached,
                 )
         if changes is not None:  # committed: remember what moved, for judging statuses
+            if self.single_writer:  # and add its count changes to those written at ``flush``
+                _add_counts(self._counted, changes)
             for proc in recounted:
                 self.touched.setdefault(proc, set()).add(EVERYTHING)
             for proc, dimension, _ in changes.categories:
