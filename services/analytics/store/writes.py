@@ -290,19 +290,15 @@ async def save_statuses(
     )
 
 
-async def ensure_derived(
-    conn: Connection, derived: Mapping[str, DerivedRules], stored: Mapping[str, str] | None = None
-) -> list[str]:
+async def ensure_derived(conn: Connection, derived: Mapping[str, DerivedRules], stored: Mapping[str, str]) -> list[str]:
     """Make the counters of the plans' derived groups agree with ``derived`` (each process's rules).
 
     The batch engine calls this inside each batch's transaction, with the checkpoint locked, so
     no batch counts by other rules meanwhile, giving the rules ``stored`` in ``derived_rules``
-    as it read them with the checkpoint (read here if not given). A process whose counters
-    were made by other rules (its plan changed, or a projector with another plan file counted)
-    is counted again from its participants, once; returns those processes.
+    as it read them with the checkpoint. A process whose counters were made by other rules
+    (its plan changed, or a projector with another plan file counted) is counted again from
+    its participants, once; returns those processes.
     """
-    if stored is None:
-        stored = {r["process_id"]: r["rules"] for r in await conn.fetch("SELECT process_id, rules FROM derived_rules")}
     recounted = []
     for proc in sorted(set(stored) | set(derived)):
         want = derived.get(proc, NO_RULES)
